@@ -1,0 +1,47 @@
+"""Pieces every subcommand shares: model options, loading, and a status console on stderr."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+
+if TYPE_CHECKING:
+    from ..optimizer import Optimizer
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """``--model --gpu-layers --ctx --threads``, with the config file and environment as fallbacks."""
+    group = parser.add_argument_group("model")
+    group.add_argument("-m", "--model", help="GGUF path or store name such as bpo:q4_k_m (default: best build)")
+    group.add_argument("--gpu-layers", type=int, metavar="N", help="layers to offload (default: all; 0 = CPU only)")
+    group.add_argument("--ctx", type=int, metavar="TOKENS", help="context size (default: the model's, capped at 4096)")
+    group.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: physical cores)")
+
+
+def status_console() -> Console:
+    """Progress and status: stderr, and silent unless stderr is a terminal. Honours NO_COLOR."""
+    return Console(stderr=True, quiet=not sys.stderr.isatty())
+
+
+def load_optimizer(args: argparse.Namespace) -> Optimizer:
+    """Resolve and load the model the options name, with a spinner on a terminal."""
+    from ..config import load_config, resolve_model
+    from ..optimizer import load
+
+    config = load_config()
+    path = resolve_model(args.model, config)
+    with status_console().status(f"loading {path.name}"):
+        return load(
+            path,
+            gpu_layers=_first(args.gpu_layers, config.gpu_layers),
+            ctx=_first(args.ctx, config.ctx),
+            threads=_first(args.threads, config.threads),
+            verbose=args.debug,
+        )
+
+
+def _first(*values: int | None) -> int | None:
+    return next((v for v in values if v is not None), None)

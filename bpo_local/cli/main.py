@@ -1,0 +1,62 @@
+"""Entry point: parse the command line, run one subcommand, map failures to one line and an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+
+from .. import __version__
+from ..errors import BpoLocalError
+
+COMMANDS = ("optimize", "repl", "convert", "models", "verify", "log", "doctor")
+"""Subcommand modules in ``bpo_local.cli``; each defines ``register(subparsers)``."""
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bpo-local",
+        description="Run BPO (Black-Box Prompt Optimization) offline on llama.cpp.",
+    )
+    parser.add_argument("--version", action="version", version=f"bpo-local {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and llama.cpp logs")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"{__package__}.{name}").register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        code = args.func(args)
+        sys.stdout.flush()
+        return code or EXIT_OK
+    except BpoLocalError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        if args.debug:
+            traceback.print_exc()
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`| head -1`): stop quietly, and keep Python from complaining at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+
+
+def run() -> None:
+    """Console-script entry."""
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""Where bpo-local keeps things, the user's TOML config, and which model file to use."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import platformdirs
+
+from .errors import ModelNotFound, UsageError
+
+if TYPE_CHECKING:
+    from .store import ModelStore
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+APP_NAME = "bpo-local"
+HOME_ENV = "BPO_LOCAL_HOME"
+MODEL_ENV = "BPO_LOCAL_MODEL"
+
+
+def _home() -> Path | None:
+    home = os.environ.get(HOME_ENV)
+    return Path(home).expanduser() if home else None
+
+
+def data_dir() -> Path:
+    """Model store and run log live here (``$BPO_LOCAL_HOME`` overrides the platform default)."""
+    return _home() or platformdirs.user_data_path(APP_NAME)
+
+
+def config_dir() -> Path:
+    return _home() or platformdirs.user_config_path(APP_NAME)
+
+
+def state_dir() -> Path:
+    """REPL history and other state that is not worth backing up."""
+    return _home() or platformdirs.user_state_path(APP_NAME)
+
+
+def config_path() -> Path:
+    return config_dir() / "config.toml"
+
+
+def models_dir() -> Path:
+    return data_dir() / "models"
+
+
+@dataclass(frozen=True)
+class Config:
+    """Settings from ``config.toml``; every field may be overridden on the command line."""
+
+    model: str | None = None
+    gpu_layers: int | None = None
+    ctx: int | None = None
+    threads: int | None = None
+
+
+def load_config(path: Path | None = None) -> Config:
+    """Read the config file; a missing file is an empty config, a broken one a clear error."""
+    path = path or config_path()
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return Config()
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise UsageError(f"cannot read config file {path}: {exc}; fix or delete it") from exc
+    known = {f: raw[f] for f in Config.__dataclass_fields__ if f in raw}
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        raise UsageError(f"unknown key(s) {', '.join(unknown)} in {path}; known: model, gpu_layers, ctx, threads")
+    return Config(**known)
+
+
+NO_MODEL_HELP = (
+    "no model: pass --model PATH.gguf, set BPO_LOCAL_MODEL, set `model` in {config}, "
+    "or build one with `bpo-local convert`"
+)
+
+
+def resolve_model(arg: str | None, config: Config | None = None) -> Path:
+    """The GGUF file to load: ``--model``, then ``$BPO_LOCAL_MODEL``, then the config, then the
+    best build in the model store. Each may be a path or a store name such as ``bpo:q4_k_m``."""
+    from .store import ModelStore
+
+    config = config or load_config()
+    store = ModelStore(models_dir())
+    for source in (arg, os.environ.get(MODEL_ENV), config.model):
+        if source:
+            return _locate(source, store)
+    best = store.best()
+    if best is None:
+        raise ModelNotFound(NO_MODEL_HELP.format(config=config_path()))
+    return best
+
+
+def _locate(name: str, store: ModelStore) -> Path:
+    path = Path(name).expanduser()
+    if path.suffix.lower() == ".gguf" or path.exists() or os.sep in name:
+        if not path.is_file():
+            raise ModelNotFound(f"model file not found: {path}; check the path or run `bpo-local models`")
+        return path
+    return store.resolve(name)
