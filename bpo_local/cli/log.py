@@ -1,0 +1,16 @@
+"""`bpo-local log` (placeholder until its owner lands it)."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..errors import BpoLocalError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("log", help="(not built yet)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    raise BpoLocalError("`log` is not built yet")

@@ -1,0 +1,16 @@
+"""`bpo-local models` (placeholder until its owner lands it)."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..errors import BpoLocalError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("models", help="(not built yet)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    raise BpoLocalError("`models` is not built yet")

@@ -1,0 +1,16 @@
+"""`bpo-local optimize` (placeholder until its owner lands it)."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..errors import BpoLocalError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("optimize", help="(not built yet)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    raise BpoLocalError("`optimize` is not built yet")

