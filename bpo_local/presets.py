@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from .errors import UsageError
+
 TEMPLATE = (
     "[INST] You are an expert prompt engineer. Please help me improve this prompt to get a more "
     "helpful and harmless response:\n{} [/INST]"
@@ -50,8 +52,23 @@ class Preset:
     """Each candidate is cut at the first of these markers, in this order."""
 
     def with_overrides(self, **overrides: object) -> Preset:
-        """This preset with every non-None override applied (``n``, ``temperature``, ...)."""
-        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+        """This preset with every non-None override applied (``n``, ``temperature``, ...), checked."""
+        preset = replace(self, **{k: v for k, v in overrides.items() if v is not None})
+        preset.check()
+        return preset
+
+    def check(self) -> None:
+        """Raise UsageError naming the first out-of-range number."""
+        problems = (
+            (self.n < 1, f"n must be at least 1, got {self.n}"),
+            (self.temperature < 0, f"temperature must be >= 0, got {self.temperature}"),
+            (not 0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}"),
+            (self.top_k < 0, f"top_k must be >= 0 (0 = off), got {self.top_k}"),
+            (self.max_new_tokens < 1, f"max tokens must be at least 1, got {self.max_new_tokens}"),
+        )
+        for bad, message in problems:
+            if bad:
+                raise UsageError(message)
 
 
 STABLE = Preset(

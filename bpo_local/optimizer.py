@@ -1,0 +1,237 @@
+"""The BPO optimizer: BPO's presets (presets.py) served by a token-level generation backend.
+
+The backend is anything shaped like ``Backend`` below; the local llama.cpp engine is one. This module owns
+the mapping from a preset to an engine request and from the engine's completions to optimized prompts.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Protocol
+
+from .engine.types import GenerationResult, ModelInfo, Request, Sampling, Timings, TokenEvent
+from .errors import UsageError
+from .presets import PRESETS, Preset, build_prompt, postprocess
+
+
+class Generation(Protocol):
+    """A running generation: iterate for token events; ``result`` once finished or cancelled."""
+
+    result: GenerationResult
+
+    def __iter__(self) -> Iterator[TokenEvent]: ...
+
+    def cancel(self) -> None: ...
+
+
+class Backend(Protocol):
+    """What the optimizer needs from an engine."""
+
+    info: ModelInfo
+    eos_token: int
+
+    def tokenize(self, text: str, *, add_bos: bool, parse_special: bool = False) -> list[int]: ...
+
+    def token_for_piece(self, piece: str) -> int | None: ...
+
+    def generate(self, request: Request) -> Generation: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class CandidateDelta:
+    """New text for candidate ``index`` as it streams (raw, before post-processing)."""
+
+    index: int
+    text: str
+
+
+@dataclass(frozen=True)
+class OptimizeResult:
+    """One optimization: the user's prompt and BPO's candidate rewrites (one in stable mode)."""
+
+    prompt: str
+    mode: str
+    candidates: tuple[str, ...]
+    finish_reasons: tuple[str, ...]
+    params: Mapping[str, Any]
+    model: str
+    timings: Timings
+    seed: int
+    raw: tuple[str, ...] = field(default=(), repr=False)
+    """The decoded generations before post-processing."""
+
+    @property
+    def text(self) -> str:
+        """The first (in stable mode, the only) optimized prompt."""
+        return self.candidates[0]
+
+    @property
+    def cancelled(self) -> bool:
+        return "cancelled" in self.finish_reasons
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form: prompt, result(s), mode, parameters, model and timings."""
+        t = self.timings
+        return {
+            "prompt": self.prompt,
+            "optimized_prompt": self.text,
+            "candidates": list(self.candidates),
+            "mode": self.mode,
+            "params": dict(self.params),
+            "model": self.model,
+            "finish_reasons": list(self.finish_reasons),
+            "timings": {
+                "prompt_tokens": t.prompt_tokens,
+                "cached_prompt_tokens": t.cached_prompt_tokens,
+                "generated_tokens": t.generated_tokens,
+                "prompt_seconds": round(t.prompt_seconds, 4),
+                "first_token_seconds": round(t.first_token_seconds, 4),
+                "decode_seconds": round(t.decode_seconds, 4),
+                "total_seconds": round(t.total_seconds, 4),
+                "tokens_per_second": round(t.tokens_per_second, 2),
+            },
+        }
+
+
+class OptimizeStream:
+    """Iterate for ``CandidateDelta``s; ``result`` is the ``OptimizeResult`` once done or cancelled."""
+
+    def __init__(self, generation: Generation, finish: Any) -> None:
+        self._generation = generation
+        self._finish = finish
+        self._result: OptimizeResult | None = None
+
+    def __iter__(self) -> Iterator[CandidateDelta]:
+        for event in self._generation:
+            if event.text:
+                yield CandidateDelta(event.index, event.text)
+
+    def cancel(self) -> None:
+        """Stop generating; the text produced so far is kept, marked cancelled."""
+        self._generation.cancel()
+
+    @property
+    def result(self) -> OptimizeResult:
+        if self._result is None:
+            self._result = self._finish(self._generation.result)
+        return self._result
+
+
+class Optimizer:
+    """BPO on one loaded model. Create with ``bpo_local.load``; reuse for many prompts."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self._newline = backend.token_for_piece("\n")
+        self._sha256: str | None = None
+
+    @property
+    def info(self) -> ModelInfo:
+        return self.backend.info
+
+    def model_sha256(self) -> str:
+        """sha256 of the model file (cached across runs by path, size and mtime)."""
+        if self._sha256 is None:
+            from .digest import file_sha256
+
+            self._sha256 = file_sha256(self.info.path)
+        return self._sha256
+
+    def preset(self, mode: str = "stable", **overrides: Any) -> Preset:
+        """The preset for ``mode`` with overrides (n, temperature, top_p, top_k, max_tokens) applied."""
+        if mode not in PRESETS:
+            raise UsageError(f"unknown mode {mode!r}; choose from: {', '.join(PRESETS)}")
+        if "max_tokens" in overrides:
+            overrides["max_new_tokens"] = overrides.pop("max_tokens")
+        return PRESETS[mode].with_overrides(**overrides)
+
+    def stream(self, prompt: str, *, mode: str = "stable", seed: int | None = None, **overrides: Any) -> OptimizeStream:
+        """Start optimizing ``prompt``; iterate the stream for text as it is generated."""
+        if not prompt.strip():
+            raise UsageError("empty prompt; pass the prompt as an argument or on stdin")
+        preset = self.preset(mode, **overrides)
+        request = self._request(prompt, preset, seed)
+
+        def finish(result: GenerationResult) -> OptimizeResult:
+            raw = tuple(c.text for c in result.completions)
+            return OptimizeResult(
+                prompt=prompt,
+                mode=preset.name,
+                candidates=tuple(postprocess(text, preset) for text in raw),
+                finish_reasons=tuple(c.finish_reason for c in result.completions),
+                params=MappingProxyType(_params(preset, result.seed)),
+                model=self.info.path.name,
+                timings=result.timings,
+                seed=result.seed,
+                raw=raw,
+            )
+
+        return OptimizeStream(self.backend.generate(request), finish)
+
+    def optimize(self, prompt: str, *, mode: str = "stable", seed: int | None = None, **overrides: Any) -> OptimizeResult:
+        """Optimize ``prompt`` and return the finished result."""
+        stream = self.stream(prompt, mode=mode, seed=seed, **overrides)
+        for _ in stream:
+            pass
+        return stream.result
+
+    def _request(self, prompt: str, preset: Preset, seed: int | None) -> Request:
+        tokenize = self.backend.tokenize
+        stops = {self.backend.eos_token}
+        if preset.stop_on_newline and self._newline is not None:
+            stops.add(self._newline)
+        min_new = 0
+        if preset.min_new_tokens_extra is not None:
+            # The reference's min_length is len(prompt ids) + len(user prompt ids, BOS included) + 5.
+            min_new = len(tokenize(prompt, add_bos=True)) + preset.min_new_tokens_extra
+        return Request(
+            prompt=tuple(tokenize(build_prompt(prompt), add_bos=True)),
+            max_new_tokens=preset.max_new_tokens,
+            sampling=Sampling(temperature=preset.temperature, top_p=preset.top_p, top_k=preset.top_k, seed=seed),
+            n=preset.n,
+            stop_tokens=frozenset(stops),
+            min_new_tokens=min_new,
+            banned=tuple(tuple(tokenize(s, add_bos=False)) for s in preset.banned_strings),
+        )
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def __enter__(self) -> Optimizer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _params(preset: Preset, seed: int) -> dict[str, Any]:
+    return {
+        "n": preset.n,
+        "temperature": preset.temperature,
+        "top_p": preset.top_p,
+        "top_k": preset.top_k,
+        "max_tokens": preset.max_new_tokens,
+        "seed": seed,
+    }
+
+
+def load(
+    model: str | os.PathLike[str] | None = None,
+    *,
+    gpu_layers: int | None = None,
+    ctx: int | None = None,
+    threads: int | None = None,
+    verbose: bool = False,
+) -> Optimizer:
+    """Load a BPO model: a GGUF path, a store name such as ``bpo:q4_k_m``, or None for the default."""
+    from .config import resolve_model
+    from .engine import Engine
+
+    path = resolve_model(os.fspath(model) if model is not None else None)
+    return Optimizer(Engine(path, n_ctx=ctx, n_gpu_layers=gpu_layers, n_threads=threads, verbose=verbose))
+
