@@ -7,7 +7,7 @@ from pathlib import Path
 
 from bpo_local.runlog import RunLog
 
-from _repl_helpers import make_result
+from _repl_helpers import make_result, plain
 
 
 def _fill() -> None:
@@ -76,6 +76,6 @@ def test_table_on_a_terminal() -> None:
     child = pexpect.spawn(sys.executable, ["-m", "bpo_local", "log"], env={**os.environ, "NO_COLOR": "1"},
                           dimensions=(40, 160), encoding="utf-8", timeout=30)
     child.expect(pexpect.EOF)
-    screen = child.before
+    screen = plain(child.before)
     assert "┃ #" in screen and "optimized" in screen
     assert "Give a step-by-step sourdough recipe." in screen and "[interrupted]" in screen
