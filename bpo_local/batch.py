@@ -1,0 +1,253 @@
+"""Batch optimization of many prompts: JSONL or plain-text input, one record out per input, resumable.
+
+Input formats:
+
+- ``jsonl``: one JSON object per line. The prompt is the first non-empty string among the keys
+  ``prompt, instruction, input, query, text`` (BPO's test set uses ``prompt``). A whole-file JSON array of
+  objects is accepted too (items are numbered 1, 2, ... like lines). Blank lines are skipped.
+- ``lines``: plain text, one prompt per line. Blank lines produce no record.
+
+Prompts are stripped of surrounding whitespace before optimizing; records keep the input as it was.
+
+Each input is identified by its line number and ``input_sha256`` (the first 16 hex digits of the sha256
+of the line's bytes). Each output record is the input object (``{"prompt": line}`` for plain lines) plus
+``optimized_prompt``, ``candidates`` (when a mode yields several), ``line`` and ``input_sha256``; keys
+written here replace input keys of the same name. An input that cannot be optimized gets
+``{"line": N, "input_sha256": ..., "error": "..."}`` and the batch goes on.
+
+``ResumableOutput`` appends records to a file, one fsynced line each, and on reopening skips the inputs
+already answered there, dropping a torn last line left by a killed run: nothing is lost or duplicated.
+Nothing here knows about llama.cpp: ``process`` takes any ``prompt -> OptimizeResult`` function.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from .errors import BpoLocalError, UsageError
+from .optimizer import OptimizeResult
+
+Format = Literal["jsonl", "lines"]
+PROMPT_KEYS = ("prompt", "instruction", "input", "query", "text")
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One input: where it came from, its parsed record, and its prompt or why it has none."""
+
+    line: int
+    digest: str
+    record: dict[str, Any] = field(default_factory=dict)
+    prompt: str | None = None
+    error: str | None = None
+
+
+def read_items(data: bytes, fmt: Format) -> list[BatchItem]:
+    """Split raw input into items; a malformed one carries its ``error`` instead of a prompt."""
+    if fmt == "jsonl" and data.lstrip()[:1] == b"[":
+        return _array_items(data)
+    items = []
+    for number, raw in enumerate(data.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        items.append(_line_item(number, raw, fmt))
+    return items
+
+
+def _line_item(number: int, raw: bytes, fmt: Format) -> BatchItem:
+    digest = _digest(raw)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return BatchItem(number, digest, error=f"line is not valid UTF-8 (byte {exc.start + 1})")
+    if fmt == "lines":
+        return BatchItem(number, digest, {"prompt": text}, prompt=text.strip())
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return BatchItem(number, digest, error=f"not valid JSON: {exc.msg} at column {exc.colno}")
+    return _record_item(number, digest, record)
+
+
+def _array_items(data: bytes) -> list[BatchItem]:
+    try:
+        array = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UsageError(f"input starts with '[' but is not a valid UTF-8 JSON array ({exc}); fix the file or give JSONL") from exc
+    if not isinstance(array, list):
+        raise UsageError("input is a JSON value, not an array of objects; give JSONL or a JSON array")
+    return [
+        _record_item(index, _digest(json.dumps(item, sort_keys=True, ensure_ascii=False).encode()), item)
+        for index, item in enumerate(array, start=1)
+    ]
+
+
+def _record_item(number: int, digest: str, record: object) -> BatchItem:
+    if not isinstance(record, dict):
+        return BatchItem(number, digest, error=f"expected a JSON object, got {type(record).__name__}")
+    prompt = next((record[k] for k in PROMPT_KEYS if isinstance(record.get(k), str) and record[k].strip()), None)
+    if prompt is None:
+        return BatchItem(number, digest, record, error=f"no prompt: give a non-empty string under one of {', '.join(PROMPT_KEYS)}")
+    return BatchItem(number, digest, record, prompt=prompt.strip())
+
+
+def _digest(raw: bytes) -> str:
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def answer_record(item: BatchItem, result: OptimizeResult) -> dict[str, Any]:
+    """The input record plus the optimized prompt (and every candidate when there are several)."""
+    out = dict(item.record)
+    out["optimized_prompt"] = result.text
+    if len(result.candidates) > 1:
+        out["candidates"] = list(result.candidates)
+    out["line"], out["input_sha256"] = item.line, item.digest
+    return out
+
+
+def error_record(item: BatchItem, message: str) -> dict[str, Any]:
+    return {"line": item.line, "input_sha256": item.digest, "error": message}
+
+
+class Sink(Protocol):
+    """Where ``process`` puts each item's outcome."""
+
+    def answer(self, item: BatchItem, result: OptimizeResult) -> None: ...
+
+    def fail(self, item: BatchItem, message: str) -> None: ...
+
+
+@dataclass
+class BatchStats:
+    answered: int = 0
+    failed: int = 0
+
+
+def process(
+    items: Iterable[BatchItem],
+    optimize: Callable[[str], OptimizeResult],
+    sink: Sink,
+    on_item: Callable[[BatchItem, OptimizeResult | None], None] | None = None,
+) -> BatchStats:
+    """Optimize each item in order; a failure of one item is recorded and the batch goes on.
+
+    ``on_item(item, result_or_None)`` runs after each item is written (progress, logging).
+    Ctrl-C propagates: items finished before it are already in the sink.
+    """
+    stats = BatchStats()
+    for item in items:
+        result = None
+        if item.prompt is None:
+            sink.fail(item, item.error or "no prompt")
+        else:
+            try:
+                result = optimize(item.prompt)
+            except BpoLocalError as exc:
+                sink.fail(item, str(exc))
+            else:
+                sink.answer(item, result)
+        if result is None:
+            stats.failed += 1
+        else:
+            stats.answered += 1
+        if on_item is not None:
+            on_item(item, result)
+    return stats
+
+
+def dumps(record: dict[str, Any]) -> bytes:
+    """One JSONL line (UTF-8, newline-terminated)."""
+    return (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+class ResumableOutput:
+    """A JSONL output file that survives being killed: appended and fsynced one record at a time.
+
+    Opening it reads the records already there (``done``: line -> input_sha256, ``failed``: how many
+    are error records), truncates a torn last line, and takes an exclusive lock so two runs cannot
+    interleave. ``pending(items)`` yields the items still to do, after checking the file was written
+    for this input.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.done: dict[int, str] = {}
+        self.failed = 0
+        try:
+            self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        except OSError as exc:
+            raise UsageError(f"cannot open {path} for --resume: {exc.strerror}; check the path") from exc
+        try:
+            _lock(self._fd, path)
+            self._load()
+        except BaseException:
+            os.close(self._fd)
+            raise
+
+    def _load(self) -> None:
+        with open(self._fd, "rb", closefd=False) as fh:
+            data = fh.read()
+        end = data.rfind(b"\n") + 1
+        if end < len(data):  # a run killed mid-write: its last line is incomplete, drop it
+            os.ftruncate(self._fd, end)
+        for number, raw in enumerate(data[:end].splitlines(), start=1):
+            try:
+                record = json.loads(raw)
+                line, digest = record["line"], record["input_sha256"]
+            except (ValueError, TypeError, KeyError) as exc:
+                raise UsageError(
+                    f"{self.path} line {number} is not a bpo-local batch record; resume into the file a batch wrote, or a new one"
+                ) from exc
+            self.done[line] = digest
+            self.failed += "error" in record
+
+    def pending(self, items: Iterable[BatchItem]) -> Iterator[BatchItem]:
+        for item in items:
+            digest = self.done.get(item.line)
+            if digest is None:
+                yield item
+            elif digest != item.digest:
+                raise UsageError(
+                    f"{self.path} answers a different input (line {item.line} changed); use a new output file"
+                )
+
+    def answer(self, item: BatchItem, result: OptimizeResult) -> None:
+        self.write(answer_record(item, result))
+
+    def fail(self, item: BatchItem, message: str) -> None:
+        self.write(error_record(item, message))
+        self.failed += 1
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Append one record and make it durable before returning."""
+        data = memoryview(dumps(record))
+        while data:
+            data = data[os.write(self._fd, data):]
+        os.fsync(self._fd)
+        self.done[record["line"]] = record["input_sha256"]
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+    def __enter__(self) -> ResumableOutput:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _lock(fd: int, path: Path) -> None:
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no advisory lock
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as exc:
+        raise UsageError(f"{path} is being written by another bpo-local run; wait for it or use another file") from exc
