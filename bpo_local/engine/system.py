@@ -1,88 +1,117 @@
-"""What llama.cpp was built with and what it can run on, for ``bpo-local doctor``."""
+"""What this machine offers llama.cpp: physical cores, GPU offload, compute devices, build info."""
 
 from __future__ import annotations
 
 import ctypes
+import os
+import platform
+import subprocess
 from dataclasses import dataclass
-from importlib import metadata
 
-_DEVICE_KINDS = ("CPU", "GPU", "iGPU", "accelerator", "meta")
-"""``enum ggml_backend_dev_type`` in ggml-backend.h, in order."""
+from .native import llama
+
+_DEVICE_TYPES = {0: "CPU", 1: "GPU", 2: "iGPU", 3: "accelerator"}
 
 
 @dataclass(frozen=True)
 class Device:
-    """One ggml backend device, e.g. ``CUDA0`` / ``NVIDIA H100`` / ``GPU``."""
-
-    name: str
-    description: str
+    backend: str
+    """ggml backend name: "CPU", "CUDA", "Metal", "Vulkan", ..."""
     kind: str
+    description: str
 
 
 @dataclass(frozen=True)
 class SystemInfo:
     llama_cpp_python: str
-    ggml_version: str | None
-    ggml_commit: str | None
-    features: str
-    """``llama_print_system_info()``: the CPU features and backends compiled in."""
+    llama_cpp: str
     gpu_offload: bool
+    physical_cores: int
     devices: tuple[Device, ...]
+    features: str
+    """llama_print_system_info(): the CPU features and backends llama.cpp was built with."""
+
+
+def physical_cores() -> int:
+    """Physical CPU cores usable by this process (``os.cpu_count()`` counts hyper-threads)."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(usable, _count_physical_cores() or usable))
+
+
+def _count_physical_cores() -> int | None:
+    system = platform.system()
+    if system == "Linux":
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+                text = f.read()
+        except OSError:
+            return None
+        cores, physical = set(), "0"
+        for line in text.splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key == "physical id":
+                physical = value.strip()
+            elif key == "core id":
+                cores.add((physical, value.strip()))
+        return len(cores) or None
+    if system == "Darwin":
+        try:
+            out = subprocess.run(["sysctl", "-n", "hw.physicalcpu"], capture_output=True, text=True, timeout=5)
+            return int(out.stdout.strip())
+        except (OSError, ValueError, subprocess.SubprocessError):
+            return None
+    return None
+
+
+def devices() -> tuple[Device, ...]:
+    """The compute devices ggml registered (CPU always; GPUs when the build supports them)."""
+    try:
+        from llama_cpp._ggml import libggml
+    except ImportError:  # older llama-cpp-python without the ggml handle
+        return ()
+    llama()
+    lib = libggml
+    lib.ggml_backend_dev_count.restype = ctypes.c_size_t
+    lib.ggml_backend_dev_get.argtypes = [ctypes.c_size_t]
+    lib.ggml_backend_dev_get.restype = ctypes.c_void_p
+    lib.ggml_backend_dev_type.argtypes = [ctypes.c_void_p]
+    lib.ggml_backend_dev_type.restype = ctypes.c_int
+    lib.ggml_backend_dev_description.argtypes = [ctypes.c_void_p]
+    lib.ggml_backend_dev_description.restype = ctypes.c_char_p
+    lib.ggml_backend_dev_backend_reg.argtypes = [ctypes.c_void_p]
+    lib.ggml_backend_dev_backend_reg.restype = ctypes.c_void_p
+    lib.ggml_backend_reg_name.argtypes = [ctypes.c_void_p]
+    lib.ggml_backend_reg_name.restype = ctypes.c_char_p
+    found = []
+    for i in range(lib.ggml_backend_dev_count()):
+        dev = lib.ggml_backend_dev_get(i)
+        found.append(Device(
+            backend=(lib.ggml_backend_reg_name(lib.ggml_backend_dev_backend_reg(dev)) or b"?").decode(),
+            kind=_DEVICE_TYPES.get(lib.ggml_backend_dev_type(dev), "other"),
+            description=(lib.ggml_backend_dev_description(dev) or b"").decode(errors="replace"),
+        ))
+    return tuple(found)
+
+
+def gpu_backend() -> str | None:
+    """Backend name of the first GPU-like device ("CUDA", "Metal", ...), None on a CPU-only build."""
+    lib = llama()
+    if not lib.llama_supports_gpu_offload():
+        return None
+    return next((d.backend for d in devices() if d.kind != "CPU"), "GPU")
 
 
 def system_info() -> SystemInfo:
-    """Ask the loaded llama.cpp build about itself (cheap: loads no model)."""
-    import llama_cpp.llama_cpp as llama
+    """Everything ``doctor`` reports about llama.cpp on this machine."""
+    import llama_cpp
 
-    llama.llama_backend_init()
-    ggml = _ggml_library()
+    lib = llama()
     return SystemInfo(
-        llama_cpp_python=metadata.version("llama-cpp-python"),
-        ggml_version=_text(ggml, "ggml_version"),
-        ggml_commit=_text(ggml, "ggml_commit"),
-        features=llama.llama_print_system_info().decode("utf-8", "replace").strip(" |"),
-        gpu_offload=bool(llama.llama_supports_gpu_offload()),
-        devices=_devices(ggml),
+        llama_cpp_python=llama_cpp.__version__,
+        llama_cpp=lib.llama_version().decode() if hasattr(lib, "llama_version") else "unknown",
+        gpu_offload=bool(lib.llama_supports_gpu_offload()),
+        physical_cores=physical_cores(),
+        devices=devices(),
+        features=lib.llama_print_system_info().decode(errors="replace").strip(),
     )
-
-
-def _ggml_library() -> ctypes.CDLL | None:
-    """libggml as llama-cpp-python loaded it; the backend registry is not in its bindings."""
-    try:
-        from llama_cpp._ggml import libggml
-    except (ImportError, OSError):
-        return None
-    return libggml
-
-
-def _text(lib: ctypes.CDLL | None, name: str) -> str | None:
-    fn = getattr(lib, name, None) if lib is not None else None
-    if fn is None:
-        return None
-    fn.restype, fn.argtypes = ctypes.c_char_p, []
-    value = fn()
-    return value.decode("utf-8", "replace") if value else None
-
-
-def _devices(lib: ctypes.CDLL | None) -> tuple[Device, ...]:
-    try:
-        count, get = lib.ggml_backend_dev_count, lib.ggml_backend_dev_get  # type: ignore[union-attr]
-        name, description = lib.ggml_backend_dev_name, lib.ggml_backend_dev_description  # type: ignore[union-attr]
-        kind = lib.ggml_backend_dev_type  # type: ignore[union-attr]
-    except AttributeError:  # lib is None, or an older build without the registry
-        return ()
-    count.restype, count.argtypes = ctypes.c_size_t, []
-    get.restype, get.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
-    for fn in (name, description):
-        fn.restype, fn.argtypes = ctypes.c_char_p, [ctypes.c_void_p]
-    kind.restype, kind.argtypes = ctypes.c_int, [ctypes.c_void_p]
-    devices = []
-    for i in range(count()):
-        dev = get(i)
-        k = kind(dev)
-        devices.append(Device(
-            name=(name(dev) or b"").decode("utf-8", "replace"),
-            description=(description(dev) or b"").decode("utf-8", "replace"),
-            kind=_DEVICE_KINDS[k] if 0 <= k < len(_DEVICE_KINDS) else f"type {k}",
-        ))
-    return tuple(devices)

@@ -1,0 +1,156 @@
+"""A llama.cpp context: batched decoding, and the prompt cache kept in a reserved sequence.
+
+Sequence 0 holds the last evaluated prompt; a new prompt re-evaluates only what follows the longest
+common prefix. Generated sequences (1..n_seq_max-1) are forked from it with ``llama_memory_seq_cp``;
+with a unified KV cache the prompt's cells are shared, not copied.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol
+
+from ..errors import GenerationError
+from .native import llama
+
+if TYPE_CHECKING:
+    import numpy as np
+
+CACHE_SEQ = 0
+
+Entry = tuple[int, int, int, bool]
+"""One batch entry: (token, position, sequence id, whether its logits are wanted)."""
+
+
+class Owner(Protocol):
+    """Whatever currently drives the candidate sequences (a Generation); it can be told to stop."""
+
+    def cancel(self) -> None: ...
+
+    @property
+    def running(self) -> bool: ...
+
+
+class Context:
+    def __init__(self, ctx: object, n_vocab: int) -> None:
+        lib = llama()
+        self._lib = lib
+        self.ctx = ctx
+        self._mem = lib.llama_get_memory(ctx)
+        self.n_vocab = n_vocab
+        self.n_ctx: int = lib.llama_n_ctx(ctx)
+        self.n_batch: int = lib.llama_n_batch(ctx)
+        self.n_seq_max: int = lib.llama_n_seq_max(ctx)
+        self._batch = lib.llama_batch_init(max(self.n_batch, self.n_seq_max), 0, 1)
+        self.cached: list[int] = []
+        self._owner: Owner | None = None
+
+    # ownership: one generation at a time drives the candidate sequences
+
+    def claim(self, owner: Owner | None) -> None:
+        """Make ``owner`` the driver, cancelling (and so cleaning up after) an abandoned one."""
+        previous = self._owner
+        if previous is not None and previous is not owner:
+            if previous.running:
+                raise RuntimeError("another generation is still running on this engine")
+            previous.cancel()
+        self._owner = owner
+
+    def release(self, owner: Owner) -> None:
+        if self._owner is owner:
+            self._owner = None
+
+    # sequences
+
+    def fork(self, seq: int) -> None:
+        """Give ``seq`` the cached prompt (shared cells, no copy of the data)."""
+        self._lib.llama_memory_seq_cp(self._mem, CACHE_SEQ, seq, -1, -1)
+
+    def drop(self, seq: int) -> None:
+        self._lib.llama_memory_seq_rm(self._mem, seq, -1, -1)
+
+    def _forget_cache(self) -> None:
+        self.drop(CACHE_SEQ)
+        self.cached = []
+
+    # decoding
+
+    def decode(self, entries: Sequence[Entry]) -> None:
+        """One llama_decode of ``entries``; logits of entry i are then at output index i."""
+        batch = self._batch
+        token, pos, n_seq_id, seq_id, logits = batch.token, batch.pos, batch.n_seq_id, batch.seq_id, batch.logits
+        for i, (tok, p, seq, out) in enumerate(entries):
+            token[i] = tok
+            pos[i] = p
+            n_seq_id[i] = 1
+            seq_id[i][0] = seq
+            logits[i] = out
+        batch.n_tokens = len(entries)
+        rc = self._lib.llama_decode(self.ctx, batch)
+        if rc == 1:
+            raise GenerationError(f"the context of {self.n_ctx} tokens is full; raise it with --ctx")
+        if rc != 0:
+            raise GenerationError(f"llama.cpp failed to decode a batch (code {rc}); retry with --debug for its log")
+
+    def prefill(self, prompt: Sequence[int]) -> tuple[int, int]:
+        """Evaluate ``prompt`` into the cache sequence, reusing the longest common prefix.
+
+        Returns (output index of the last prompt token's logits, number of reused tokens). The last
+        token is always evaluated so its logits are fresh.
+        """
+        reuse = min(_common_prefix(self.cached, prompt), len(prompt) - 1)
+        if not self._lib.llama_memory_seq_rm(self._mem, CACHE_SEQ, reuse, -1):
+            self._forget_cache()
+            reuse = 0
+        del self.cached[reuse:]
+        last = 0
+        try:
+            for start in range(reuse, len(prompt), self.n_batch):
+                chunk = prompt[start:start + self.n_batch]
+                final = start + len(chunk) == len(prompt)
+                self.decode([(tok, start + i, CACHE_SEQ, final and i == len(chunk) - 1)
+                             for i, tok in enumerate(chunk)])
+                self.cached.extend(chunk)
+                last = len(chunk) - 1
+        except GenerationError:
+            self._forget_cache()
+            raise
+        return last, reuse
+
+    def logits(self, tokens: Sequence[int]) -> np.ndarray:
+        """Teacher-forced logits of every position, float32 (len(tokens), n_vocab)."""
+        import numpy as np
+
+        out = np.empty((len(tokens), self.n_vocab), dtype=np.float32)
+        self._forget_cache()
+        try:
+            for start in range(0, len(tokens), self.n_batch):
+                chunk = tokens[start:start + self.n_batch]
+                self.decode([(tok, start + i, CACHE_SEQ, True) for i, tok in enumerate(chunk)])
+                rows = np.ctypeslib.as_array(self._lib.llama_get_logits(self.ctx), shape=(len(chunk), self.n_vocab))
+                out[start:start + len(chunk)] = rows
+                self.cached.extend(chunk)
+        except BaseException:
+            self._forget_cache()
+            raise
+        return out
+
+    def logits_ptr(self, output_index: int) -> object:
+        """Pointer to one output's logits, to edit a few entries in place before sampling."""
+        return self._lib.llama_get_logits_ith(self.ctx, output_index)
+
+    def close(self) -> None:
+        if self.ctx is not None:
+            self._lib.llama_batch_free(self._batch)
+            self._lib.llama_free(self.ctx)
+            self.ctx = None
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+

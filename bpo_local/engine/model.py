@@ -1,0 +1,170 @@
+"""Engine: a GGUF model loaded with llama.cpp's C API, ready to tokenize, generate and score."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..errors import ModelLoadError, ModelNotFound, PromptTooLong
+from . import sampling
+from .context import Context
+from .generation import Generation
+from .info import model_info
+from .native import llama, set_verbose
+from .system import gpu_backend, physical_cores
+from .types import ModelInfo, Request
+from .vocab import Vocab
+
+if TYPE_CHECKING:
+    import numpy as np
+
+DEFAULT_MAX_CTX = 4096
+GGUF_MAGIC = b"GGUF"
+
+
+class Engine:
+    """One model and one context. Not thread-safe: drive one generation at a time.
+
+    ``n_gpu_layers`` None offloads every layer when the build supports a GPU, else 0 (CPU);
+    ``n_threads`` None uses the physical cores; ``n_ctx`` None is the training context capped at 4096;
+    ``n_seq_max`` bounds the sequences decoded together (one is reserved for the prompt cache).
+    """
+
+    def __init__(self, path: str | os.PathLike, *, n_ctx: int | None = None, n_gpu_layers: int | None = None,
+                 n_threads: int | None = None, n_seq_max: int = 16, verbose: bool = False) -> None:
+        path = Path(path)
+        _check_file(path)
+        lib = llama()
+        set_verbose(verbose)
+        self._lib = lib
+        self._model = None
+        self._context: Context | None = None
+        supports_gpu = bool(lib.llama_supports_gpu_offload())
+        if n_gpu_layers is None:
+            n_gpu_layers = -1 if supports_gpu else 0
+        params = lib.llama_model_default_params()
+        params.n_gpu_layers = n_gpu_layers
+        self._model = lib.llama_model_load_from_file(os.fsencode(path), params)
+        if not self._model:
+            raise ModelLoadError(f"model file {path.name} is truncated, damaged or of an unsupported architecture; "
+                                 "re-download or rebuild it (--debug shows llama.cpp's reason)")
+        try:
+            self._context = self._new_context(path, n_ctx, n_threads, n_seq_max)
+            n_layer = lib.llama_model_n_layer(self._model)
+            offloaded = min(n_layer + 1, n_gpu_layers if n_gpu_layers >= 0 else n_layer + 1) if supports_gpu else 0
+            self._vocab = Vocab(lib.llama_model_get_vocab(self._model))
+            self.info: ModelInfo = model_info(self._model, path, n_ctx=self._context.n_ctx, gpu_layers=offloaded,
+                                              backend=(gpu_backend() or "CPU") if offloaded else "CPU")
+        except BaseException:
+            self.close()
+            raise
+        self.bos_token: int | None = self._vocab.bos_token
+        self.eos_token: int = self._vocab.eos_token
+
+    def _new_context(self, path: Path, n_ctx: int | None, n_threads: int | None, n_seq_max: int) -> Context:
+        lib = self._lib
+        train = lib.llama_model_n_ctx_train(self._model)
+        if n_ctx is None:
+            n_ctx = min(train, DEFAULT_MAX_CTX) if train > 0 else DEFAULT_MAX_CTX
+        threads = n_threads or physical_cores()
+        params = lib.llama_context_default_params()
+        params.n_ctx = n_ctx
+        params.n_batch = min(params.n_batch, n_ctx)
+        params.n_ubatch = min(params.n_ubatch, params.n_batch)
+        params.n_seq_max = n_seq_max
+        params.n_threads = threads
+        params.n_threads_batch = threads
+        params.kv_unified = True
+        params.no_perf = True
+        ctx = lib.llama_init_from_model(self._model, params)
+        if not ctx:
+            raise ModelLoadError(f"could not create a context of {n_ctx} tokens for {path.name}; "
+                                 "lower it with --ctx or offload fewer layers with --gpu-layers")
+        return Context(ctx, lib.llama_vocab_n_tokens(lib.llama_model_get_vocab(self._model)))
+
+    # tokenizer
+
+    def tokenize(self, text: str, *, add_bos: bool, parse_special: bool = False) -> list[int]:
+        return self._vocab.tokenize(text, add_bos=add_bos, parse_special=parse_special)
+
+    def detokenize(self, tokens: Sequence[int], *, skip_special: bool = True) -> str:
+        return self._vocab.detokenize(tokens, skip_special=skip_special)
+
+    def token_for_piece(self, piece: str) -> int | None:
+        return self._vocab.token_for_piece(piece)
+
+    @property
+    def n_vocab(self) -> int:
+        return self._vocab.n_vocab
+
+    # inference
+
+    def generate(self, request: Request) -> Generation:
+        """A lazy Generation of ``request``; nothing is evaluated until it is iterated."""
+        sampling.validate(request)
+        self._check_fits(len(request.prompt))
+        self._vocab.check_ids(request.prompt, "the prompt")
+        self._vocab.check_ids([t for b in request.banned for t in b], "banned")
+        self._vocab.check_ids(sorted(request.stop_tokens), "stop_tokens")
+        seed = request.sampling.seed if request.sampling.seed is not None else sampling.random_seed()
+        return Generation(self._live_context(), self._vocab, request, seed)
+
+    def logits(self, tokens: Sequence[int]) -> np.ndarray:
+        """Teacher-forced float32 logits of every position, shape (len(tokens), n_vocab)."""
+        self._check_fits(len(tokens))
+        self._vocab.check_ids(tokens, "tokens")
+        context = self._live_context()
+        context.claim(None)
+        return context.logits(tokens)
+
+    def _check_fits(self, n_tokens: int) -> None:
+        n_ctx = self.info.n_ctx
+        if n_tokens > n_ctx:
+            raise PromptTooLong(f"prompt is {n_tokens} tokens but the context holds {n_ctx}; raise it with --ctx "
+                                f"(this model supports up to {self.info.n_ctx_train})")
+
+    def _live_context(self) -> Context:
+        if self._context is None:
+            raise RuntimeError("the engine is closed")
+        return self._context
+
+    # lifetime
+
+    def close(self) -> None:
+        """Free the context and the model (idempotent)."""
+        if self._context is not None:
+            self._context.claim(None)
+            self._context.close()
+            self._context = None
+        if self._model:
+            self._lib.llama_model_free(self._model)
+            self._model = None
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+def _check_file(path: Path) -> None:
+    """ModelNotFound / ModelLoadError with one actionable line, before llama.cpp sees the file."""
+    if not path.exists():
+        raise ModelNotFound(f"model file {path} does not exist; check the path or list builds with `bpo-local models`")
+    if path.is_dir():
+        raise ModelLoadError(f"{path} is a directory, not a GGUF file; point --model at the .gguf file inside")
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except OSError as err:
+        raise ModelLoadError(f"cannot read model file {path}: {err.strerror}; check its permissions") from None
+    if magic != GGUF_MAGIC:
+        raise ModelLoadError(f"model file {path.name} is truncated or not a GGUF file; re-download or rebuild it")
