@@ -1,0 +1,171 @@
+"""Convert an HF checkpoint folder to one GGUF file (F32/F16/BF16), streaming tensor by tensor.
+
+The header, metadata and tensor table are written first from the files' headers alone; then each
+tensor is loaded, converted, written and dropped, so memory stays at a few of the largest tensors.
+The file appears only when complete (temp file in the same folder + ``os.replace``).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from math import prod
+from pathlib import Path
+
+import gguf
+import numpy as np
+
+from ..errors import ConversionError
+from .arch import OutputTensor, for_hparams
+from .hparams import HParams
+from .reader import read_tensors
+from .vocab import load_vocab
+
+TensorCallback = Callable[[str, int, int], None]
+
+OUTTYPES: dict[str, tuple[gguf.LlamaFileType, gguf.GGMLQuantizationType]] = {
+    "f32": (gguf.LlamaFileType.ALL_F32, gguf.GGMLQuantizationType.F32),
+    "f16": (gguf.LlamaFileType.MOSTLY_F16, gguf.GGMLQuantizationType.F16),
+    "bf16": (gguf.LlamaFileType.MOSTLY_BF16, gguf.GGMLQuantizationType.BF16),
+}
+_BYTES_PER_VALUE = {gguf.GGMLQuantizationType.F32: 4, gguf.GGMLQuantizationType.F16: 2,
+                    gguf.GGMLQuantizationType.BF16: 2}
+_HEADROOM = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ConversionReport:
+    """What was written."""
+
+    path: Path
+    architecture: str
+    outtype: str
+    n_tensors: int
+    n_params: int
+    size_bytes: int
+    vocab_size: int
+    tokenizer: str
+    """``llama`` (SentencePiece) or ``gpt2`` (byte-level BPE)."""
+
+
+@dataclass(frozen=True)
+class _Planned:
+    tensor: OutputTensor
+    qtype: gguf.GGMLQuantizationType
+
+    @property
+    def nbytes(self) -> int:
+        return prod(self.tensor.shape) * _BYTES_PER_VALUE[self.qtype]
+
+
+def convert_checkpoint(src: Path, out: Path, *, outtype: str = "f16", name: str | None = None,
+                       extra_metadata: dict[str, object] | None = None, chat_template: str | None = None,
+                       on_tensor: TensorCallback | None = None) -> ConversionReport:
+    """Write ``src`` (an HF checkpoint folder) as a GGUF at ``out``.
+
+    ``extra_metadata`` adds KV pairs (str, bool, int, float or lists of them); ``chat_template``
+    replaces the checkpoint's own ``tokenizer.chat_template``; ``on_tensor(name, index, total)``
+    is called before each tensor's data is written.
+    """
+    if outtype not in OUTTYPES:
+        raise ConversionError(f"unknown outtype {outtype!r}; choose one of: {', '.join(OUTTYPES)}")
+    src, out = Path(src), Path(out)
+    if not src.is_dir():
+        raise ConversionError(f"checkpoint folder {src} does not exist")
+    file_type, default_qtype = OUTTYPES[outtype]
+    hp = HParams.load(src)
+    arch = for_hparams(hp)
+    vocab = load_vocab(src, hp.vocab_size)
+    plan = [_Planned(t, _qtype(t, default_qtype)) for t in arch.tensors(hp, read_tensors(src))]
+    n_params = sum(prod(p.tensor.shape) for p in plan)
+
+    writer = gguf.GGUFWriter(None, gguf.MODEL_ARCH_NAMES[arch.gguf_arch])
+    writer.add_type(gguf.GGUFType.MODEL)
+    writer.add_name(name or src.name)
+    writer.add_size_label(gguf.size_label(n_params, n_params, 0, 0))
+    arch.write_kv(hp, writer)
+    writer.add_file_type(file_type)
+    writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    vocab.write(writer, chat_template)
+    for key, value in (extra_metadata or {}).items():
+        writer.add_key_value(key, value, _value_type(value))
+    for p in plan:
+        writer.add_tensor_info(p.tensor.name, p.tensor.shape, np.dtype(np.float32), p.nbytes, raw_dtype=p.qtype)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _check_free_space(out.parent, sum(p.nbytes for p in plan) + _HEADROOM, outtype)
+    _write_atomically(writer, plan, out, outtype, on_tensor)
+    return ConversionReport(path=out, architecture=hp.architecture, outtype=outtype, n_tensors=len(plan),
+                            n_params=n_params, size_bytes=out.stat().st_size, vocab_size=len(vocab.tokens),
+                            tokenizer=vocab.model)
+
+
+def _qtype(tensor: OutputTensor, default: gguf.GGMLQuantizationType) -> gguf.GGMLQuantizationType:
+    """Norms, 1-D tensors and non-weights stay F32, as llama.cpp's converter and quantizer expect."""
+    if len(tensor.shape) <= 1 or tensor.name.endswith("_norm.weight") or not tensor.name.endswith(".weight"):
+        return gguf.GGMLQuantizationType.F32
+    return default
+
+
+def _write_atomically(writer: gguf.GGUFWriter, plan: list[_Planned], out: Path, outtype: str,
+                      on_tensor: TensorCallback | None) -> None:
+    fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        writer.write_header_to_file(path=tmp)
+        writer.write_kv_data_to_file()
+        writer.write_ti_data_to_file()
+        for index, p in enumerate(plan):
+            if on_tensor is not None:
+                on_tensor(p.tensor.name, index, len(plan))
+            writer.write_tensor_data(_convert(p))
+        assert writer.fout is not None
+        for f in writer.fout:
+            f.flush()
+            os.fsync(f.fileno())
+        writer.close()
+        os.replace(tmp, out)
+    except OSError as exc:
+        writer.close()
+        tmp.unlink(missing_ok=True)
+        if exc.errno == errno.ENOSPC or "No space left" in str(exc):
+            need = sum(p.nbytes for p in plan) + _HEADROOM
+            raise _no_space(out.parent, need, outtype) from None
+        raise ConversionError(f"cannot write {out}: {exc.strerror or exc}") from None
+    except BaseException:
+        writer.close()
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _convert(p: _Planned) -> np.ndarray:
+    data = p.tensor.load()
+    if data.dtype not in (np.float16, np.float32):
+        data = data.astype(np.float32)
+    if tuple(data.shape) != p.tensor.shape:
+        raise ConversionError(f"tensor {p.tensor.source} has shape {data.shape}, expected {p.tensor.shape}")
+    return gguf.quants.quantize(data, p.qtype)
+
+
+def _check_free_space(folder: Path, need: int, outtype: str) -> None:
+    if shutil.disk_usage(folder).free < need:
+        raise _no_space(folder, need, outtype)
+
+
+def _no_space(folder: Path, need: int, outtype: str) -> ConversionError:
+    hint = "use --outtype f16" if outtype == "f32" else "use a smaller --outtype or quantization"
+    return ConversionError(f"not enough disk space in {folder}: need ~{need / 1e9:.1f} GB; free some or {hint}")
+
+
+def _value_type(value: object) -> gguf.GGUFValueType:
+    if isinstance(value, int) and not isinstance(value, bool) and not -2**31 <= value < 2**31:
+        return gguf.GGUFValueType.INT64
+    try:
+        return gguf.GGUFValueType.get_type(value)
+    except ValueError:
+        raise ConversionError(f"metadata value {value!r} has unsupported type {type(value).__name__}") from None

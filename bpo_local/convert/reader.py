@@ -1,0 +1,92 @@
+"""Find a checkpoint's weight files and list their tensors lazily, whatever the file format."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConversionError
+
+
+@dataclass(frozen=True)
+class SourceTensor:
+    """One tensor of the checkpoint; nothing is read until ``load()``.
+
+    ``load()`` returns float16 or float32 data in HF layout (bfloat16 is widened to float32 exactly).
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    """The stored type in safetensors spelling: ``F32``, ``F16``, ``BF16``..."""
+    file: Path
+    load: Callable[[], np.ndarray]
+
+
+SAFETENSORS_INDEX = "model.safetensors.index.json"
+TORCH_INDEX = "pytorch_model.bin.index.json"
+
+
+def weight_files(checkpoint: Path) -> list[Path]:
+    """The weight files to read, safetensors preferred; a sharded index must name only present files."""
+    for index_name, pattern in ((SAFETENSORS_INDEX, "model*.safetensors"), (TORCH_INDEX, "pytorch_model*.bin")):
+        index = checkpoint / index_name
+        if index.is_file():
+            return [checkpoint / part for part in _index_parts(index)]
+        parts = sorted(checkpoint.glob(pattern))
+        if parts:
+            return parts
+    raise ConversionError(
+        f"no weights in {checkpoint}: expected model.safetensors or pytorch_model.bin (or their shards)")
+
+
+def read_tensors(checkpoint: Path) -> Iterator[SourceTensor]:
+    """Every tensor of the checkpoint, file by file, in file order; data stays on disk until loaded."""
+    files = weight_files(checkpoint)
+    for file in files:
+        if not file.is_file():
+            raise ConversionError(f"missing weight shard {file.name} in {checkpoint}: download it again")
+    if files[0].suffix == ".safetensors":
+        from .reader_safetensors import read_safetensors as read
+    else:
+        from .reader_torch import read_torch as read
+    expected = _index_names(checkpoint)
+    seen: set[str] = set()
+    for file in files:
+        for tensor in read(file):
+            seen.add(tensor.name)
+            yield tensor
+    if expected is not None and (missing := expected - seen):
+        raise ConversionError(
+            f"weights incomplete: {len(missing)} tensor(s) listed in the index are in no shard "
+            f"(e.g. {sorted(missing)[0]}); download the checkpoint again")
+
+
+def bf16_to_f32(bits: np.ndarray) -> np.ndarray:
+    """bfloat16 bit patterns (uint16) to float32, exactly, without torch."""
+    return (bits.astype(np.uint32) << 16).view(np.float32)
+
+
+def _load_index(index: Path) -> dict[str, str]:
+    try:
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        raise ConversionError(f"corrupt weights index {index.name}: download the checkpoint again") from None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise ConversionError(f"corrupt weights index {index.name}: download the checkpoint again")
+    return weight_map
+
+
+def _index_parts(index: Path) -> list[str]:
+    return sorted(set(_load_index(index).values()))
+
+
+def _index_names(checkpoint: Path) -> set[str] | None:
+    for name in (SAFETENSORS_INDEX, TORCH_INDEX):
+        if (checkpoint / name).is_file():
+            return set(_load_index(checkpoint / name))
+    return None

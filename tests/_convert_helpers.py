@@ -1,0 +1,142 @@
+"""Test helpers for the converter: llama.cpp through its low-level bindings, and a numpy Llama.
+
+The numpy model is an independent reference: it runs on the UNPERMUTED HF weights with HF's
+rotate_half RoPE, so it checks the converter's q/k permutation rather than sharing it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from pathlib import Path
+
+import numpy as np
+
+
+class LlamaCpp:
+    """A GGUF loaded in llama.cpp (CPU, 1 thread): tokenize, full-sequence logits, greedy decode."""
+
+    _quiet = None
+
+    def __init__(self, path: Path, *, vocab_only: bool = False, n_ctx: int = 128) -> None:
+        import llama_cpp as lc
+
+        self.lc = lc
+        if LlamaCpp._quiet is None:
+            LlamaCpp._quiet = lc.llama_log_callback(lambda level, text, data: None)
+            lc.llama_log_set(LlamaCpp._quiet, ctypes.c_void_p())
+            lc.llama_backend_init()
+        params = lc.llama_model_default_params()
+        params.vocab_only = vocab_only
+        params.n_gpu_layers = 0
+        self.model = lc.llama_model_load_from_file(str(path).encode(), params)
+        if not self.model:
+            raise RuntimeError(f"llama.cpp could not load {path}")
+        self.vocab = lc.llama_model_get_vocab(self.model)
+        self.ctx = None
+        if not vocab_only:
+            cparams = lc.llama_context_default_params()
+            cparams.n_ctx = cparams.n_batch = cparams.n_ubatch = n_ctx
+            cparams.n_threads = cparams.n_threads_batch = 1
+            self.ctx = lc.llama_init_from_model(self.model, cparams)
+            if not self.ctx:
+                raise RuntimeError("llama.cpp could not create a context")
+
+    def close(self) -> None:
+        if self.ctx:
+            self.lc.llama_free(self.ctx)
+            self.ctx = None
+        if self.model:
+            self.lc.llama_model_free(self.model)
+            self.model = None
+
+    def __enter__(self) -> LlamaCpp:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def meta(self, key: str) -> str | None:
+        buf = ctypes.create_string_buffer(1 << 16)
+        n = self.lc.llama_model_meta_val_str(self.model, key.encode(), buf, len(buf))
+        return None if n < 0 else buf.value.decode("utf-8")
+
+    def n_vocab(self) -> int:
+        return self.lc.llama_vocab_n_tokens(self.vocab)
+
+    def token_text(self, token: int) -> bytes:
+        return self.lc.llama_vocab_get_text(self.vocab, token)
+
+    def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = False) -> list[int]:
+        raw = text.encode("utf-8")
+        n_max = len(raw) + 16
+        out = (self.lc.llama_token * n_max)()
+        n = self.lc.llama_tokenize(self.vocab, raw, len(raw), out, n_max, add_special, parse_special)
+        assert n >= 0, "token buffer too small"
+        return list(out[:n])
+
+    def logits(self, tokens: list[int]) -> np.ndarray:
+        """Logits at every position of ``tokens`` evaluated from an empty cache: shape (T, vocab)."""
+        lc = self.lc
+        lc.llama_memory_clear(lc.llama_get_memory(self.ctx), True)
+        batch = lc.llama_batch_init(len(tokens), 0, 1)
+        try:
+            batch.n_tokens = len(tokens)
+            for i, t in enumerate(tokens):
+                batch.token[i], batch.pos[i], batch.n_seq_id[i], batch.logits[i] = t, i, 1, True
+                batch.seq_id[i][0] = 0
+            assert lc.llama_decode(self.ctx, batch) == 0
+            n = self.n_vocab()
+            return np.array([np.ctypeslib.as_array(lc.llama_get_logits_ith(self.ctx, i), shape=(n,))
+                             for i in range(len(tokens))])
+        finally:
+            lc.llama_batch_free(batch)
+
+    def greedy(self, tokens: list[int], n: int) -> list[int]:
+        """``n`` greedy tokens after ``tokens`` (re-evaluating the whole sequence: tiny models only)."""
+        seq = list(tokens)
+        for _ in range(n):
+            seq.append(int(np.argmax(self.logits(seq)[-1])))
+        return seq[len(tokens):]
+
+
+def reference_logits(weights: dict[str, np.ndarray], config: dict, tokens: list[int]) -> np.ndarray:
+    """HF Llama forward pass in float64 numpy: RMSNorm, rotate_half RoPE, GQA attention, SwiGLU."""
+    w = {k: v.astype(np.float64) for k, v in weights.items()}
+    n_head, n_kv = config["num_attention_heads"], config["num_key_value_heads"]
+    dim = config["hidden_size"] // n_head
+    eps = config["rms_norm_eps"]
+    theta = config.get("rope_theta") or (config.get("rope_parameters") or {}).get("rope_theta", 10000.0)
+    T = len(tokens)
+
+    def rms(x: np.ndarray, g: np.ndarray) -> np.ndarray:
+        return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * g
+
+    inv_freq = 1.0 / theta ** (np.arange(0, dim, 2) / dim)
+    angles = np.arange(T)[:, None] * inv_freq[None, :]
+    cos, sin = np.cos(np.concatenate([angles, angles], -1)), np.sin(np.concatenate([angles, angles], -1))
+
+    def rope(x: np.ndarray) -> np.ndarray:  # x: (T, heads, dim)
+        half = dim // 2
+        rotated = np.concatenate([-x[..., half:], x[..., :half]], -1)
+        return x * cos[:, None, :] + rotated * sin[:, None, :]
+
+    mask = np.triu(np.full((T, T), -np.inf), 1)
+    x = w["model.embed_tokens.weight"][tokens]
+    for i in range(config["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        h = rms(x, w[p + "input_layernorm.weight"])
+        q = rope((h @ w[p + "self_attn.q_proj.weight"].T).reshape(T, n_head, dim))
+        k = rope((h @ w[p + "self_attn.k_proj.weight"].T).reshape(T, n_kv, dim))
+        v = (h @ w[p + "self_attn.v_proj.weight"].T).reshape(T, n_kv, dim)
+        k, v = np.repeat(k, n_head // n_kv, axis=1), np.repeat(v, n_head // n_kv, axis=1)
+        scores = np.einsum("thd,shd->hts", q, k) / np.sqrt(dim) + mask
+        probs = np.exp(scores - scores.max(-1, keepdims=True))
+        probs /= probs.sum(-1, keepdims=True)
+        attn = np.einsum("hts,shd->thd", probs, v).reshape(T, n_head * dim)
+        x = x + attn @ w[p + "self_attn.o_proj.weight"].T
+        h = rms(x, w[p + "post_attention_layernorm.weight"])
+        gate = h @ w[p + "mlp.gate_proj.weight"].T
+        x = x + ((gate / (1 + np.exp(-gate))) * (h @ w[p + "mlp.up_proj.weight"].T)) @ w[p + "mlp.down_proj.weight"].T
+    x = rms(x, w["model.norm.weight"])
+    head = w.get("lm_head.weight", w["model.embed_tokens.weight"])
+    return x @ head.T
