@@ -1,0 +1,43 @@
+"""Helpers for the `optimize` / `doctor` CLI tests: commands, fast model options, error checks."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+FAST = ("--threads", "2", "--ctx", "512")
+"""Model options that keep SmolLM2 runs quick on a 2-core machine."""
+
+
+def model_args(gguf: Path, *extra: str) -> tuple[str, ...]:
+    return ("--model", str(gguf), *FAST, *extra)
+
+
+def cli_command(*args: str) -> list[str]:
+    """``bpo-local ARGS`` as an argv for Popen (when the test needs the process itself)."""
+    return [sys.executable, "-m", "bpo_local", *args]
+
+
+def cli_env() -> dict[str, str]:
+    return {**os.environ, "NO_COLOR": "1"}
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, code: int, *fragments: str) -> str:
+    """The run failed with ``code``, printed nothing on stdout and said why on one stderr line."""
+    assert proc.returncode == code, (proc.returncode, proc.stderr)
+    assert not proc.stdout, proc.stdout
+    return assert_error_line(proc.stderr, *fragments)
+
+
+def assert_error_line(stderr: str | bytes, *fragments: str) -> str:
+    """``stderr`` is exactly one ``error: ...`` line holding every fragment, and no traceback."""
+    if isinstance(stderr, bytes):
+        stderr = stderr.decode("utf-8", "replace")
+    assert "Traceback" not in stderr
+    lines = stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    return lines[0]

@@ -1,0 +1,166 @@
+"""`bpo-local optimize` as a user runs it: real subprocesses on the real SmolLM2 GGUF."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from _cli_helpers import assert_error_line, assert_one_line_error, cli_command, cli_env, model_args
+
+from bpo_local.runlog import RunLog
+
+PROMPT = "how do I bake bread at home?"
+NON_EMPTY = ("--temperature", "1.2", "--seed", "1")
+"""SmolLM2 often ends a stable-mode answer at once; this seed makes it write something for PROMPT."""
+
+
+def test_argument_stdin_and_dash_give_the_same_seeded_result(run_cli, smollm2_gguf: Path) -> None:
+    opts = model_args(smollm2_gguf, "--max-tokens", "16", *NON_EMPTY, "--no-log")
+    from_arg = run_cli("optimize", PROMPT, *opts)
+    from_stdin = run_cli("optimize", *opts, input=PROMPT + "\n")
+    from_dash = run_cli("optimize", "-", *opts, input=PROMPT)
+    assert from_arg.returncode == 0, from_arg.stderr
+    assert from_arg.stdout.strip() and from_arg.stderr == ""
+    assert from_arg.stdout == from_stdin.stdout == from_dash.stdout
+    assert from_stdin.returncode == from_dash.returncode == 0
+
+
+def test_json_has_prompt_result_mode_params_model_and_timings(run_cli, smollm2_gguf: Path) -> None:
+    opts = model_args(smollm2_gguf, "--max-tokens", "12", *NON_EMPTY, "--no-log")
+    proc = run_cli("optimize", PROMPT, "--json", *opts)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["prompt"] == PROMPT and data["mode"] == "stable"
+    assert data["candidates"] == [data["optimized_prompt"]]
+    assert data["params"] == {"n": 1, "temperature": 1.2, "top_p": 0.9, "top_k": 50, "max_tokens": 12, "seed": 1}
+    assert data["model"] == smollm2_gguf.name
+    assert data["finish_reasons"][0] in ("stop", "length")
+    timings = data["timings"]
+    assert 0 < timings["generated_tokens"] <= 12 and timings["prompt_tokens"] > 20
+    assert timings["total_seconds"] > 0
+    plain = run_cli("optimize", PROMPT, *opts)
+    assert plain.stdout == data["optimized_prompt"] + "\n"
+
+
+def test_aggressive_candidates_are_separated_by_dashes(run_cli, smollm2_gguf: Path) -> None:
+    opts = model_args(smollm2_gguf, "-a", "-n", "3", "--max-tokens", "10", "--seed", "3", "--no-log")
+    text = run_cli("optimize", PROMPT, *opts)
+    as_json = run_cli("optimize", PROMPT, "--json", *opts)
+    assert text.returncode == as_json.returncode == 0, text.stderr
+    data = json.loads(as_json.stdout)
+    assert data["mode"] == "aggressive" and len(data["candidates"]) == 3
+    assert text.stdout == "\n---\n".join(data["candidates"]) + "\n"
+    assert all("\n" not in c for c in data["candidates"])  # aggressive stops at a newline
+
+
+def test_each_run_is_logged_unless_no_log(run_cli, smollm2_gguf: Path, bpo_home: Path) -> None:
+    opts = model_args(smollm2_gguf, "--max-tokens", "6", "--seed", "1")
+    assert run_cli("optimize", "first prompt", *opts).returncode == 0
+    assert run_cli("optimize", "second prompt", "--no-log", *opts).returncode == 0
+    with RunLog.open(bpo_home / "logs.db") as log:
+        entries = log.query()
+    assert [e["prompt"] for e in entries] == ["first prompt"]
+    assert entries[0]["model"] == smollm2_gguf.name and entries[0]["seed"] == 1
+
+
+def test_jsonl_batch_keeps_order_and_records_a_malformed_line(run_cli, smollm2_gguf: Path) -> None:
+    lines = ['{"prompt": "write a poem", "id": 1}', "{not json", '{"instruction": "explain tides", "id": 3}', ""]
+    proc = run_cli("optimize", "--jsonl", *model_args(smollm2_gguf, "--max-tokens", "6", "--seed", "2", "--no-log"),
+                   input="\n".join(lines))
+    assert proc.returncode == 1
+    assert_error_line(proc.stderr, "1 input(s) failed")
+    records = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [r["line"] for r in records] == [1, 2, 3]
+    assert records[0]["prompt"] == "write a poem" and records[0]["id"] == 1 and "optimized_prompt" in records[0]
+    assert set(records[1]) == {"line", "input_sha256", "error"} and "not valid JSON" in records[1]["error"]
+    assert records[2]["instruction"] == "explain tides" and "optimized_prompt" in records[2]
+    assert "candidates" not in records[0]
+
+
+def test_lines_batch_answers_line_for_line(run_cli, smollm2_gguf: Path, tmp_path: Path) -> None:
+    source = tmp_path / "prompts.txt"
+    source.write_text("write a haiku\n\nname three rivers\n", encoding="utf-8")
+    opts = model_args(smollm2_gguf, "--max-tokens", "6", "--seed", "4", "--no-log")
+    plain = run_cli("optimize", "--lines", str(source), *opts)
+    assert plain.returncode == 0 and plain.stderr == "", plain.stderr
+    out = plain.stdout.split("\n")
+    assert len(out) == 4 and out[1] == "" and out[3] == ""  # line 2 was blank, output ends with a newline
+    records = [json.loads(line) for line in run_cli("optimize", "--lines", "--json", str(source), *opts).stdout.splitlines()]
+    assert [(r["line"], r["prompt"]) for r in records] == [(1, "write a haiku"), (3, "name three rivers")]
+    escaped = [r["optimized_prompt"].replace("\\", "\\\\").replace("\n", "\\n") for r in records]
+    assert [out[0], out[2]] == escaped
+
+
+def test_resume_after_kill_answers_every_input_exactly_once_in_order(
+    run_cli, smollm2_gguf: Path, bpo_test_data: Path, tmp_path: Path
+) -> None:
+    dataset = json.loads(bpo_test_data.read_text(encoding="utf-8"))[:24]
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps(d) + "\n" for d in dataset), encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    args = ("optimize", "--jsonl", str(source), "--resume", str(out),
+            *model_args(smollm2_gguf, "--max-tokens", "24", "--seed", "9", "--no-log"))
+    victim = subprocess.Popen(cli_command(*args), env=cli_env(), stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while out.read_bytes().count(b"\n") < 3 if out.exists() else True:
+        assert victim.poll() is None and time.monotonic() < deadline, "batch ended before it could be killed"
+        time.sleep(0.02)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    written_before = out.read_bytes().count(b"\n")
+    assert 3 <= written_before < len(dataset)
+
+    finished = run_cli(*args)
+    assert finished.returncode == 0, finished.stderr
+    assert finished.stdout == ""
+    records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [r["line"] for r in records] == list(range(1, len(dataset) + 1))
+    assert [r["prompt"] for r in records] == [d["prompt"] for d in dataset]
+    assert all(isinstance(r["optimized_prompt"], str) for r in records)
+
+    again = run_cli(*args)  # nothing left to do: the model is not even loaded
+    assert again.returncode == 0 and out.read_text(encoding="utf-8").count("\n") == len(dataset)
+
+
+@pytest.mark.parametrize("argv", [("--lines",), ("-a", "-n", "4")], ids=["lines", "aggressive"])
+def test_piping_into_head_stops_quietly(smollm2_gguf: Path, tmp_path: Path, argv: tuple[str, ...]) -> None:
+    source = tmp_path / "prompts.txt"
+    source.write_text("".join(f"prompt number {i}\n" for i in range(12)), encoding="utf-8")
+    args = ("optimize", *argv, *model_args(smollm2_gguf, "--max-tokens", "8", "--seed", "6", "--no-log"))
+    with open(source, "rb") as stdin:
+        producer = subprocess.Popen(cli_command(*args), stdin=stdin, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, env=cli_env())
+        head = subprocess.Popen(["head", "-1"], stdin=producer.stdout, stdout=subprocess.PIPE)
+        producer.stdout.close()
+        first, _ = head.communicate(timeout=120)
+        _, stderr = producer.communicate(timeout=120)
+    assert first.endswith(b"\n") and first.count(b"\n") == 1
+    assert stderr == b"", stderr.decode()
+    assert producer.returncode == 0
+
+
+def test_bad_prompts_fail_with_one_line_and_usage_exit_code(run_cli, smollm2_gguf: Path) -> None:
+    opts = model_args(smollm2_gguf, "--max-tokens", "4", "--no-log")
+    assert_one_line_error(run_cli("optimize", "", *opts), 2, "empty prompt")
+    assert_one_line_error(run_cli("optimize", *opts, input=" \n\t\n"), 2, "empty prompt")
+    latin1 = run_cli("optimize", *opts, input=b"caf\xe9 au lait", text=False)
+    assert latin1.returncode == 2 and latin1.stdout == b""
+    assert_error_line(latin1.stderr, "stdin is not valid UTF-8")
+    assert_one_line_error(run_cli("optimize", "x", "--resume", "out.jsonl", *opts), 2, "--resume", "--jsonl")
+    long_prompt = "please " * 600
+    assert_one_line_error(run_cli("optimize", long_prompt, *opts), 1, "context")
+
+
+def test_unusable_models_fail_with_one_line(run_cli, smollm2_gguf: Path, tmp_path: Path) -> None:
+    not_gguf = tmp_path / "notes.gguf"
+    not_gguf.write_text("this is not a model\n" * 100)
+    truncated = tmp_path / "truncated.gguf"
+    truncated.write_bytes(smollm2_gguf.read_bytes()[: smollm2_gguf.stat().st_size // 2])
+    assert_one_line_error(run_cli("optimize", PROMPT, "--model", str(tmp_path / "missing.gguf")), 1, "not found")
+    assert_one_line_error(run_cli("optimize", PROMPT, "--model", str(not_gguf)), 1, "notes.gguf")
+    assert_one_line_error(run_cli("optimize", PROMPT, "--model", str(truncated)), 1, "truncated.gguf")
+    assert_one_line_error(run_cli("optimize", PROMPT), 1, "no model", "bpo-local convert")
