@@ -37,6 +37,8 @@ class LlamaCpp:
             cparams = lc.llama_context_default_params()
             cparams.n_ctx = cparams.n_batch = cparams.n_ubatch = n_ctx
             cparams.n_threads = cparams.n_threads_batch = 1
+            cparams.type_k = cparams.type_v = 0  # GGML_TYPE_F32 cache and no flash attention (whose CPU
+            cparams.flash_attn_type = 0           # kernel rounds through F16): exact enough for logit checks
             self.ctx = lc.llama_init_from_model(self.model, cparams)
             if not self.ctx:
                 raise RuntimeError("llama.cpp could not create a context")
@@ -140,3 +142,116 @@ def reference_logits(weights: dict[str, np.ndarray], config: dict, tokens: list[
     x = rms(x, w["model.norm.weight"])
     head = w.get("lm_head.weight", w["model.embed_tokens.weight"])
     return x @ head.T
+
+
+class FakeHub:
+    """A Hugging Face Hub on 127.0.0.1 serving folders as model repos (the endpoints huggingface_hub uses).
+
+    ``requests`` records every (method, path) served, so tests can see what was downloaded.
+    """
+
+    def __init__(self, repos: dict[str, Path]) -> None:
+        import hashlib
+        import threading
+        from http.server import ThreadingHTTPServer
+
+        self.repos = {repo: (hashlib.sha1(repo.encode()).hexdigest(), folder) for repo, folder in repos.items()}
+        self.requests: list[tuple[str, str]] = []
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> FakeHub:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def downloaded(self) -> set[str]:
+        """Files fetched with GET through /resolve/."""
+        return {p.split("/resolve/", 1)[1].split("/", 1)[1] for m, p in self.requests
+                if m == "GET" and "/resolve/" in p}
+
+    def _handler(self):
+        import hashlib
+        import json
+        import re
+        from http.server import BaseHTTPRequestHandler
+        from urllib.parse import unquote, urlparse
+
+        hub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_HEAD(self) -> None:
+                self._serve(body=False)
+
+            def do_GET(self) -> None:
+                self._serve(body=True)
+
+            def _serve(self, body: bool) -> None:
+                path = unquote(urlparse(self.path).path)
+                hub.requests.append((self.command, path))
+                if m := re.fullmatch(r"/api/models/([^/]+/[^/]+)(?:/revision/([^/]+))?", path):
+                    return self._info(m[1], body)
+                if m := re.fullmatch(r"/api/models/([^/]+/[^/]+)/tree/([^/]+)(/.*)?", path):
+                    return self._tree(m[1], body)
+                if m := re.fullmatch(r"/([^/]+/[^/]+)/resolve/([^/]+)/(.+)", path):
+                    return self._file(m[1], m[3], body)
+                self._send(404, b"{}", body, {"X-Error-Code": "EntryNotFound"})
+
+            def _repo(self, repo: str, body: bool):
+                if repo not in hub.repos:
+                    self._send(404, b'{"error": "Repository not found"}', body,
+                               {"X-Error-Code": "RepoNotFound", "X-Error-Message": "Repository not found"})
+                    return None
+                return hub.repos[repo]
+
+            def _files(self, folder: Path) -> list[Path]:
+                return sorted(p for p in folder.rglob("*") if p.is_file())
+
+            def _info(self, repo: str, body: bool) -> None:
+                if (found := self._repo(repo, body)) is None:
+                    return
+                sha, folder = found
+                info = {"_id": sha[:24], "id": repo, "modelId": repo, "sha": sha, "private": False,
+                        "disabled": False, "gated": False, "downloads": 0, "likes": 0, "tags": [],
+                        "siblings": [{"rfilename": p.relative_to(folder).as_posix()} for p in self._files(folder)]}
+                self._send(200, json.dumps(info).encode(), body, {"Content-Type": "application/json"})
+
+            def _tree(self, repo: str, body: bool) -> None:
+                if (found := self._repo(repo, body)) is None:
+                    return
+                _, folder = found
+                entries = [{"type": "file", "path": p.relative_to(folder).as_posix(), "size": p.stat().st_size,
+                            "oid": hashlib.sha1(p.read_bytes()).hexdigest()} for p in self._files(folder)]
+                self._send(200, json.dumps(entries).encode(), body, {"Content-Type": "application/json"})
+
+            def _file(self, repo: str, name: str, body: bool) -> None:
+                if (found := self._repo(repo, body)) is None:
+                    return
+                sha, folder = found
+                file = folder / name
+                if not file.is_file():
+                    return self._send(404, b"{}", body, {"X-Error-Code": "EntryNotFound"})
+                data = file.read_bytes()
+                etag = hashlib.sha256(data).hexdigest()
+                self._send(200, data, body, {"ETag": f'"{etag}"', "X-Repo-Commit": sha,
+                                             "Content-Type": "application/octet-stream"})
+
+            def _send(self, status: int, data: bytes, body: bool, headers: dict[str, str]) -> None:
+                self.send_response(status)
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if body:
+                    self.wfile.write(data)
+
+        return Handler

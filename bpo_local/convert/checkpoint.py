@@ -34,7 +34,8 @@ OUTTYPES: dict[str, tuple[gguf.LlamaFileType, gguf.GGMLQuantizationType]] = {
 }
 _BYTES_PER_VALUE = {gguf.GGMLQuantizationType.F32: 4, gguf.GGMLQuantizationType.F16: 2,
                     gguf.GGMLQuantizationType.BF16: 2}
-_HEADROOM = 64 * 1024 * 1024
+_HEADROOM = 4 * 1024 * 1024
+"""Room for the header, metadata and vocabulary on top of the tensor data."""
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,7 @@ def _write_atomically(writer: gguf.GGUFWriter, plan: list[_Planned], out: Path, 
     except OSError as exc:
         writer.close()
         tmp.unlink(missing_ok=True)
-        if exc.errno == errno.ENOSPC or "No space left" in str(exc):
+        if exc.errno == errno.ENOSPC or shutil.disk_usage(out.parent).free < _HEADROOM:  # numpy drops errno
             need = sum(p.nbytes for p in plan) + _HEADROOM
             raise _no_space(out.parent, need, outtype) from None
         raise ConversionError(f"cannot write {out}: {exc.strerror or exc}") from None
@@ -159,7 +160,8 @@ def _check_free_space(folder: Path, need: int, outtype: str) -> None:
 
 def _no_space(folder: Path, need: int, outtype: str) -> ConversionError:
     hint = "use --outtype f16" if outtype == "f32" else "use a smaller --outtype or quantization"
-    return ConversionError(f"not enough disk space in {folder}: need ~{need / 1e9:.1f} GB; free some or {hint}")
+    size = f"{need / 1e9:.1f} GB" if need >= 1e9 else f"{need / 1e6:.0f} MB"
+    return ConversionError(f"not enough disk space in {folder}: need ~{size}; free some or {hint}")
 
 
 def _value_type(value: object) -> gguf.GGUFValueType:

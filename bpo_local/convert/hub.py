@@ -17,7 +17,7 @@ from ..errors import DownloadError
 DEFAULT_SOURCE = "THUDM/BPO"
 
 Progress = Callable[[str, int, int], None]
-"""``progress(label, done, total)``: ``label`` names the bar (bytes downloaded, files fetched)."""
+"""``progress(label, done, total)``; fetch_source reports ``("download", bytes_done, bytes_total)``."""
 
 _SIDE_FILES = frozenset({
     "config.json", "generation_config.json", "tokenizer.model", "tokenizer.json", "tokenizer_config.json",
@@ -70,7 +70,8 @@ def fetch_source(source: str = DEFAULT_SOURCE, *, revision: str | None = None,
     files = [s.rfilename for s in info.siblings or []]
     wanted = _needed_files(source, files)
     try:
-        path = snapshot_download(source, revision=info.sha, allow_patterns=wanted,
+        # by branch name, not info.sha: the cache then maps the branch to its commit for offline runs
+        path = snapshot_download(source, revision=revision, allow_patterns=wanted,
                                  tqdm_class=_reporter(progress) if progress else None)
     except HfHubHTTPError as exc:
         raise DownloadError(f"download of {source} failed: the Hub answered {_status(exc)}; run again to resume") from None
@@ -78,7 +79,7 @@ def fetch_source(source: str = DEFAULT_SOURCE, *, revision: str | None = None,
         raise DownloadError(f"download of {source} failed ({exc.strerror or exc}); run again to resume") from None
     except Exception as exc:
         raise DownloadError(f"download of {source} failed ({type(exc).__name__}); run again to resume") from None
-    return SourceCheckout(Path(path), source, info.sha)
+    return SourceCheckout(Path(path), source, Path(path).name)
 
 
 def _needed_files(repo_id: str, files: list[str]) -> list[str]:
@@ -108,19 +109,20 @@ def _status(exc: Any) -> str:
 
 
 def _reporter(progress: Progress) -> type:
-    """A tqdm class for huggingface_hub that forwards every bar's progress to ``progress``."""
+    """A tqdm class for huggingface_hub that reports its bytes-downloaded bar as ``download``."""
     from tqdm.auto import tqdm
 
     class Reporter(tqdm):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             kwargs.pop("name", None)
-            self._label = str(kwargs.get("desc") or "download")
+            self._reports = str(kwargs.get("desc") or "").startswith("Downloading")
             self._done = int(kwargs.get("initial") or 0)
             super().__init__(*args, **{**kwargs, "disable": True})
 
         def update(self, n: float | None = 1) -> bool | None:
             self._done += int(n or 0)
-            progress(self._label, self._done, int(self.total or 0))
+            if self._reports:
+                progress("download", self._done, int(self.total or 0))
             return None
 
     return Reporter
