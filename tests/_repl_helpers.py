@@ -36,3 +36,55 @@ def make_result(prompt: str, *candidates: str, mode: str = "stable", cancelled: 
 def plain(text: str) -> str:
     """Terminal output without escape sequences and carriage returns."""
     return ANSI.sub("", text).replace("\r", "")
+
+
+PROMPT_START = "\x1b[?2004h"
+"""prompt_toolkit turns bracketed paste on once each time it starts reading a line."""
+
+
+class ReplProcess:
+    """`bpo-local repl ARGS` in a pseudo-terminal, driven like a user: type a line, read the screen."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None, timeout: float = 120) -> None:
+        import pexpect
+
+        full_env = {**os.environ, "NO_COLOR": "1", "PROMPT_TOOLKIT_NO_CPR": "1", "TERM": "xterm", **(env or {})}
+        self.child = pexpect.spawn(sys.executable, ["-m", "bpo_local", "repl", *args], env=full_env,
+                                   dimensions=(60, 140), encoding="utf-8", timeout=timeout)
+        self.transcript = ""
+
+    def wait_prompt(self) -> str:
+        """Everything shown until the next input prompt, without escape codes."""
+        self.child.expect_exact(PROMPT_START)
+        return self._take(self.child.before)
+
+    def run(self, line: str) -> str:
+        """Type ``line``, press Enter, and return what the REPL printed before asking again."""
+        self.child.send(line + "\r")
+        return self.wait_prompt()
+
+    def expect(self, pattern: str) -> str:
+        self.child.expect(pattern)
+        return self._take(self.child.before + self.child.after)
+
+    def exit(self) -> int:
+        """Ctrl-D; the exit status."""
+        self.child.sendcontrol("d")
+        return self.wait_exit()
+
+    def wait_exit(self) -> int:
+        import pexpect
+
+        self.child.expect(pexpect.EOF)
+        self._take(self.child.before)
+        self.child.close()
+        return self.child.exitstatus if self.child.exitstatus is not None else -self.child.signalstatus
+
+    def _take(self, raw: str) -> str:
+        text = plain(raw)
+        self.transcript += text
+        return text
+
+    def close(self) -> None:
+        if self.child.isalive():
+            self.child.terminate(force=True)

@@ -1,16 +1,74 @@
-"""`bpo-local repl` (placeholder until its owner lands it)."""
+"""`bpo-local repl`: the interactive workbench (see bpo_local.repl)."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from typing import TYPE_CHECKING
 
-from ..errors import BpoLocalError
+from ..errors import UsageError
+from ..presets import MODES
+from .common import add_model_options, load_optimizer, status_console
+
+if TYPE_CHECKING:
+    from ..chat import ChatModel
+    from ..optimizer import Optimizer
+
+HISTORY_FILE = "repl_history"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("repl", help="(not built yet)")
+    parser = subparsers.add_parser(
+        "repl", help="interactive workbench: optimize, pick, diff, compare answers, save",
+        description="Optimize prompts interactively; /help inside lists the commands.",
+    )
+    add_model_options(parser)
+    parser.add_argument("--mode", choices=MODES, default="stable", help="starting mode (default: stable)")
+    parser.add_argument("--target", metavar="MODEL",
+                        help="chat model (GGUF path or store name) that /compare answers both prompts with")
+    parser.add_argument("--no-log", action="store_true", help="do not record turns in the run log")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    raise BpoLocalError("`repl` is not built yet")
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise UsageError("repl needs a terminal; use `bpo-local optimize` for pipes")
+    from rich.console import Console
+
+    from ..config import state_dir
+    from ..repl import Repl
+    from ..runlog import RunLog
+
+    log = None if args.no_log else RunLog.open()
+    try:
+        repl = Repl(
+            load_optimizer(args),
+            console=Console(),
+            history_file=state_dir() / HISTORY_FILE,
+            log=log,
+            load_model=lambda name: _load_model(args, name),
+            load_target=lambda name: _load_target(args, name),
+            target=args.target,
+        )
+        repl.settings.mode = args.mode
+        try:
+            repl.run()
+        finally:
+            repl.close()
+    finally:
+        if log is not None:
+            log.close()
+    return 0
+
+
+def _load_model(args: argparse.Namespace, name: str) -> Optimizer:
+    return load_optimizer(argparse.Namespace(**{**vars(args), "model": name}))
+
+
+def _load_target(args: argparse.Namespace, name: str) -> ChatModel:
+    from ..chat import ChatModel
+    from ..config import resolve_model
+
+    path = resolve_model(name)
+    with status_console().status(f"loading target {path.name}"):
+        return ChatModel(path, gpu_layers=args.gpu_layers, ctx=args.ctx, threads=args.threads, verbose=args.debug)

@@ -1,0 +1,5 @@
+"""The interactive workbench behind `bpo-local repl`."""
+
+from .app import Repl
+
+__all__ = ["Repl"]

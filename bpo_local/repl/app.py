@@ -1,0 +1,185 @@
+"""The REPL loop: read a prompt or a command, stream the optimization, log it, repeat."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+from rich.live import Live
+from rich.text import Text
+
+from ..errors import BpoLocalError, UsageError
+from . import view
+from .commands import dispatch
+from .input import prompt_session, unwrap
+from .session import Comparison, Session, Settings, Turn
+
+if TYPE_CHECKING:
+    from ..chat import ChatModel
+    from ..optimizer import OptimizeResult, Optimizer
+    from ..runlog import RunLog
+
+COMPARE_MAX_TOKENS = 512
+"""Length cap of /compare answers unless /max sets one."""
+
+
+@contextmanager
+def interrupt_flag() -> Iterator[threading.Event]:
+    """While active, Ctrl-C sets the returned event instead of raising, so a generation stops cleanly."""
+    flag = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: flag.set())
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+class Repl:
+    """One interactive session on a loaded optimizer. ``run()`` until Ctrl-D or /exit."""
+
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        *,
+        console: Console,
+        history_file: Path,
+        log: RunLog | None,
+        load_model: Callable[[str], Optimizer],
+        load_target: Callable[[str], ChatModel],
+        target: str | None = None,
+    ) -> None:
+        self.optimizer = optimizer
+        self.console = console
+        self.log = log
+        self.settings = Settings()
+        self.session = Session()
+        self.prefill = ""
+        """Text the next input line starts with (/use, /edit)."""
+        self.running = True
+        self._input = prompt_session(history_file)
+        self._load_model = load_model
+        self._load_target = load_target
+        self._target_name = target
+        self._target: ChatModel | None = None
+
+    def run(self) -> None:
+        self.show_banner()
+        while self.running:
+            try:
+                text = self._input.prompt(f"{self.settings.mode}> ", default=self.prefill)
+            except KeyboardInterrupt:
+                if not self._input.default_buffer.text.strip():
+                    self.console.print("[dim](to leave, press Ctrl-D or type /exit)[/]")
+                self.prefill = ""
+                continue
+            except EOFError:
+                break
+            self.prefill = ""
+            self.handle(unwrap(text))
+
+    def handle(self, text: str) -> None:
+        """One input: a ``/command`` or a prompt to optimize. Errors are shown, the session goes on."""
+        if not text.strip():
+            return
+        try:
+            if text.lstrip().startswith("/"):
+                dispatch(self, text)
+            else:
+                self.optimize(text)
+        except BpoLocalError as exc:
+            self.console.print(Text.assemble(("error: ", "bold red"), str(exc)))
+
+    # turns
+
+    def optimize(self, prompt: str) -> None:
+        """Stream BPO's rewrite(s) of ``prompt`` into panels; Ctrl-C keeps what was produced."""
+        s = self.settings
+        n = self.optimizer.preset(s.mode, **s.overrides()).n
+        texts = [Text() for _ in range(n)]
+        stream = self.optimizer.stream(prompt, mode=s.mode, seed=s.seed, **s.overrides())
+        with self._live(view.candidates(texts)) as live, interrupt_flag() as stop:
+            for delta in stream:
+                texts[delta.index].append(delta.text)
+                if stop.is_set():
+                    stream.cancel()
+            result = stream.result
+            live.update(view.candidates(result.candidates, interrupted=result.cancelled))
+        self.session.turns.append(Turn(result))
+        if result.cancelled:
+            self.console.print("[yellow]interrupted[/] [dim]- kept what was produced; /retry runs it again[/]")
+        self._record(result)
+
+    def _record(self, result: OptimizeResult) -> None:
+        if self.log is None:
+            return
+        with self.console.status("hashing the model file for the run log (once per file)"):
+            sha256 = self.optimizer.model_sha256()
+        self.log.record(result, sha256)
+
+    def compare(self, target: str | None) -> None:
+        """Answer the last prompt and its optimized version with the target model, side by side."""
+        turn = self.session.last
+        model = self._target_model(target)
+        prompts = (turn.result.prompt, turn.chosen)
+        answers = [Text(), Text()]
+        max_tokens = self.settings.max_tokens or COMPARE_MAX_TOKENS
+        with self._live(view.comparison(model.name, prompts, answers)), interrupt_flag() as stop:
+            for prompt, answer in zip(prompts, answers):
+                if stop.is_set():
+                    break
+                stream = model.answer(prompt, max_tokens=max_tokens)
+                for piece in stream:
+                    answer.append(piece)
+                    if stop.is_set():
+                        stream.cancel()
+        if stop.is_set():
+            self.console.print("[yellow]interrupted[/]")
+        turn.comparison = Comparison(model.name, answers[0].plain, answers[1].plain)
+
+    def _target_model(self, name: str | None) -> ChatModel:
+        if name is not None and name != self._target_name:
+            self._close_target()
+            self._target_name = name
+        if self._target_name is None:
+            raise UsageError("no target model; start with --target MODEL.gguf or run /compare MODEL.gguf")
+        if self._target is None:
+            self._target = self._load_target(self._target_name)
+        return self._target
+
+    def _live(self, renderable: object) -> Live:
+        return Live(renderable, console=self.console, refresh_per_second=10,  # type: ignore[arg-type]
+                    vertical_overflow="visible")
+
+    # model and display
+
+    def switch_model(self, name: str) -> None:
+        """Load another BPO build; the current one stays if that fails."""
+        new = self._load_model(name)
+        self.optimizer.close()
+        self.optimizer = new
+
+    def show_banner(self) -> None:
+        self.console.print(view.banner(self.optimizer.info, self.log.path if self.log else None))
+
+    def show_params(self) -> None:
+        s = self.settings
+        preset = self.optimizer.preset(s.mode, **s.overrides())
+        values = {"mode": preset.name, "n": preset.n, "temperature": preset.temperature, "top_p": preset.top_p,
+                  "top_k": preset.top_k, "max_tokens": preset.max_new_tokens,
+                  "seed": "random" if s.seed is None else s.seed}
+        overridden = ["mode"] + [k for k, v in {**s.overrides(), "seed": s.seed}.items() if v is not None]
+        self.console.print(view.params(values, overridden))
+
+    def close(self) -> None:
+        self._close_target()
+        self.optimizer.close()
+
+    def _close_target(self) -> None:
+        if self._target is not None:
+            self._target.close()
+            self._target = None

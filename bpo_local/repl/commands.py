@@ -1,0 +1,187 @@
+"""The REPL's slash commands: a table of small handlers, each with its help line.
+
+A new command is one function decorated with ``@command``; ``/help`` is generated from the table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import UsageError
+from ..presets import MODES
+from . import view
+from .external import copy_to_clipboard, edit_text
+
+if TYPE_CHECKING:
+    from .app import Repl
+
+Handler = Callable[["Repl", str], None]
+
+MAX_CANDIDATES = 15
+"""The engine keeps one of its 16 sequences for the prompt cache."""
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    usage: str
+    help: str
+    run: Handler
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def command(name: str, usage: str, help: str) -> Callable[[Handler], Handler]:
+    def register(handler: Handler) -> Handler:
+        COMMANDS[name] = Command(name, usage, help, handler)
+        return handler
+
+    return register
+
+
+def dispatch(repl: Repl, line: str) -> None:
+    """Run ``/name args``; an unknown name is a usage error naming ``/help``."""
+    name, _, arg = line.strip()[1:].partition(" ")
+    cmd = COMMANDS.get(name.lower())
+    if cmd is None:
+        raise UsageError(f"unknown command /{name}; /help lists the commands")
+    cmd.run(repl, arg.strip())
+
+
+# sampling settings
+
+
+def _number(kind: type, low: float, high: float) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not low <= value <= high:
+            raise UsageError(f"expected {kind.__name__} in [{low}, {high}] or `default`, got {text!r}")
+        return value
+
+    return parse
+
+
+def _setting(name: str, field: str, usage: str, help: str, parse: Callable[[str], Any]) -> None:
+    """Register ``/name VALUE`` for ``Settings.field``: sets it, ``default`` clears it, no value shows it."""
+
+    def handle(repl: Repl, arg: str) -> None:
+        if arg:
+            setattr(repl.settings, field, None if arg.lower() in ("default", "random") else parse(arg))
+        repl.show_params()
+
+    command(name, usage, help)(handle)
+
+
+@command("help", "", "list the commands")
+def _help(repl: Repl, arg: str) -> None:
+    repl.console.print(view.help_table(COMMANDS.values()))
+
+
+@command("mode", "stable|aggressive", "stable: one rewrite; aggressive: several numbered candidates")
+def _mode(repl: Repl, arg: str) -> None:
+    if arg:
+        if arg not in MODES:
+            raise UsageError(f"unknown mode {arg!r}; choose from: {', '.join(MODES)}")
+        repl.settings.mode = arg
+    repl.show_params()
+
+
+_setting("n", "n", "K", "number of candidates (`default`: the mode's)", _number(int, 1, MAX_CANDIDATES))
+_setting("temp", "temperature", "T", "sampling temperature, 0 = greedy", _number(float, 0.0, 5.0))
+_setting("top_p", "top_p", "P", "nucleus sampling mass", _number(float, 0.0, 1.0))
+_setting("top_k", "top_k", "K", "sample from the K likeliest tokens, 0 = off", _number(int, 0, 1_000_000))
+_setting("max", "max_tokens", "N", "most tokens to generate (also caps /compare answers)", _number(int, 1, 1_000_000))
+_setting("seed", "seed", "N|random", "fixed seed for reproducible turns, or random", _number(int, 0, 2**32 - 1))
+
+
+@command("params", "", "show the sampling parameters of the next turn")
+def _params(repl: Repl, arg: str) -> None:
+    repl.show_params()
+
+
+# turns
+
+
+@command("retry", "", "optimize the last prompt again")
+def _retry(repl: Repl, arg: str) -> None:
+    repl.optimize(repl.session.last.result.prompt)
+
+
+@command("pick", "N", "choose candidate N of the last turn for /use, /diff, /copy, /compare")
+def _pick(repl: Repl, arg: str) -> None:
+    turn = repl.session.last
+    count = len(turn.result.candidates)
+    if not arg.isdigit() or not 1 <= int(arg) <= count:
+        raise UsageError(f"pick a candidate between 1 and {count}, e.g. /pick 1")
+    turn.picked = int(arg) - 1
+    repl.console.print(view.candidates(turn.result.candidates, picked=turn.picked))
+
+
+@command("diff", "", "word-level diff of the last prompt and its optimized version")
+def _diff(repl: Repl, arg: str) -> None:
+    turn = repl.session.last
+    repl.console.print(view.word_diff(turn.result.prompt, turn.chosen, markers=repl.console.no_color))
+
+
+@command("use", "", "put the optimized (or picked) prompt in the input line, to edit and send")
+def _use(repl: Repl, arg: str) -> None:
+    repl.prefill = repl.session.last.chosen
+    repl.console.print("[dim]the optimized prompt is in the input line; edit it and press Enter[/]")
+
+
+@command("edit", "", "edit the next prompt in $VISUAL/$EDITOR (the last one, or what /use put there)")
+def _edit(repl: Repl, arg: str) -> None:
+    current = repl.prefill or (repl.session.turns[-1].result.prompt if repl.session.turns else "")
+    repl.prefill = edit_text(current)
+    repl.console.print("[dim]the edited prompt is in the input line; press Enter to optimize it[/]")
+
+
+@command("copy", "", "copy the optimized (or picked) prompt to the clipboard")
+def _copy(repl: Repl, arg: str) -> None:
+    repl.console.print(f"[dim]{copy_to_clipboard(repl.session.last.chosen, repl.console.file)}[/]")
+
+
+@command("compare", "[MODEL]", "answer the original and the optimized prompt with a target chat model, side by side")
+def _compare(repl: Repl, arg: str) -> None:
+    repl.compare(arg or None)
+
+
+# session
+
+
+@command("save", "FILE", "save the session as Markdown (.md) or JSON Lines (.jsonl)")
+def _save(repl: Repl, arg: str) -> None:
+    if not arg:
+        raise UsageError("name the file: /save session.md or /save session.jsonl")
+    path = Path(arg).expanduser()
+    repl.session.save(path)
+    repl.console.print(f"[dim]saved {len(repl.session.turns)} turn(s) to {path}[/]")
+
+
+@command("history", "", "list this session's turns")
+def _history(repl: Repl, arg: str) -> None:
+    repl.console.print(view.history(repl.session.recent()))
+
+
+@command("stats", "", "time to first token and speed of the last turns")
+def _stats(repl: Repl, arg: str) -> None:
+    repl.console.print(view.stats(repl.session.recent(10)))
+
+
+@command("model", "[PATH|NAME]", "show the model, or switch to another build")
+def _model(repl: Repl, arg: str) -> None:
+    if arg:
+        repl.switch_model(arg)
+    repl.show_banner()
+
+
+@command("exit", "", "leave (or Ctrl-D)")
+def _exit(repl: Repl, arg: str) -> None:
+    repl.running = False

@@ -1,0 +1,134 @@
+"""What a REPL session holds: the settings the user chose, the turns so far, and their export."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import UsageError
+
+if TYPE_CHECKING:
+    from ..optimizer import OptimizeResult
+
+
+@dataclass
+class Settings:
+    """Mode plus the user's overrides; None means "the mode's preset value"."""
+
+    mode: str = "stable"
+    n: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    max_tokens: int | None = None
+    seed: int | None = None
+
+    def overrides(self) -> dict[str, Any]:
+        """Keyword arguments for ``Optimizer.stream``/``preset`` (seed excluded)."""
+        return {"n": self.n, "temperature": self.temperature, "top_p": self.top_p,
+                "top_k": self.top_k, "max_tokens": self.max_tokens}
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A target model's answers to the original and to the optimized prompt."""
+
+    target: str
+    original_answer: str
+    optimized_answer: str
+
+
+@dataclass
+class Turn:
+    result: OptimizeResult
+    picked: int = 0
+    comparison: Comparison | None = None
+
+    @property
+    def chosen(self) -> str:
+        """The optimized prompt the user settled on (the first, or the one ``/pick`` chose)."""
+        return self.result.candidates[self.picked]
+
+    def to_dict(self) -> dict[str, Any]:
+        data = self.result.to_dict()
+        data["picked"] = self.picked + 1
+        if self.comparison is not None:
+            c = self.comparison
+            data["comparison"] = {"target": c.target, "original_answer": c.original_answer,
+                                  "optimized_answer": c.optimized_answer}
+        return data
+
+
+@dataclass
+class Session:
+    turns: list[Turn] = field(default_factory=list)
+
+    @property
+    def last(self) -> Turn:
+        return self.recent(1)[0]
+
+    def recent(self, count: int | None = None) -> list[Turn]:
+        """The last ``count`` turns (all by default); a usage error while there are none."""
+        if not self.turns:
+            raise UsageError("nothing optimized yet; type a prompt first")
+        return self.turns[-count:] if count else list(self.turns)
+
+    def save(self, path: Path) -> None:
+        """Write the session as Markdown (.md) or JSON Lines (.jsonl), atomically."""
+        formats = {".md": to_markdown, ".markdown": to_markdown, ".jsonl": to_jsonl}
+        render = formats.get(path.suffix.lower())
+        if render is None:
+            raise UsageError(f"cannot save as {path.suffix or 'a file without extension'}; name it .md or .jsonl")
+        if not self.turns:
+            raise UsageError("nothing to save yet; type a prompt first")
+        write_atomic(path, render(self.turns))
+
+
+def to_markdown(turns: list[Turn]) -> str:
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    out = [f"# bpo-local session ({now})\n"]
+    for number, turn in enumerate(turns, 1):
+        r = turn.result
+        status = ", interrupted" if r.cancelled else ""
+        out.append(f"## Turn {number}: {r.mode}, {r.model}, seed {r.seed}{status}\n")
+        out.append(f"### Prompt\n\n{r.prompt}\n")
+        if len(r.candidates) == 1:
+            out.append(f"### Optimized\n\n{r.text}\n")
+        for index, text in enumerate(r.candidates if len(r.candidates) > 1 else ()):
+            mark = " (picked)" if index == turn.picked else ""
+            out.append(f"### Candidate {index + 1}{mark}\n\n{text}\n")
+        if turn.comparison is not None:
+            c = turn.comparison
+            out.append(f"### Answer of {c.target} to the original prompt\n\n{c.original_answer}\n")
+            out.append(f"### Answer of {c.target} to the optimized prompt\n\n{c.optimized_answer}\n")
+    return "\n".join(out)
+
+
+def to_jsonl(turns: list[Turn]) -> str:
+    return "".join(json.dumps(turn.to_dict(), ensure_ascii=False) + "\n" for turn in turns)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
+    path = path.expanduser()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror}; choose another place") from exc
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise UsageError(f"cannot write {path}: {exc.strerror}; choose another place") from exc
+        raise
