@@ -8,7 +8,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
 from _cli_helpers import assert_error_line, assert_one_line_error, cli_command, cli_env, model_args
 
 from bpo_local.runlog import RunLog
@@ -18,32 +17,30 @@ NON_EMPTY = ("--temperature", "1.2", "--seed", "1")
 """SmolLM2 often ends a stable-mode answer at once; this seed makes it write something for PROMPT."""
 
 
-def test_argument_stdin_and_dash_give_the_same_seeded_result(run_cli, smollm2_gguf: Path) -> None:
-    opts = model_args(smollm2_gguf, "--max-tokens", "16", *NON_EMPTY, "--no-log")
+def test_one_prompt_from_argument_stdin_or_dash_and_as_json(run_cli, smollm2_gguf: Path, bpo_home: Path) -> None:
+    opts = model_args(smollm2_gguf, "--max-tokens", "12", *NON_EMPTY)
     from_arg = run_cli("optimize", PROMPT, *opts)
-    from_stdin = run_cli("optimize", *opts, input=PROMPT + "\n")
-    from_dash = run_cli("optimize", "-", *opts, input=PROMPT)
-    assert from_arg.returncode == 0, from_arg.stderr
-    assert from_arg.stdout.strip() and from_arg.stderr == ""
-    assert from_arg.stdout == from_stdin.stdout == from_dash.stdout
-    assert from_stdin.returncode == from_dash.returncode == 0
+    from_stdin = run_cli("optimize", *opts, "--no-log", input=PROMPT + "\n")
+    from_dash = run_cli("optimize", "-", *opts, "--no-log", input=PROMPT)
+    as_json = run_cli("optimize", PROMPT, "--json", *opts, "--no-log")
+    for proc in (from_arg, from_stdin, from_dash, as_json):
+        assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert from_arg.stdout.strip()
+    assert from_arg.stdout == from_stdin.stdout == from_dash.stdout  # same seed, same text
 
-
-def test_json_has_prompt_result_mode_params_model_and_timings(run_cli, smollm2_gguf: Path) -> None:
-    opts = model_args(smollm2_gguf, "--max-tokens", "12", *NON_EMPTY, "--no-log")
-    proc = run_cli("optimize", PROMPT, "--json", *opts)
-    assert proc.returncode == 0, proc.stderr
-    data = json.loads(proc.stdout)
+    data = json.loads(as_json.stdout)
     assert data["prompt"] == PROMPT and data["mode"] == "stable"
-    assert data["candidates"] == [data["optimized_prompt"]]
+    assert data["candidates"] == [data["optimized_prompt"]] and from_arg.stdout == data["optimized_prompt"] + "\n"
     assert data["params"] == {"n": 1, "temperature": 1.2, "top_p": 0.9, "top_k": 50, "max_tokens": 12, "seed": 1}
     assert data["model"] == smollm2_gguf.name
     assert data["finish_reasons"][0] in ("stop", "length")
     timings = data["timings"]
-    assert 0 < timings["generated_tokens"] <= 12 and timings["prompt_tokens"] > 20
-    assert timings["total_seconds"] > 0
-    plain = run_cli("optimize", PROMPT, *opts)
-    assert plain.stdout == data["optimized_prompt"] + "\n"
+    assert 0 < timings["generated_tokens"] <= 12 and timings["prompt_tokens"] > 20 and timings["total_seconds"] > 0
+
+    with RunLog.open(bpo_home / "logs.db") as log:  # only the run without --no-log
+        entries = log.query()
+    assert [(e["prompt"], e["output"], e["seed"]) for e in entries] == [(PROMPT, data["optimized_prompt"], 1)]
+    assert entries[0]["model"] == smollm2_gguf.name
 
 
 def test_aggressive_candidates_are_separated_by_dashes(run_cli, smollm2_gguf: Path) -> None:
@@ -55,16 +52,6 @@ def test_aggressive_candidates_are_separated_by_dashes(run_cli, smollm2_gguf: Pa
     assert data["mode"] == "aggressive" and len(data["candidates"]) == 3
     assert text.stdout == "\n---\n".join(data["candidates"]) + "\n"
     assert all("\n" not in c for c in data["candidates"])  # aggressive stops at a newline
-
-
-def test_each_run_is_logged_unless_no_log(run_cli, smollm2_gguf: Path, bpo_home: Path) -> None:
-    opts = model_args(smollm2_gguf, "--max-tokens", "6", "--seed", "1")
-    assert run_cli("optimize", "first prompt", *opts).returncode == 0
-    assert run_cli("optimize", "second prompt", "--no-log", *opts).returncode == 0
-    with RunLog.open(bpo_home / "logs.db") as log:
-        entries = log.query()
-    assert [e["prompt"] for e in entries] == ["first prompt"]
-    assert entries[0]["model"] == smollm2_gguf.name and entries[0]["seed"] == 1
 
 
 def test_jsonl_batch_keeps_order_and_records_a_malformed_line(run_cli, smollm2_gguf: Path) -> None:
@@ -84,7 +71,7 @@ def test_jsonl_batch_keeps_order_and_records_a_malformed_line(run_cli, smollm2_g
 def test_lines_batch_answers_line_for_line(run_cli, smollm2_gguf: Path, tmp_path: Path) -> None:
     source = tmp_path / "prompts.txt"
     source.write_text("write a haiku\n\nname three rivers\n", encoding="utf-8")
-    opts = model_args(smollm2_gguf, "--max-tokens", "6", "--seed", "4", "--no-log")
+    opts = model_args(smollm2_gguf, "--max-tokens", "4", "--seed", "4", "--no-log")
     plain = run_cli("optimize", "--lines", str(source), *opts)
     assert plain.returncode == 0 and plain.stderr == "", plain.stderr
     out = plain.stdout.split("\n")
@@ -98,21 +85,21 @@ def test_lines_batch_answers_line_for_line(run_cli, smollm2_gguf: Path, tmp_path
 def test_resume_after_kill_answers_every_input_exactly_once_in_order(
     run_cli, smollm2_gguf: Path, bpo_test_data: Path, tmp_path: Path
 ) -> None:
-    dataset = json.loads(bpo_test_data.read_text(encoding="utf-8"))[:24]
+    dataset = json.loads(bpo_test_data.read_text(encoding="utf-8"))[:10]
     source = tmp_path / "in.jsonl"
     source.write_text("".join(json.dumps(d) + "\n" for d in dataset), encoding="utf-8")
     out = tmp_path / "out.jsonl"
     args = ("optimize", "--jsonl", str(source), "--resume", str(out),
-            *model_args(smollm2_gguf, "--max-tokens", "24", "--seed", "9", "--no-log"))
+            *model_args(smollm2_gguf, "--max-tokens", "8", "--seed", "9", "--no-log"))
     victim = subprocess.Popen(cli_command(*args), env=cli_env(), stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
-    while out.read_bytes().count(b"\n") < 3 if out.exists() else True:
+    while out.read_bytes().count(b"\n") < 2 if out.exists() else True:
         assert victim.poll() is None and time.monotonic() < deadline, "batch ended before it could be killed"
         time.sleep(0.02)
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     written_before = out.read_bytes().count(b"\n")
-    assert 3 <= written_before < len(dataset)
+    assert 2 <= written_before < len(dataset)
 
     finished = run_cli(*args)
     assert finished.returncode == 0, finished.stderr
@@ -126,11 +113,10 @@ def test_resume_after_kill_answers_every_input_exactly_once_in_order(
     assert again.returncode == 0 and out.read_text(encoding="utf-8").count("\n") == len(dataset)
 
 
-@pytest.mark.parametrize("argv", [("--lines",), ("-a", "-n", "4")], ids=["lines", "aggressive"])
-def test_piping_into_head_stops_quietly(smollm2_gguf: Path, tmp_path: Path, argv: tuple[str, ...]) -> None:
+def test_piping_lines_into_head_stops_quietly(smollm2_gguf: Path, tmp_path: Path) -> None:
     source = tmp_path / "prompts.txt"
     source.write_text("".join(f"prompt number {i}\n" for i in range(12)), encoding="utf-8")
-    args = ("optimize", *argv, *model_args(smollm2_gguf, "--max-tokens", "8", "--seed", "6", "--no-log"))
+    args = ("optimize", "--lines", *model_args(smollm2_gguf, "--max-tokens", "4", "--seed", "6", "--no-log"))
     with open(source, "rb") as stdin:
         producer = subprocess.Popen(cli_command(*args), stdin=stdin, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, env=cli_env())

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
 
 if TYPE_CHECKING:
+    from ..config import Config
     from ..optimizer import Optimizer
 
 
@@ -28,11 +31,11 @@ def status_console() -> Console:
 
 def load_optimizer(args: argparse.Namespace) -> Optimizer:
     """Resolve and load the model the options name, with a spinner on a terminal."""
-    from ..config import load_config, resolve_model
+    from ..config import load_config
     from ..optimizer import load
 
     config = load_config()
-    path = resolve_model(args.model, config)
+    path = _resolve_or_offer_build(args.model, config)
     with status_console().status(f"loading {path.name}"):
         return load(
             path,
@@ -41,6 +44,25 @@ def load_optimizer(args: argparse.Namespace) -> Optimizer:
             threads=_first(args.threads, config.threads),
             verbose=args.debug,
         )
+
+
+def _resolve_or_offer_build(model: str | None, config: Config) -> Path:
+    """``resolve_model``; when nothing is configured and the store is empty, a user at a terminal is
+    offered to build the default model (elsewhere the one-line error says how)."""
+    from ..config import MODEL_ENV, resolve_model
+    from ..errors import ModelNotFound
+
+    try:
+        return resolve_model(model, config)
+    except ModelNotFound:
+        if model or os.environ.get(MODEL_ENV) or config.model:
+            raise
+        from ..build import offer_default_build
+
+        built = offer_default_build(status_console())
+        if built is None:
+            raise
+        return built
 
 
 def _first(*values: int | None) -> int | None:

@@ -1,0 +1,59 @@
+"""`bpo-local optimize` at a terminal (a real pseudo-terminal): streaming, Ctrl-C, the empty-store offer."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import pexpect
+from _cli_helpers import cli_env, model_args
+
+from bpo_local.runlog import RunLog
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def _spawn(*args: str) -> pexpect.spawn:
+    return pexpect.spawn(sys.executable, ["-m", "bpo_local", *args], env=cli_env(), encoding="utf-8",
+                         timeout=120, dimensions=(24, 120))
+
+
+def _finish(child: pexpect.spawn) -> str:
+    child.expect(pexpect.EOF)
+    child.close()
+    return ANSI.sub("", child.before).replace("\r", "")
+
+
+def test_streamed_text_ends_as_the_piped_result(run_cli, smollm2_gguf: Path) -> None:
+    opts = model_args(smollm2_gguf, "--max-tokens", "12", "--temperature", "1.2", "--seed", "1", "--no-log")
+    piped = run_cli("optimize", "how do I bake bread at home?", *opts)
+    assert piped.returncode == 0 and piped.stdout.strip()
+    child = _spawn("optimize", "how do I bake bread at home?", *opts)
+    screen = _finish(child)
+    assert child.exitstatus == 0
+    assert screen.endswith(piped.stdout)
+
+
+def test_ctrl_c_stops_keeps_the_partial_text_and_logs_it_interrupted(smollm2_gguf: Path, bpo_home: Path) -> None:
+    # Aggressive mode cannot stop before len(prompt tokens) + 5 new tokens: a long prompt keeps it busy.
+    prompt = "summarise the following words: " + "river stone cloud " * 60
+    child = _spawn("optimize", prompt, "-a", "-n", "2", *model_args(smollm2_gguf, "--ctx", "1024", "--max-tokens", "400"))
+    child.expect("---")
+    child.sendintr()
+    screen = _finish(child)
+    assert child.exitstatus == 130
+    assert screen.rstrip().endswith("interrupted") and "Traceback" not in screen
+    with RunLog.open(bpo_home / "logs.db") as log:
+        (entry,) = log.query()
+    assert entry["interrupted"] and entry["mode"] == "aggressive"
+
+
+def test_empty_store_offers_a_build_and_declining_says_how(bpo_home: Path) -> None:
+    child = _spawn("optimize", "hello there")
+    child.expect(r"Build it now\?")
+    child.sendline("n")
+    screen = _finish(child)
+    assert child.exitstatus == 1
+    assert "bpo-local convert" in screen.splitlines()[-1] and "Traceback" not in screen
+    assert not (bpo_home / "models").exists() or not any((bpo_home / "models").iterdir())
