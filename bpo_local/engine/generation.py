@@ -91,9 +91,13 @@ class Generation:
             self._result = self._build_result()
 
     def run(self) -> GenerationResult:
-        """Drain the events and return the result."""
-        for _ in self:
-            pass
+        """Drain the events and return the result (also after an interrupt, which is re-raised)."""
+        try:
+            for _ in self:
+                pass
+        except BaseException:
+            self.cancel()
+            raise
         return self.result
 
     @property
@@ -117,15 +121,16 @@ class Generation:
                     self._timings["prompt_seconds"] = clock.elapsed()
                 live = self._start_wave(self._sequences[wave_start:wave_start + per_wave], output)
                 while live:
-                    events = [e for e in (self._sample(s) for s in live) if e is not None]
-                    if not self._timings["first_token_seconds"]:
-                        self._timings["first_token_seconds"] = clock.elapsed()
-                    for event in events:
-                        clock.pause()
-                        yield event
-                        clock.resume()
-                    if self._cancel_requested:
-                        return
+                    for seq in live:
+                        event = self._sample(seq)
+                        if not self._timings["first_token_seconds"]:
+                            self._timings["first_token_seconds"] = clock.elapsed()
+                        if event is not None:
+                            clock.pause()
+                            yield event
+                            clock.resume()
+                        if self._cancel_requested:
+                            return
                     live = self._decode_step(live)
         finally:
             self._timings["total_seconds"] = clock.elapsed()
