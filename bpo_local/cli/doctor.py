@@ -1,16 +1,173 @@
-"""`bpo-local doctor` (placeholder until its owner lands it)."""
+"""`bpo-local doctor`: versions, llama.cpp build and devices, paths, and the model optimize would use."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import platform
+from dataclasses import asdict
+from importlib import metadata
+from typing import Any
 
+from .. import __version__
 from ..errors import BpoLocalError
+from .common import add_model_options, load_optimizer
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("doctor", help="(not built yet)")
+    parser = subparsers.add_parser(
+        "doctor", help="check the installation, llama.cpp, paths and the model",
+        description="Report versions, llama.cpp's build and devices, where files live, and the model "
+                    "`optimize` would load. Exit code 1 when a configured model cannot be used.",
+    )
+    parser.add_argument("--json", action="store_true", help="one JSON object")
+    add_model_options(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    raise BpoLocalError("`doctor` is not built yet")
+    llama = _llama_cpp()
+    report = {"versions": _versions(llama), "llama.cpp": llama, "paths": _paths(), "model": _model(args)}
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False, indent=2))
+    else:
+        _print(report)
+    return 1 if "error" in llama or "error" in report["model"] else 0
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _versions(llama: dict[str, Any]) -> dict[str, str]:
+    return {
+        "bpo-local": __version__,
+        "llama-cpp-python": _version("llama-cpp-python"),
+        "llama.cpp": llama.get("version", "unknown"),
+        "gguf": _version("gguf"),
+        "python": platform.python_version(),
+        "os": platform.platform(),
+    }
+
+
+def _llama_cpp() -> dict[str, Any]:
+    """llama.cpp's build and devices, or ``{"error": why}`` when its library cannot load."""
+    from ..engine.system import system_info
+
+    try:
+        info = system_info()
+    except (ImportError, OSError) as exc:
+        return {"error": f"llama-cpp-python cannot load ({exc}); reinstall it: pip install --force-reinstall llama-cpp-python"}
+    return {
+        "version": info.llama_cpp,
+        "gpu_offload": info.gpu_offload,
+        "devices": [asdict(d) for d in info.devices],
+        "physical_cores": info.physical_cores,
+        "features": info.features.strip(" |"),
+    }
+
+
+def _paths() -> dict[str, str]:
+    from ..config import config_path, data_dir, models_dir, state_dir
+    from ..runlog import default_path
+
+    return {
+        "config": str(config_path()),
+        "data": str(data_dir()),
+        "models": str(models_dir()),
+        "state": str(state_dir()),
+        "run_log": str(default_path()),
+    }
+
+
+def _model(args: argparse.Namespace) -> dict[str, Any]:
+    """The model optimize would load: its facts, ``{"none": why}`` when none is set up, or ``{"error": why}``."""
+    from ..config import MODEL_ENV, load_config, resolve_model
+    from ..errors import ModelNotFound
+    from ..presets import CHAT_TEMPLATE_JINJA
+
+    try:
+        config = load_config()
+        configured = args.model or os.environ.get(MODEL_ENV) or config.model
+        resolve_model(args.model, config)
+    except ModelNotFound as exc:
+        return {"error": str(exc)} if configured else {"none": str(exc)}
+    except BpoLocalError as exc:
+        return {"error": str(exc)}
+    try:
+        with load_optimizer(args) as opt:
+            info = opt.info
+    except BpoLocalError as exc:
+        return {"error": str(exc)}
+    template = info.chat_template
+    return {
+        "path": str(info.path),
+        "name": info.name,
+        "architecture": info.architecture,
+        "parameters": info.n_params,
+        "quant": info.file_type,
+        "size_bytes": info.size_bytes,
+        "context_train": info.n_ctx_train,
+        "context": info.n_ctx,
+        "layers": info.n_layer,
+        "gpu_layers": info.gpu_layers,
+        "backend": info.backend,
+        "bpo_chat_template": template == CHAT_TEMPLATE_JINJA,
+        "chat_template": "BPO's" if template == CHAT_TEMPLATE_JINJA else ("none" if template is None else "another"),
+    }
+
+
+def _print(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+
+    console = Console(highlight=False, soft_wrap=True)
+    sections = {
+        "versions": report["versions"],
+        "llama.cpp": _llama_rows(report["llama.cpp"]),
+        "paths": {k: v + ("" if k != "config" or os.path.isfile(v) else " (none)") for k, v in report["paths"].items()},
+        "model": _model_rows(report["model"]),
+    }
+    for title, rows in sections.items():
+        console.print(f"[bold]{title}[/bold]")
+        width = max(map(len, rows))
+        for key, value in rows.items():
+            console.print(f"  {key:<{width}}  {escape(value)}")
+
+
+def _llama_rows(llama: dict[str, Any]) -> dict[str, str]:
+    if "error" in llama:
+        return {"status": f"error: {llama['error']}"}
+    devices = ", ".join(f"{d['backend']} ({d['kind']}: {d['description']})" for d in llama["devices"])
+    return {
+        "GPU offload": "supported" if llama["gpu_offload"] else "not in this build (CPU only)",
+        "devices": devices or "none found",
+        "physical cores": str(llama["physical_cores"]),
+        "features": llama["features"],
+    }
+
+
+def _model_rows(model: dict[str, Any]) -> dict[str, str]:
+    if "none" in model:
+        return {"status": model["none"]}
+    if "error" in model:
+        return {"status": f"error: {model['error']}"}
+    return {
+        "path": model["path"],
+        "name": model["name"],
+        "architecture": model["architecture"],
+        "parameters": f"{model['parameters'] / 1e9:.2f} B" if model["parameters"] >= 1e9 else f"{model['parameters'] / 1e6:.0f} M",
+        "quant": model["quant"],
+        "size": f"{model['size_bytes'] / 2**30:.2f} GiB" if model["size_bytes"] >= 2**30 else f"{model['size_bytes'] / 2**20:.0f} MiB",
+        "context": f"{model['context']} (trained {model['context_train']})",
+        "offload": f"{model['gpu_layers']}/{model['layers']} layers on {model['backend']}",
+        "chat template": {
+            "BPO's": "BPO's (llama-server, LM Studio and Ollama will format prompts right)",
+            "none": "none (other runtimes will not apply BPO's template)",
+            "another": "not BPO's (other runtimes will format prompts differently)",
+        }[model["chat_template"]],
+    }
