@@ -11,10 +11,11 @@ import errno
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from math import prod
 from pathlib import Path
+from typing import BinaryIO
 
 import gguf
 import numpy as np
@@ -34,6 +35,7 @@ OUTTYPES: dict[str, tuple[gguf.LlamaFileType, gguf.GGMLQuantizationType]] = {
 }
 _BYTES_PER_VALUE = {gguf.GGMLQuantizationType.F32: 4, gguf.GGMLQuantizationType.F16: 2,
                     gguf.GGMLQuantizationType.BF16: 2}
+_BLOCK_BYTES = 8 * 1024 * 1024
 _HEADROOM = 4 * 1024 * 1024
 """Room for the header, metadata and vocabulary on top of the tensor data."""
 
@@ -121,14 +123,21 @@ def _write_atomically(writer: gguf.GGUFWriter, plan: list[_Planned], out: Path, 
         writer.write_header_to_file(path=tmp)
         writer.write_kv_data_to_file()
         writer.write_ti_data_to_file()
+        assert writer.fout is not None and len(writer.fout) == 1
+        f = writer.fout[0]
         for index, p in enumerate(plan):
             if on_tensor is not None:
                 on_tensor(p.tensor.name, index, len(plan))
-            writer.write_tensor_data(_convert(p))
-        assert writer.fout is not None
-        for f in writer.fout:
-            f.flush()
-            os.fsync(f.fileno())
+            _pad(f, writer.data_alignment)
+            start = f.tell()
+            for block in _converted_blocks(p):
+                block.tofile(f)
+            if f.tell() - start != p.nbytes:
+                raise ConversionError(f"tensor {p.tensor.source} converted to {f.tell() - start} bytes, "
+                                      f"expected {p.nbytes}: please report this bug")
+        _pad(f, writer.data_alignment)
+        f.flush()
+        os.fsync(f.fileno())
         writer.close()
         os.replace(tmp, out)
     except OSError as exc:
@@ -144,13 +153,19 @@ def _write_atomically(writer: gguf.GGUFWriter, plan: list[_Planned], out: Path, 
         raise
 
 
-def _convert(p: _Planned) -> np.ndarray:
+def _converted_blocks(p: _Planned) -> Iterator[np.ndarray]:
+    """The tensor in the output type, converted a block of rows at a time (bounds the extra memory)."""
     data = p.tensor.load()
-    if data.dtype not in (np.float16, np.float32):
-        data = data.astype(np.float32)
     if tuple(data.shape) != p.tensor.shape:
         raise ConversionError(f"tensor {p.tensor.source} has shape {data.shape}, expected {p.tensor.shape}")
-    return gguf.quants.quantize(data, p.qtype)
+    rows = max(1, _BLOCK_BYTES // max(1, data[:1].nbytes))
+    for start in range(0, len(data), rows):
+        yield gguf.quants.quantize(np.ascontiguousarray(data[start:start + rows]), p.qtype)
+
+
+def _pad(f: BinaryIO, alignment: int) -> None:
+    """GGUF tensor data starts (and the file ends) on ``alignment`` boundaries, zero-filled."""
+    f.write(b"\0" * (-f.tell() % alignment))
 
 
 def _check_free_space(folder: Path, need: int, outtype: str) -> None:

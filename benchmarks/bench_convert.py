@@ -1,0 +1,174 @@
+#!/usr/bin/env python3
+"""Benchmark our converter against llama.cpp's own convert_hf_to_gguf.py on the same checkpoint.
+
+Generates a random fp16 safetensors Llama (hidden 1024, 8 layers, Llama-2 tokenizer; ~330 MB),
+fetches llama.cpp's converter from the llama-cpp-python sdist of the installed version (never
+committed), runs both as subprocesses for F16 and F32, and reports wall time, peak RSS
+(``wait4`` ru_maxrss) and output equivalence (tensor bytes, vocabulary, special ids).
+
+    python benchmarks/bench_convert.py [--workdir DIR] [--repeat N]
+
+Targets: time <= 1.0x llama.cpp's, peak RSS <= 0.5x.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(REPO / "benchmarks"), str(REPO / "tests")]
+
+from _checkpoints import llama2_tokenizer_files, llama_config, save_safetensors, write_json  # noqa: E402
+from gguf_compare import differences  # noqa: E402
+
+HIDDEN, LAYERS, HEADS, KV_HEADS, FFN, VOCAB = 1024, 8, 16, 8, 2816, 32000
+TOKENIZER = REPO.parent / "shared" / "fixtures" / "llama2-tokenizer.model"
+
+
+def build_checkpoint(folder: Path) -> Path:
+    """A random fp16 Llama checkpoint in 2 safetensors shards (built once, reused)."""
+    if (folder / "config.json").is_file():
+        return folder
+    tmp = folder.with_suffix(".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    head_dim = HIDDEN // HEADS
+
+    def w(*shape: int) -> np.ndarray:
+        return (rng.standard_normal(shape, dtype=np.float32) * 0.02).astype(np.float16)
+
+    shapes = {"model.embed_tokens.weight": (VOCAB, HIDDEN)}
+    for i in range(LAYERS):
+        p = f"model.layers.{i}."
+        shapes |= {p + "input_layernorm.weight": (HIDDEN,), p + "post_attention_layernorm.weight": (HIDDEN,),
+                   p + "self_attn.q_proj.weight": (HEADS * head_dim, HIDDEN),
+                   p + "self_attn.k_proj.weight": (KV_HEADS * head_dim, HIDDEN),
+                   p + "self_attn.v_proj.weight": (KV_HEADS * head_dim, HIDDEN),
+                   p + "self_attn.o_proj.weight": (HIDDEN, HEADS * head_dim),
+                   p + "mlp.gate_proj.weight": (FFN, HIDDEN), p + "mlp.up_proj.weight": (FFN, HIDDEN),
+                   p + "mlp.down_proj.weight": (HIDDEN, FFN)}
+    shapes |= {"model.norm.weight": (HIDDEN,), "lm_head.weight": (VOCAB, HIDDEN)}
+    names = list(shapes)
+    halves = (names[: len(names) // 2], names[len(names) // 2:])
+    weight_map = {}
+    for i, part in enumerate(halves):
+        file = f"model-{i + 1:05d}-of-00002.safetensors"
+        save_safetensors(tmp / file, {n: w(*shapes[n]) for n in part}, "f16")
+        weight_map |= dict.fromkeys(part, file)
+    write_json(tmp, "model.safetensors.index.json", {"metadata": {}, "weight_map": weight_map})
+    config = llama_config(VOCAB, hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
+                          num_key_value_heads=KV_HEADS, intermediate_size=FFN, max_position_embeddings=4096)
+    write_json(tmp, "config.json", config)
+    write_json(tmp, "generation_config.json", {"bos_token_id": 1, "eos_token_id": 2})
+    llama2_tokenizer_files(tmp, TOKENIZER, pad=False)
+    tmp.rename(folder)
+    return folder
+
+
+def llama_cpp_converter(workdir: Path) -> tuple[Path, dict[str, str]]:
+    """llama.cpp's convert_hf_to_gguf.py from the sdist of the installed llama-cpp-python, and its env."""
+    ver = version("llama_cpp_python")
+    root = workdir / f"llama_cpp_python-{ver}"
+    script = root / "vendor" / "llama.cpp" / "convert_hf_to_gguf.py"
+    deps = workdir / "their-deps"
+    if not script.is_file():
+        sdists = workdir / "sdist"
+        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
+                        f"llama-cpp-python=={ver}", "-d", str(sdists)], check=True)
+        (sdist,) = sdists.glob("llama_cpp_python-*.tar.gz")
+        with tarfile.open(sdist) as tar:
+            members = [m for m in tar.getmembers() if "/vendor/llama.cpp/" in m.name and
+                       ("/conversion/" in m.name or "/gguf-py/" in m.name or m.name.endswith("convert_hf_to_gguf.py"))]
+            tar.extractall(workdir, members=members, filter="data")
+    if not deps.is_dir():  # their converter imports transformers (AutoConfig) even for SentencePiece models
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(deps),
+                        "transformers", "tokenizers", "regex"], check=True)
+    return script, {"PYTHONPATH": str(deps)}
+
+
+_MEASURE = """
+import os, subprocess, sys
+proc = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL)
+_, status, usage = os.wait4(proc.pid, 0)
+print(os.waitstatus_to_exitcode(status), usage.ru_maxrss * 1024)
+"""
+
+
+def run(cmd: list[str], env: dict[str, str]) -> tuple[float, int]:
+    """Wall seconds and peak RSS (bytes) of one subprocess; fails loudly if it fails.
+
+    A small Python process starts the command and reads its ``wait4`` usage: a child forked from
+    this (large) process would inherit our resident size into its ru_maxrss.
+    """
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", _MEASURE, *cmd], env={**os.environ, **env},
+                          capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    code, rss = done.stdout.split()
+    if done.returncode != 0 or code != "0":
+        raise SystemExit(f"failed: {' '.join(cmd)}\n{done.stderr[-2000:]}")
+    return wall, int(rss)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/bpo-bench-convert"))
+    parser.add_argument("--repeat", type=int, default=2, help="runs per tool and type; the best time is kept")
+    args = parser.parse_args()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+
+    checkpoint = build_checkpoint(args.workdir / "checkpoint")
+    size = sum(f.stat().st_size for f in checkpoint.glob("*.safetensors"))
+    theirs_script, theirs_env = llama_cpp_converter(args.workdir)
+    out = args.workdir / "out"
+    out.mkdir(exist_ok=True)
+    ours_script = REPO / "scripts" / "convert_hf_to_gguf.py"
+    print(f"checkpoint: {checkpoint} ({size / 1e6:.0f} MB fp16 safetensors, hidden {HIDDEN}, {LAYERS} layers)")
+    print(f"llama.cpp converter: {theirs_script}")
+
+    rows, ok = [], True
+    for outtype in ("f16", "f32"):
+        cmds = {
+            "ours": ([sys.executable, str(ours_script), str(checkpoint), "--outfile", str(out / f"ours-{outtype}.gguf"),
+                      "--outtype", outtype], {}),
+            "llama.cpp": ([sys.executable, str(theirs_script), str(checkpoint), "--outfile",
+                           str(out / f"theirs-{outtype}.gguf"), "--outtype", outtype], theirs_env),
+        }
+        results: dict[str, tuple[float, int]] = {}
+        for _ in range(args.repeat):
+            for tool, (cmd, env) in cmds.items():
+                print("$", " ".join(cmd), flush=True)
+                wall, rss = run(cmd, env)
+                best = results.get(tool)
+                results[tool] = (min(wall, best[0]) if best else wall, max(rss, best[1]) if best else rss)
+        diff = differences(out / f"ours-{outtype}.gguf", out / f"theirs-{outtype}.gguf")
+        (t_ours, r_ours), (t_theirs, r_theirs) = results["ours"], results["llama.cpp"]
+        rows.append((outtype, t_ours, t_theirs, r_ours, r_theirs, diff))
+        ok &= t_ours <= t_theirs and r_ours <= 0.5 * r_theirs and not diff
+
+    print()
+    print(f"{'type':<5} {'ours s':>8} {'llama.cpp s':>12} {'time x':>7} {'ours RSS MB':>12} {'llama.cpp RSS MB':>17} "
+          f"{'RSS x':>6}  output")
+    for outtype, t_ours, t_theirs, r_ours, r_theirs, diff in rows:
+        print(f"{outtype:<5} {t_ours:8.2f} {t_theirs:12.2f} {t_ours / t_theirs:7.2f} {r_ours / 1e6:12.0f} "
+              f"{r_theirs / 1e6:17.0f} {r_ours / r_theirs:6.2f}  {'identical' if not diff else '; '.join(diff[:3])}")
+    print(f"\ntargets (time <= 1.0x, RSS <= 0.5x, identical output): {'met' if ok else 'NOT met'}")
+    print(json.dumps({"rows": [{"outtype": r[0], "ours_s": round(r[1], 3), "theirs_s": round(r[2], 3),
+                                "ours_rss": r[3], "theirs_rss": r[4], "identical": not r[5]} for r in rows]}))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
