@@ -57,3 +57,15 @@ def test_empty_store_offers_a_build_and_declining_says_how(bpo_home: Path) -> No
     assert child.exitstatus == 1
     assert "bpo-local convert" in screen.splitlines()[-1] and "Traceback" not in screen
     assert not (bpo_home / "models").exists() or not any((bpo_home / "models").iterdir())
+
+
+def test_batch_progress_shows_on_a_terminal(smollm2_gguf: Path, tmp_path: Path) -> None:
+    source = tmp_path / "prompts.txt"
+    source.write_text("write a haiku\nname three rivers\nplan a picnic\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    child = _spawn("optimize", "--lines", str(source), "--resume", str(out),
+                   *model_args(smollm2_gguf, "--max-tokens", "4", "--no-log"))
+    child.expect(r"optimizing.*[0-3]/3")
+    screen = _finish(child)
+    assert child.exitstatus == 0 and "Traceback" not in screen
+    assert out.read_text(encoding="utf-8").count("\n") == 3

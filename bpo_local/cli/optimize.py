@@ -32,11 +32,13 @@ batches:
   TAB and \\, newline, CR, TAB inside a prompt are escaped as \\\\, \\n, \\r, \\t. --lines --json writes
   the JSON records instead. --resume OUT appends the JSON records to OUT (fsynced one by one) instead
   of stdout and skips the inputs OUT already answers: rerun the same command after a crash or Ctrl-C.
+  With --seed every input uses that seed. Progress shows on stderr when it is a terminal.
 
 examples:
   bpo-local optimize "how do I make a cake?"
   echo "tell me a joke" | bpo-local optimize --mode aggressive --json
-  jq -c '.[]' bpo_test.json | bpo-local optimize --jsonl --resume out.jsonl
+  bpo-local optimize --lines prompts.txt > optimized.txt
+  bpo-local optimize --jsonl bpo_test.json --resume out.jsonl
 """
 
 
