@@ -70,15 +70,20 @@ def test_jsonl_batch_keeps_order_and_records_a_malformed_line(run_cli, smollm2_g
 
 def test_lines_batch_answers_line_for_line(run_cli, smollm2_gguf: Path, tmp_path: Path) -> None:
     source = tmp_path / "prompts.txt"
-    source.write_text("write a haiku\n\nname three rivers\n", encoding="utf-8")
+    source.write_bytes(b"write a haiku\n\nname three rivers\ncaf\xe9\n")
     opts = model_args(smollm2_gguf, "--max-tokens", "4", "--seed", "4", "--no-log")
     plain = run_cli("optimize", "--lines", str(source), *opts)
-    assert plain.returncode == 0 and plain.stderr == "", plain.stderr
+    assert plain.returncode == 1 and "Traceback" not in plain.stderr
+    assert plain.stderr.splitlines() == [
+        "error: line 4: line is not valid UTF-8 (byte 4)", "error: 1 input(s) failed; their output lines are empty",
+    ]
     out = plain.stdout.split("\n")
-    assert len(out) == 4 and out[1] == "" and out[3] == ""  # line 2 was blank, output ends with a newline
-    records = [json.loads(line) for line in run_cli("optimize", "--lines", "--json", str(source), *opts).stdout.splitlines()]
-    assert [(r["line"], r["prompt"]) for r in records] == [(1, "write a haiku"), (3, "name three rivers")]
-    escaped = [r["optimized_prompt"].replace("\\", "\\\\").replace("\n", "\\n") for r in records]
+    assert len(out) == 5 and out[1] == out[3] == out[4] == ""  # blank and failed lines stay blank
+    as_json = run_cli("optimize", "--lines", "--json", str(source), *opts)
+    records = [json.loads(line) for line in as_json.stdout.splitlines()]
+    assert [(r["line"], r.get("prompt")) for r in records] == [(1, "write a haiku"), (3, "name three rivers"), (4, None)]
+    assert "not valid UTF-8" in records[2]["error"] and as_json.returncode == 1
+    escaped = [r["optimized_prompt"].replace("\\", "\\\\").replace("\n", "\\n") for r in records[:2]]
     assert [out[0], out[2]] == escaped
 
 

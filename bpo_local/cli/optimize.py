@@ -196,8 +196,9 @@ def _run_batch(args: argparse.Namespace) -> int:
         if resume:
             failed = resume.failed
     if failed:
-        where = args.resume or "the output"
-        print(f"error: {failed} input(s) failed; their records in {where} carry \"error\"", file=sys.stderr)
+        where = "their output lines are empty" if isinstance(sink, LinesSink) else \
+            f"their records in {args.resume or 'the output'} carry \"error\""
+        print(f"error: {failed} input(s) failed; {where}", file=sys.stderr)
         return 1
     return 0
 
