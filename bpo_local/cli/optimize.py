@@ -9,6 +9,8 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rich.console import Console
+
 from ..errors import UsageError
 from ..presets import MODES
 from .common import add_model_options, load_optimizer, status_console
@@ -185,7 +187,9 @@ def _run_batch(args: argparse.Namespace) -> int:
             sampling = _sampling(args)
             with load_optimizer(args) as opt, _open_log(args) as log:
                 sha256 = opt.model_sha256() if log is not None else ""
-                with batch_progress(status_console(), len(todo)) as advance:
+                # Records on a terminal show the progress themselves; a bar would tangle with them.
+                bar_console = status_console() if resume or not sys.stdout.isatty() else Console(quiet=True)
+                with batch_progress(bar_console, len(todo)) as advance:
 
                     def on_item(item: object, result: OptimizeResult | None) -> None:
                         if result is not None and log is not None:

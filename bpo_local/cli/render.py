@@ -111,7 +111,7 @@ def batch_progress(console: Console, total: int) -> Iterator[Callable[[], None]]
         TextColumn("optimizing"), BarColumn(), MofNCompleteColumn(),
         TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
     )
-    with Progress(*columns, console=console, transient=True) as progress:
+    with Progress(*columns, console=console, transient=True, redirect_stdout=False, redirect_stderr=False) as progress:
         task = progress.add_task("batch", total=total, rate="")
 
         def advance() -> None:
