@@ -176,6 +176,48 @@ def test_mistral_and_current_config_spelling_convert_to_llama(checkpoints, tmp_p
         assert vocab.meta("llama.attention.head_count_kv") == "2"
 
 
+def _with_config(ck: Checkpoint, tmp_path: Path, **changes: object) -> Path:
+    src = tmp_path / "src"
+    shutil.copytree(ck.path, src)
+    config = json.loads((src / "config.json").read_text()) | changes
+    (src / "config.json").write_text(json.dumps(config))
+    return src
+
+
+def test_llama3_rope_scaling_becomes_the_rope_freqs_tensor(checkpoints, tmp_path):
+    rope = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 64, "rope_theta": 500000.0}
+    src = _with_config(checkpoints["bpe_tied"], tmp_path, rope_parameters=rope)
+    path = convert_checkpoint(src, tmp_path / "m.gguf").path
+    freqs = {t.name: t for t in gguf.GGUFReader(path).tensors}["rope_freqs.weight"]
+    assert freqs.tensor_type.name == "F32" and list(freqs.shape) == [8]
+    factors = np.asarray(freqs.data)
+    assert factors[0] == 1.0 and factors[-1] == 8.0 and np.all(np.diff(factors) >= 0)
+    with LlamaCpp(path) as model:
+        assert len(model.greedy(model.tokenize("hello"), 2)) == 2
+
+
+def test_yarn_rope_scaling_metadata(checkpoints, tmp_path):
+    rope = {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64, "beta_fast": 32.0}
+    src = _with_config(checkpoints["bpe_tied"], tmp_path, rope_scaling=rope)
+    with LlamaCpp(convert_checkpoint(src, tmp_path / "m.gguf").path, vocab_only=True) as vocab:
+        assert vocab.meta("llama.rope.scaling.type") == "yarn"
+        assert float(vocab.meta("llama.rope.scaling.factor")) == 4.0
+        assert vocab.meta("llama.rope.scaling.original_context_length") == "64"
+        assert float(vocab.meta("llama.rope.scaling.yarn_beta_fast")) == 32.0
+
+
+def test_standalone_script_converts_and_reports_errors_on_one_line(checkpoints, tmp_path):
+    script = Path(__file__).resolve().parent.parent / "scripts" / "convert_hf_to_gguf.py"
+    ok = subprocess.run([sys.executable, str(script), str(checkpoints["bpe_tied"].path), "--outfile",
+                         str(tmp_path / "m.gguf"), "--outtype", "f32"], capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0 and ok.stderr.startswith("wrote ") and (tmp_path / "m.gguf").is_file()
+    bad = subprocess.run([sys.executable, str(script), str(tmp_path), "--outfile", str(tmp_path / "x.gguf")],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1 and bad.stderr == f"error: no config.json in {tmp_path}: point at a Hugging Face " \
+                                                 "checkpoint folder\n"
+
+
 # ---- bad inputs: one clear line each, and never a partial output file --------------------------------
 
 def _broken_copy(ck: Checkpoint, tmp_path: Path) -> Path:

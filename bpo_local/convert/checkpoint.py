@@ -8,10 +8,12 @@ The file appears only when complete (temp file in the same folder + ``os.replace
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from math import prod
 from pathlib import Path
@@ -53,6 +55,8 @@ class ConversionReport:
     vocab_size: int
     tokenizer: str
     """``llama`` (SentencePiece) or ``gpt2`` (byte-level BPE)."""
+    source_dtype: str | None
+    """The checkpoint's precision per config.json (``float16``, ``bfloat16``...), if stated."""
 
 
 @dataclass(frozen=True)
@@ -74,9 +78,14 @@ def convert_checkpoint(src: Path, out: Path, *, outtype: str = "f16", name: str 
     replaces the checkpoint's own ``tokenizer.chat_template``; ``on_tensor(name, index, total)``
     is called before each tensor's data is written.
     """
+    with _quiet_gguf():
+        return _convert(Path(src), Path(out), outtype, name, extra_metadata, chat_template, on_tensor)
+
+
+def _convert(src: Path, out: Path, outtype: str, name: str | None, extra_metadata: dict[str, object] | None,
+             chat_template: str | None, on_tensor: TensorCallback | None) -> ConversionReport:
     if outtype not in OUTTYPES:
         raise ConversionError(f"unknown outtype {outtype!r}; choose one of: {', '.join(OUTTYPES)}")
-    src, out = Path(src), Path(out)
     if not src.is_dir():
         raise ConversionError(f"checkpoint folder {src} does not exist")
     file_type, default_qtype = OUTTYPES[outtype]
@@ -84,6 +93,10 @@ def convert_checkpoint(src: Path, out: Path, *, outtype: str = "f16", name: str 
     arch = for_hparams(hp)
     vocab = load_vocab(src, hp.vocab_size)
     plan = [_Planned(t, _qtype(t, default_qtype)) for t in arch.tensors(hp, read_tensors(src))]
+    names = [p.tensor.name for p in plan]
+    if len(set(names)) != len(names):
+        twice = next(n for n in names if names.count(n) > 1)
+        raise ConversionError(f"tensor {twice} appears twice in the checkpoint's weight files; re-download it")
     n_params = sum(prod(p.tensor.shape) for p in plan)
 
     writer = gguf.GGUFWriter(None, gguf.MODEL_ARCH_NAMES[arch.gguf_arch])
@@ -104,7 +117,19 @@ def convert_checkpoint(src: Path, out: Path, *, outtype: str = "f16", name: str 
     _write_atomically(writer, plan, out, outtype, on_tensor)
     return ConversionReport(path=out, architecture=hp.architecture, outtype=outtype, n_tensors=len(plan),
                             n_params=n_params, size_bytes=out.stat().st_size, vocab_size=len(vocab.tokens),
-                            tokenizer=vocab.model)
+                            tokenizer=vocab.model, source_dtype=hp.dtype)
+
+
+@contextmanager
+def _quiet_gguf() -> Iterator[None]:
+    """gguf-py logs heuristics warnings (tokenizer templates, endianness) that users cannot act on."""
+    log = logging.getLogger("gguf")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 def _qtype(tensor: OutputTensor, default: gguf.GGMLQuantizationType) -> gguf.GGMLQuantizationType:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +56,7 @@ class HParams:
     head_dim: int | None
     tie_word_embeddings: bool
     dtype: str | None
-    raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
+    """The checkpoint's stored precision as config.json states it (``float16``, ``bfloat16``...)."""
 
     @property
     def rope_dim(self) -> int:
@@ -111,7 +111,6 @@ class HParams:
             head_dim=_opt_int(config.get("head_dim")),
             tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
             dtype=find("dtype"),
-            raw=config,
         )
 
 
