@@ -52,6 +52,7 @@ class ReplProcess:
         self.child = pexpect.spawn(sys.executable, ["-m", "bpo_local", "repl", *args], env=full_env,
                                    dimensions=(60, 140), encoding="utf-8", timeout=timeout)
         self.transcript = ""
+        self.raw = ""
 
     def wait_prompt(self) -> str:
         """Everything shown until the next input prompt, without escape codes."""
@@ -62,6 +63,10 @@ class ReplProcess:
         """Type ``line``, press Enter, and return what the REPL printed before asking again."""
         self.child.send(line + "\r")
         return self.wait_prompt()
+
+    def send(self, keys: str) -> None:
+        """Type ``keys`` as they are (escape sequences included), without waiting."""
+        self.child.send(keys)
 
     def expect(self, pattern: str) -> str:
         self.child.expect(pattern)
@@ -81,6 +86,7 @@ class ReplProcess:
         return self.child.exitstatus if self.child.exitstatus is not None else -self.child.signalstatus
 
     def _take(self, raw: str) -> str:
+        self.raw += raw
         text = plain(raw)
         self.transcript += text
         return text

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from prompt_toolkit import PromptSession
+from prompt_toolkit.filters import is_searching
 from prompt_toolkit.history import FileHistory
 from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 
@@ -32,8 +33,9 @@ def unwrap(text: str) -> str:
 
 def _bindings() -> KeyBindings:
     keys = KeyBindings()
+    editing = ~is_searching  # while Ctrl-R searches, Enter accepts the match (prompt_toolkit's own binding)
 
-    @keys.add("enter")
+    @keys.add("enter", filter=editing)
     def _enter(event: KeyPressEvent) -> None:
         buffer = event.current_buffer
         if block_open(buffer.text):
@@ -41,8 +43,8 @@ def _bindings() -> KeyBindings:
         else:
             buffer.validate_and_handle()
 
-    @keys.add("escape", "enter")
-    @keys.add("c-j")
+    @keys.add("escape", "enter", filter=editing)
+    @keys.add("c-j", filter=editing)
     def _newline(event: KeyPressEvent) -> None:
         event.current_buffer.insert_text("\n")
 
