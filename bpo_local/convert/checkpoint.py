@@ -11,7 +11,6 @@ import errno
 import logging
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,10 +22,10 @@ import gguf
 import numpy as np
 
 from ..errors import ConversionError
-from .arch import OutputTensor, for_hparams
+from .arch import Architecture, OutputTensor, for_hparams
 from .hparams import HParams
 from .reader import read_tensors
-from .vocab import load_vocab
+from .vocab import Vocab, load_vocab
 
 TensorCallback = Callable[[str, int, int], None]
 
@@ -98,26 +97,36 @@ def _convert(src: Path, out: Path, outtype: str, name: str | None, extra_metadat
         twice = next(n for n in names if names.count(n) > 1)
         raise ConversionError(f"tensor {twice} appears twice in the checkpoint's weight files; re-download it")
     n_params = sum(prod(p.tensor.shape) for p in plan)
-
-    writer = gguf.GGUFWriter(None, gguf.MODEL_ARCH_NAMES[arch.gguf_arch])
-    writer.add_type(gguf.GGUFType.MODEL)
-    writer.add_name(name or src.name)
-    writer.add_size_label(gguf.size_label(n_params, n_params, 0, 0))
-    arch.write_kv(hp, writer)
-    writer.add_file_type(file_type)
-    writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
-    vocab.write(writer, chat_template)
-    for key, value in (extra_metadata or {}).items():
-        writer.add_key_value(key, value, _value_type(value))
-    for p in plan:
-        writer.add_tensor_info(p.tensor.name, p.tensor.shape, np.dtype(np.float32), p.nbytes, raw_dtype=p.qtype)
-
-    out.parent.mkdir(parents=True, exist_ok=True)
+    writer = _header(hp, arch, vocab, plan, name=name or src.name, n_params=n_params, file_type=file_type,
+                     chat_template=chat_template, extra_metadata=extra_metadata or {})
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConversionError(f"cannot create {out.parent}: {exc.strerror or exc}") from None
     _check_free_space(out.parent, sum(p.nbytes for p in plan) + _HEADROOM, outtype)
     _write_atomically(writer, plan, out, outtype, on_tensor)
     return ConversionReport(path=out, architecture=hp.architecture, outtype=outtype, n_tensors=len(plan),
                             n_params=n_params, size_bytes=out.stat().st_size, vocab_size=len(vocab.tokens),
                             tokenizer=vocab.model, source_dtype=hp.dtype)
+
+
+def _header(hp: HParams, arch: Architecture, vocab: Vocab, plan: list[_Planned], *, name: str, n_params: int,
+            file_type: gguf.LlamaFileType, chat_template: str | None,
+            extra_metadata: dict[str, object]) -> gguf.GGUFWriter:
+    """A writer holding every KV pair and the tensor table; tensor data comes later."""
+    writer = gguf.GGUFWriter(None, gguf.MODEL_ARCH_NAMES[arch.gguf_arch])
+    writer.add_type(gguf.GGUFType.MODEL)
+    writer.add_name(name)
+    writer.add_size_label(gguf.size_label(n_params, n_params, 0, 0))
+    arch.write_kv(hp, writer)
+    writer.add_file_type(file_type)
+    writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    vocab.write(writer, chat_template)
+    for key, value in extra_metadata.items():
+        writer.add_key_value(key, value, _value_type(value))
+    for p in plan:
+        writer.add_tensor_info(p.tensor.name, p.tensor.shape, np.dtype(np.float32), p.nbytes, raw_dtype=p.qtype)
+    return writer
 
 
 @contextmanager
@@ -141,9 +150,7 @@ def _qtype(tensor: OutputTensor, default: gguf.GGMLQuantizationType) -> gguf.GGM
 
 def _write_atomically(writer: gguf.GGUFWriter, plan: list[_Planned], out: Path, outtype: str,
                       on_tensor: TensorCallback | None) -> None:
-    fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial")
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = out.parent / f".{out.name}.{os.getpid()}.partial"
     try:
         writer.write_header_to_file(path=tmp)
         writer.write_kv_data_to_file()
