@@ -18,7 +18,8 @@ def main(argv: list[str] | None = None) -> int:
     from bpo_local.errors import BpoLocalError
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("source", nargs="?", default=DEFAULT_SOURCE, help=f"folder or Hub id (default {DEFAULT_SOURCE})")
+    parser.add_argument("source", nargs="?", default=DEFAULT_SOURCE,
+                        help=f"folder or Hub id (default {DEFAULT_SOURCE})")
     parser.add_argument("--outfile", type=Path, required=True, help="GGUF file to write")
     parser.add_argument("--outtype", choices=list(OUTTYPES), default="f16", help="tensor type (default f16)")
     parser.add_argument("--name", help="general.name (default: the folder or repo name)")

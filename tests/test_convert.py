@@ -244,7 +244,8 @@ def test_unsupported_architecture(checkpoints, tmp_path):
     src = _broken_copy(checkpoints["pad_safetensors"], tmp_path)
     config = json.loads((src / "config.json").read_text()) | {"architectures": ["GPT2LMHeadModel"]}
     (src / "config.json").write_text(json.dumps(config))
-    _fails(src, tmp_path, r"^unsupported architecture GPT2LMHeadModel; supported: LlamaForCausalLM, MistralForCausalLM$")
+    _fails(src, tmp_path,
+           r"^unsupported architecture GPT2LMHeadModel; supported: LlamaForCausalLM, MistralForCausalLM$")
 
 
 def test_missing_tokenizer(checkpoints, tmp_path):

@@ -74,7 +74,8 @@ def fetch_source(source: str = DEFAULT_SOURCE, *, revision: str | None = None,
         path = snapshot_download(source, revision=revision, allow_patterns=wanted,
                                  tqdm_class=_reporter(progress) if progress else None)
     except HfHubHTTPError as exc:
-        raise DownloadError(f"download of {source} failed: the Hub answered {_status(exc)}; run again to resume") from None
+        raise DownloadError(
+            f"download of {source} failed: the Hub answered {_status(exc)}; run again to resume") from None
     except OSError as exc:
         raise DownloadError(f"download of {source} failed ({exc.strerror or exc}); run again to resume") from None
     except Exception as exc:
