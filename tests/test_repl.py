@@ -139,9 +139,10 @@ def test_multiline_blocks_newline_keys_and_paste_are_one_prompt(start: Start) ->
     repl.send("gamma\n")  # Ctrl-J
     repl.run("delta")
     repl.run("\x1b[200~pasted one\npasted two\x1b[201~")  # bracketed paste
+    repl.run('"""/usr/lib holds what?"""')  # a block is a prompt even when it starts with a slash
     assert repl.exit() == 0
     assert [e["prompt"] for e in _logged()] == [
-        "first line\nsecond line", "alpha\nbeta", "gamma\ndelta", "pasted one\npasted two"]
+        "first line\nsecond line", "alpha\nbeta", "gamma\ndelta", "pasted one\npasted two", "/usr/lib holds what?"]
 
 
 def test_history_survives_a_restart_and_ctrl_r_searches_it(start: Start, bpo_home: Path) -> None:
@@ -215,6 +216,12 @@ def test_help_lists_every_command_and_mistakes_are_one_line(start: Start, smollm
     assert "bpo-local repl" in switched and "Q4_1" in switched
     assert "Traceback" not in repl.transcript
     assert _exit_with(repl, "/exit") == 0
+
+
+def test_a_missing_target_fails_at_start(smollm2_gguf: Path) -> None:
+    repl = ReplProcess("--model", str(smollm2_gguf), "--target", "/nowhere/chat.gguf")
+    assert repl.wait_exit() == 1
+    assert "error: model file not found: /nowhere/chat.gguf" in repl.transcript
 
 
 def test_repl_refuses_a_pipe(run_cli, smollm2_gguf: Path) -> None:

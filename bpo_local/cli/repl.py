@@ -35,10 +35,11 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("repl needs a terminal; use `bpo-local optimize` for pipes")
     from rich.console import Console
 
-    from ..config import state_dir
+    from ..config import resolve_model, state_dir
     from ..repl import Repl
     from ..runlog import RunLog
 
+    target = str(resolve_model(args.target)) if args.target else None  # a typo fails now, not at /compare
     log = None if args.no_log else RunLog.open()
     try:
         repl = Repl(
@@ -48,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
             log=log,
             load_model=lambda name: _load_model(args, name),
             load_target=lambda name: _load_target(args, name),
-            target=args.target,
+            target=target,
         )
         repl.settings.mode = args.mode
         try:

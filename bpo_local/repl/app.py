@@ -66,6 +66,7 @@ class Repl:
         self._load_target = load_target
         self._target_name = target
         self._target: ChatModel | None = None
+        self._model_sha256: str | None = None
 
     def run(self) -> None:
         self.show_banner()
@@ -80,17 +81,22 @@ class Repl:
             except EOFError:
                 break
             self.prefill = ""
-            self.handle(unwrap(text))
+            try:
+                self.handle(text)
+            except KeyboardInterrupt:  # e.g. while a model loads for /model or /compare
+                self.console.print("[yellow]interrupted[/]")
 
     def handle(self, text: str) -> None:
-        """One input: a ``/command`` or a prompt to optimize. Errors are shown, the session goes on."""
-        if not text.strip():
+        """One input: a ``/command``, or a prompt (a triple-quoted block is always a prompt) to optimize.
+        Errors are shown and the session goes on."""
+        prompt = unwrap(text)
+        if not prompt.strip():
             return
         try:
             if text.lstrip().startswith("/"):
                 dispatch(self, text)
             else:
-                self.optimize(text)
+                self.optimize(prompt)
         except BpoLocalError as exc:
             self.console.print(Text.assemble(("error: ", "bold red"), str(exc)))
 
@@ -117,9 +123,10 @@ class Repl:
     def _record(self, result: OptimizeResult) -> None:
         if self.log is None:
             return
-        with self.console.status("hashing the model file for the run log (once per file)"):
-            sha256 = self.optimizer.model_sha256()
-        self.log.record(result, sha256)
+        if self._model_sha256 is None:
+            with self.console.status("hashing the model file for the run log (once per file)"):
+                self._model_sha256 = self.optimizer.model_sha256()
+        self.log.record(result, self._model_sha256)
 
     def compare(self, target: str | None) -> None:
         """Answer the last prompt and its optimized version with the target model, side by side."""
@@ -162,6 +169,7 @@ class Repl:
         new = self._load_model(name)
         self.optimizer.close()
         self.optimizer = new
+        self._model_sha256 = None
 
     def show_banner(self) -> None:
         self.console.print(view.banner(self.optimizer.info, self.log.path if self.log else None))

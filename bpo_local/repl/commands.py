@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rich.text import Text
+
 from ..errors import UsageError
 from ..presets import MODES
 from . import view
@@ -22,6 +24,8 @@ Handler = Callable[["Repl", str], None]
 
 MAX_CANDIDATES = 15
 """The engine keeps one of its 16 sequences for the prompt cache."""
+
+STATS_TURNS = 10
 
 
 @dataclass(frozen=True)
@@ -127,7 +131,9 @@ def _pick(repl: Repl, arg: str) -> None:
 @command("diff", "", "word-level diff of the last prompt and its optimized version")
 def _diff(repl: Repl, arg: str) -> None:
     turn = repl.session.last
-    repl.console.print(view.word_diff(turn.result.prompt, turn.chosen, markers=repl.console.no_color))
+    console = repl.console
+    markers = console.no_color or console.color_system is None
+    console.print(view.word_diff(turn.result.prompt, turn.chosen, markers=markers))
 
 
 @command("use", "", "put the optimized (or picked) prompt in the input line, to edit and send")
@@ -145,7 +151,7 @@ def _edit(repl: Repl, arg: str) -> None:
 
 @command("copy", "", "copy the optimized (or picked) prompt to the clipboard")
 def _copy(repl: Repl, arg: str) -> None:
-    repl.console.print(f"[dim]{copy_to_clipboard(repl.session.last.chosen, repl.console.file)}[/]")
+    repl.console.print(Text(copy_to_clipboard(repl.session.last.chosen, repl.console.file), style="dim"))
 
 
 @command("compare", "[MODEL]", "answer the original and the optimized prompt with a target chat model, side by side")
@@ -162,7 +168,7 @@ def _save(repl: Repl, arg: str) -> None:
         raise UsageError("name the file: /save session.md or /save session.jsonl")
     path = Path(arg).expanduser()
     repl.session.save(path)
-    repl.console.print(f"[dim]saved {len(repl.session.turns)} turn(s) to {path}[/]")
+    repl.console.print(Text(f"saved {len(repl.session.turns)} turn(s) to {path}", style="dim"))
 
 
 @command("history", "", "list this session's turns")
@@ -172,7 +178,8 @@ def _history(repl: Repl, arg: str) -> None:
 
 @command("stats", "", "time to first token and speed of the last turns")
 def _stats(repl: Repl, arg: str) -> None:
-    repl.console.print(view.stats(repl.session.recent(10)))
+    turns = repl.session.recent(STATS_TURNS)
+    repl.console.print(view.stats(turns, first_number=len(repl.session.turns) - len(turns) + 1))
 
 
 @command("model", "[PATH|NAME]", "show the model, or switch to another build")

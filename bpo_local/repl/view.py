@@ -13,6 +13,8 @@ from rich.table import Table
 from rich.text import Text
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from ..engine.types import ModelInfo
     from .commands import Command
     from .session import Turn
@@ -20,7 +22,7 @@ if TYPE_CHECKING:
 WORDS = re.compile(r"\s+|[^\s]+")
 
 
-def banner(info: ModelInfo, log_path: object | None) -> RenderableType:
+def banner(info: ModelInfo, log_path: Path | None) -> RenderableType:
     """Model build, quant, backend, offloaded layers and context size, in one panel."""
     table = Table.grid(padding=(0, 2))
     table.add_column(style="dim")
@@ -83,12 +85,12 @@ def params(values: dict[str, Any], overridden: Iterable[str]) -> RenderableType:
     return table
 
 
-def stats(turns: Sequence[Turn]) -> RenderableType:
+def stats(turns: Sequence[Turn], first_number: int = 1) -> RenderableType:
     """Timing of each turn: the time to first token drops once the template prefix is cached."""
     table = Table(title="last turns")
     for name in ("turn", "prompt tok", "cached", "first token", "tok/s", "total"):
         table.add_column(name, justify="right")
-    for number, turn in enumerate(turns, 1):
+    for number, turn in enumerate(turns, first_number):
         t = turn.result.timings
         table.add_row(str(number), str(t.prompt_tokens), str(t.cached_prompt_tokens),
                       f"{t.first_token_seconds:.3f} s", f"{t.tokens_per_second:.1f}", f"{t.total_seconds:.2f} s")
