@@ -35,6 +35,8 @@ def test_limit_and_search(run_cli) -> None:
     found = run_cli("log", "-q", "sourdough").stdout.splitlines()
     assert [line.split("\t")[4] for line in found] == ["how do I bake bread"]
     assert run_cli("log", "-q", "nothing-like-this").stdout == ""
+    bad = run_cli("log", "-n", "-3")
+    assert bad.returncode == 2 and bad.stderr == "error: -n must be 0 (all) or more, got -3\n"
 
 
 def test_json_and_jsonl_export(run_cli) -> None:

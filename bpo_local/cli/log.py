@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from ..errors import UsageError
 from ..runlog import RunLog, default_path
 
 DEFAULT_LIMIT = 20
@@ -41,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
         print(default_path())
         return 0
     limit = args.limit
+    if limit is not None and limit < 0:
+        raise UsageError(f"-n must be 0 (all) or more, got {limit}")
     if limit is None:
         limit = 0 if args.jsonl else DEFAULT_LIMIT
     with RunLog.open() as log:
