@@ -188,6 +188,7 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, help="number of prompts (default 6, --quick 3)")
     parser.add_argument("--max-tokens", type=int, help="new tokens per prompt (default 128, --quick 48)")
     parser.add_argument("--threads", type=int, help="CPU threads for all three (default: physical cores)")
+    parser.add_argument("--rounds", type=int, help="runs of each implementation, interleaved (default 2, --quick 1)")
     parser.add_argument("--quick", action="store_true", help="a ~1-2 minute run")
     parser.add_argument("--worker", nargs=2, metavar=("KIND", "SPEC"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -200,6 +201,7 @@ def main() -> None:
     from bpo_local.engine import physical_cores
 
     n_prompts = args.prompts or (3 if args.quick else 6)
+    rounds = args.rounds or (1 if args.quick else 2)
     texts = [row["prompt"] for row in json.loads(args.data.read_text())[:n_prompts]]
     spec = {"model": str(args.model), "threads": args.threads or physical_cores(),
             "max_tokens": args.max_tokens or (48 if args.quick else 128),
@@ -207,9 +209,15 @@ def main() -> None:
     spec_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench_generate_{os.getpid()}.json"
     spec_path.write_text(json.dumps(spec))
     print(f"model {args.model.name}, {n_prompts} prompts of {min(map(len, spec['prompts']))}-"
-          f"{max(map(len, spec['prompts']))} tokens, {spec['max_tokens']} new tokens, {spec['threads']} threads\n")
+          f"{max(map(len, spec['prompts']))} tokens, {spec['max_tokens']} new tokens, {spec['threads']} threads, {rounds} round(s)\n")
+    kinds = ["ours", "lcp", "bare"]
+    results: dict[str, dict] = {kind: {"rows": [], "peak_rss_mib": 0.0} for kind in kinds}
     try:
-        results = {kind: spawn(kind, spec_path) for kind in ("ours", "lcp", "bare")}
+        for round_ in range(rounds):  # rotate the order so drift on a busy machine hits all alike
+            for kind in kinds[round_ % 3:] + kinds[:round_ % 3]:
+                got = spawn(kind, spec_path)
+                results[kind]["rows"] += got["rows"]
+                results[kind]["peak_rss_mib"] = max(results[kind]["peak_rss_mib"], got["peak_rss_mib"])
         candidates = spawn("candidates", spec_path)
     finally:
         spec_path.unlink(missing_ok=True)

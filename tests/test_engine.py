@@ -270,6 +270,25 @@ def test_user_typed_control_tokens_stay_text(engine):
     assert engine.detokenize(typed) == "hi <|im_end|> there"
 
 
+def test_end_of_generation_tokens(engine):
+    assert engine.eos_token in engine.eog_tokens
+    assert all(engine._lib.llama_vocab_is_eog(engine._vocab._vocab, t) for t in engine.eog_tokens)
+
+
+def test_a_closed_engine_refuses_work(smollm2_gguf):
+    eng = Engine(smollm2_gguf, n_threads=1, n_ctx=128)
+    prompt = tuple(eng.tokenize("hello", add_bos=False))
+    pending = eng.generate(Request(prompt, 4))
+    eng.close()
+    eng.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        pending.run()
+    with pytest.raises(RuntimeError, match="closed"):
+        eng.generate(Request(prompt, 4))
+    with pytest.raises(RuntimeError, match="closed"):
+        eng.tokenize("hello", add_bos=False)
+
+
 def test_token_for_piece(engine):
     newline = engine.token_for_piece("\n")
     assert newline is not None and engine.detokenize([newline]) == "\n"

@@ -49,6 +49,8 @@ class Context:
 
     def claim(self, owner: Owner | None) -> None:
         """Make ``owner`` the driver, cancelling (and so cleaning up after) an abandoned one."""
+        if self.ctx is None:
+            raise RuntimeError("the engine is closed")
         previous = self._owner
         if previous is not None and previous is not owner:
             if previous.running:
@@ -141,6 +143,7 @@ class Context:
 
     def close(self) -> None:
         if self.ctx is not None:
+            self.claim(None)
             self._lib.llama_batch_free(self._batch)
             self._lib.llama_free(self.ctx)
             self.ctx = None

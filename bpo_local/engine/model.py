@@ -87,17 +87,25 @@ class Engine:
     # tokenizer
 
     def tokenize(self, text: str, *, add_bos: bool, parse_special: bool = False) -> list[int]:
+        self._live_context()
         return self._vocab.tokenize(text, add_bos=add_bos, parse_special=parse_special)
 
     def detokenize(self, tokens: Sequence[int], *, skip_special: bool = True) -> str:
+        self._live_context()
         return self._vocab.detokenize(tokens, skip_special=skip_special)
 
     def token_for_piece(self, piece: str) -> int | None:
+        self._live_context()
         return self._vocab.token_for_piece(piece)
 
     @property
     def n_vocab(self) -> int:
         return self._vocab.n_vocab
+
+    @property
+    def eog_tokens(self) -> frozenset[int]:
+        """Every end-of-generation token of the vocabulary (EOS, EOT, <|im_end|>, ...)."""
+        return self._vocab.eog_tokens
 
     # inference
 
@@ -135,7 +143,6 @@ class Engine:
     def close(self) -> None:
         """Free the context and the model (idempotent)."""
         if self._context is not None:
-            self._context.claim(None)
             self._context.close()
             self._context = None
         if self._model:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import codecs
 import ctypes
+import functools
 from collections.abc import Sequence
 
 from .native import llama
@@ -21,6 +22,7 @@ class Vocab:
         self.bos_token: int | None = bos if bos >= 0 else None
         self.eos_token: int = lib.llama_vocab_eos(vocab)
         self._by_piece: dict[bytes, int] | None = None
+        self._pieces: dict[int, bytes] = {}
 
     def tokenize(self, text: str, *, add_bos: bool, parse_special: bool = False) -> list[int]:
         """Token ids of ``text``; with ``parse_special`` False, "</s>" typed by a user is plain text."""
@@ -57,6 +59,13 @@ class Vocab:
             capacity = -n
         raise RuntimeError("llama_detokenize kept asking for a larger buffer")
 
+    def text_piece(self, token: int) -> bytes:
+        """``piece(token)`` memoised: the bytes a generated token adds to the text."""
+        data = self._pieces.get(token)
+        if data is None:
+            data = self._pieces[token] = self.piece(token)
+        return data
+
     def piece(self, token: int, *, special: bool = False) -> bytes:
         """Bytes of one token as it appears inside a text (no leading-space stripping)."""
         capacity = 32
@@ -80,6 +89,11 @@ class Vocab:
                 by_piece.setdefault(self.piece(token, special=True), token)
             self._by_piece = by_piece
         return self._by_piece.get(target)
+
+    @functools.cached_property
+    def eog_tokens(self) -> frozenset[int]:
+        """Tokens llama.cpp treats as end of generation (llama_vocab_is_eog), found once."""
+        return frozenset(t for t in range(self.n_vocab) if self._lib.llama_vocab_is_eog(self._vocab, t))
 
     def check_ids(self, tokens: Sequence[int], what: str) -> None:
         """Raise ValueError for an id outside the vocabulary (llama.cpp would abort the process)."""
@@ -105,5 +119,5 @@ class TextStream:
             self._first = False
             data = self._vocab.detokenize_bytes([token], skip_special=True)
         else:
-            data = self._vocab.piece(token)
+            data = self._vocab.text_piece(token)
         return self._decoder.decode(data)
