@@ -7,8 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-FAST = ("--threads", "2", "--ctx", "512")
-"""Model options that keep SmolLM2 runs quick on a 2-core machine."""
+FAST = ("--threads", "1", "--ctx", "512")
+"""Model options that keep SmolLM2 runs quick on a busy 2-core machine (one thread: OpenMP threads
+spinning against other processes were 5-8x slower)."""
 
 
 def model_args(gguf: Path, *extra: str) -> tuple[str, ...]:

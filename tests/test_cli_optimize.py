@@ -90,7 +90,7 @@ def test_lines_batch_answers_line_for_line(run_cli, smollm2_gguf: Path, tmp_path
 def test_resume_after_kill_answers_every_input_exactly_once_in_order(
     run_cli, smollm2_gguf: Path, bpo_test_data: Path, tmp_path: Path
 ) -> None:
-    dataset = json.loads(bpo_test_data.read_text(encoding="utf-8"))[:10]
+    dataset = json.loads(bpo_test_data.read_text(encoding="utf-8"))[:16]
     source = tmp_path / "in.jsonl"
     source.write_text("".join(json.dumps(d) + "\n" for d in dataset), encoding="utf-8")
     out = tmp_path / "out.jsonl"
