@@ -54,9 +54,9 @@ def test_aggressive_candidates_are_separated_by_dashes(run_cli, smollm2_gguf: Pa
     assert all("\n" not in c for c in data["candidates"])  # aggressive stops at a newline
 
 
-def test_jsonl_batch_keeps_order_and_records_a_malformed_line(run_cli, smollm2_gguf: Path) -> None:
+def test_jsonl_batch_keeps_order_and_records_a_malformed_line(run_cli, smollm2_gguf: Path, bpo_home: Path) -> None:
     lines = ['{"prompt": "write a poem", "id": 1}', "{not json", '{"instruction": "explain tides", "id": 3}', ""]
-    proc = run_cli("optimize", "--jsonl", *model_args(smollm2_gguf, "--max-tokens", "6", "--seed", "2", "--no-log"),
+    proc = run_cli("optimize", "--jsonl", *model_args(smollm2_gguf, "--max-tokens", "6", "--seed", "2"),
                    input="\n".join(lines))
     assert proc.returncode == 1
     assert_error_line(proc.stderr, "1 input(s) failed")
@@ -66,6 +66,8 @@ def test_jsonl_batch_keeps_order_and_records_a_malformed_line(run_cli, smollm2_g
     assert set(records[1]) == {"line", "input_sha256", "error"} and "not valid JSON" in records[1]["error"]
     assert records[2]["instruction"] == "explain tides" and "optimized_prompt" in records[2]
     assert "candidates" not in records[0]
+    with RunLog.open(bpo_home / "logs.db") as log:  # every answered input is logged
+        assert sorted(e["prompt"] for e in log.query()) == ["explain tides", "write a poem"]
 
 
 def test_lines_batch_answers_line_for_line(run_cli, smollm2_gguf: Path, tmp_path: Path) -> None:
