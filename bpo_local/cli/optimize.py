@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +16,7 @@ from ..presets import MODES
 from .common import add_model_options, load_optimizer, status_console
 
 if TYPE_CHECKING:
+    from ..batch import Sink
     from ..optimizer import OptimizeResult, Optimizer
     from ..runlog import RunLog
 
@@ -161,7 +162,7 @@ def _format(result: OptimizeResult) -> str:
     return format_candidates(result.candidates)
 
 
-def _open_log(args: argparse.Namespace) -> Any:
+def _open_log(args: argparse.Namespace) -> AbstractContextManager[RunLog | None]:
     """The run log as a context manager, or a null one with --no-log."""
     if args.no_log:
         return nullcontext(None)
@@ -179,7 +180,7 @@ def _run_batch(args: argparse.Namespace) -> int:
     with resume or nullcontext():
         todo = list(resume.pending(items)) if resume else items
         if resume:
-            sink: Any = resume
+            sink: Sink = resume
         else:
             sink = JsonlSink(sys.stdout) if args.jsonl or args.json else LinesSink(sys.stdout)
         failed = 0
