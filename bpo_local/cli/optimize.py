@@ -23,7 +23,9 @@ if TYPE_CHECKING:
 EPILOG = """\
 output:
   Stdout carries only the result. Several candidates (aggressive mode, or -n K) are separated by a
-  line holding only "---". --json prints one object: prompt, optimized_prompt, candidates, mode,
+  line holding only "---" (aggressive candidates are one line each; prefer --json for multi-line
+  ones). Errors go to stderr as one line; exit codes: 0 ok, 1 failure, 2 bad usage or input, 130
+  Ctrl-C. --json prints one object: prompt, optimized_prompt, candidates, mode,
   params (n, temperature, top_p, top_k, max_tokens, seed), model, finish_reasons, timings.
 
 batches:
