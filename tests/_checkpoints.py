@@ -232,6 +232,44 @@ def build_bpe_tied(folder: Path) -> Checkpoint:
     return Checkpoint(folder, config, weights)
 
 
+_GGUF_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q",
+                 12: "<d"}
+
+
+def read_gguf_kv(path: Path) -> dict[str, object]:
+    """The metadata of a GGUF file (a small parser: gguf.GGUFReader takes ~20 s on a 128k vocabulary)."""
+    data = path.read_bytes()
+    pos = 24  # magic, version, tensor count
+
+    def take(fmt: str):
+        nonlocal pos
+        (value,) = struct.unpack_from(fmt, data, pos)
+        pos += struct.calcsize(fmt)
+        return value
+
+    def string() -> str:
+        nonlocal pos
+        n = take("<Q")
+        pos += n
+        return data[pos - n:pos].decode("utf-8")
+
+    def value(kind: int):
+        if kind == 8:
+            return string()
+        if kind == 9:
+            item, n = take("<I"), take("<Q")
+            return [value(item) for _ in range(n)]
+        return take(_GGUF_SCALARS[kind])
+
+    assert data[:4] == b"GGUF"
+    n_kv = struct.unpack_from("<Q", data, 16)[0]
+    kv = {}
+    for _ in range(n_kv):
+        key = string()
+        kv[key] = value(take("<I"))
+    return kv
+
+
 def _f32_to_bf16_bits(x: np.ndarray) -> np.ndarray:
     n = x.astype(np.float32).view(np.uint32)
     return ((n.astype(np.uint64) + 0x7FFF + ((n >> 16) & 1)) >> 16).astype(np.uint16)
@@ -239,3 +277,35 @@ def _f32_to_bf16_bits(x: np.ndarray) -> np.ndarray:
 
 def _bf16_bits_to_f32(bits: np.ndarray) -> np.ndarray:
     return (bits.astype(np.uint32) << 16).view(np.float32)
+
+
+def build_from_vocab_gguf(folder: Path, vocab_gguf: Path) -> Checkpoint:
+    """A tiny tied-embedding Llama whose tokenizer.json is rebuilt from a llama.cpp vocab-only GGUF
+    (e.g. ggml-vocab-llama-bpe.gguf: the real Llama-3 vocabulary, merges and special tokens)."""
+    kv = read_gguf_kv(vocab_gguf)
+    tokens, types, merges = kv["tokenizer.ggml.tokens"], kv["tokenizer.ggml.token_type"], kv["tokenizer.ggml.merges"]
+    bos, eos = tokens[kv["tokenizer.ggml.bos_token_id"]], tokens[kv["tokenizer.ggml.eos_token_id"]]
+    folder.mkdir(parents=True)
+    tokenizer = {
+        "version": "1.0", "truncation": None, "padding": None, "normalizer": None,
+        "added_tokens": [{"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False,
+                          "normalized": False, "special": True} for i, t in enumerate(tokens) if types[i] == 3],
+        "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": LLAMA3_REGEX}, "behavior": "Isolated", "invert": False},
+            {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}]},
+        "post_processor": None,
+        "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
+        "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
+                  "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": True,
+                  "vocab": {t: i for i, t in enumerate(tokens) if types[i] != 3},
+                  "merges": [m.split(" ") for m in merges]},
+    }
+    write_json(folder, "tokenizer.json", tokenizer)
+    write_json(folder, "tokenizer_config.json", {"bos_token": bos, "eos_token": eos,
+                                                 "tokenizer_class": "PreTrainedTokenizerFast"})
+    config = llama_config(len(tokens), tie_word_embeddings=True, bos_token_id=tokens.index(bos),
+                          eos_token_id=tokens.index(eos))
+    weights = stored(random_llama(len(tokens), seed=4, tied=True), "f16")
+    save_safetensors(folder / "model.safetensors", weights, "f16")
+    write_json(folder, "config.json", config)
+    return Checkpoint(folder, config, weights)

@@ -255,3 +255,36 @@ class FakeHub:
                     self.wfile.write(data)
 
         return Handler
+
+
+def llama_cpp_vocab_tests(cache: Path, name: str) -> tuple[Path, list[tuple[str, list[int]]]]:
+    """llama.cpp's ``models/ggml-vocab-NAME.gguf`` and its tokenizer test cases (text, ids from HF's
+    tokenizer), taken from the llama-cpp-python sdist of the installed version (cached)."""
+    import subprocess
+    import sys
+    import tarfile
+    from importlib.metadata import version
+
+    folder = cache / f"llama-cpp-vocabs-{version('llama_cpp_python')}"
+    gguf_file = folder / f"ggml-vocab-{name}.gguf"
+    if not gguf_file.with_suffix(".gguf.out").is_file():
+        sdists = cache / "sdist"
+        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
+                        f"llama-cpp-python=={version('llama_cpp_python')}", "-d", str(sdists)], check=True)
+        (sdist,) = sdists.glob(f"llama_cpp_python-{version('llama_cpp_python')}.tar.gz")
+        folder.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(sdist) as tar:
+            for suffix in (".gguf", ".gguf.inp", ".gguf.out"):
+                member = tar.getmember(f"{sdist.name.removesuffix('.tar.gz')}/vendor/llama.cpp/models/"
+                                       f"ggml-vocab-{name}{suffix}")
+                data = tar.extractfile(member).read()
+                partial = folder / f".{name}{suffix}.partial"
+                partial.write_bytes(data)
+                partial.replace(folder / f"ggml-vocab-{name}{suffix}")
+    raw = gguf_file.with_suffix(".gguf.inp").read_text(encoding="utf-8")
+    texts = raw.split("\n__ggml_vocab_test__\n")
+    if raw.endswith("\n__ggml_vocab_test__\n"):
+        texts.pop()  # the separator closes the last case too (test-tokenizer-0.cpp reads it so)
+    outs = gguf_file.with_suffix(".gguf.out").read_text(encoding="utf-8").splitlines()
+    assert len(texts) == len(outs)
+    return gguf_file, [(t, [int(i) for i in o.split()]) for t, o in zip(texts, outs)]

@@ -13,8 +13,10 @@ import gguf
 import numpy as np
 import pytest
 
-from _checkpoints import Checkpoint, build_bpe_tied, build_llama2_bin, build_llama2_pad_safetensors
-from _convert_helpers import FakeHub, LlamaCpp, reference_logits
+from _checkpoints import (Checkpoint, build_bpe_tied, build_from_vocab_gguf, build_llama2_bin,
+                          build_llama2_pad_safetensors)
+from _convert_helpers import FakeHub, LlamaCpp, llama_cpp_vocab_tests, reference_logits
+from conftest import CACHE
 from bpo_local.convert import convert_checkpoint
 from bpo_local.errors import ConversionError
 from bpo_local.presets import CHAT_TEMPLATE_JINJA, build_prompt
@@ -126,6 +128,19 @@ def test_byte_level_bpe_vocab_is_padded_and_its_pre_tokenizer_named(ggufs):
         assert vocab.meta("tokenizer.ggml.eos_token_id") == "263"
         # merges applied: " the" is one token (258), " hello" is Ġ + he + ll + o
         assert vocab.tokenize(" the hello", add_special=False) == [258, 32, 257, 259, ord("o")]
+
+
+def test_real_llama3_tokenizer_json_tokenizes_like_hugging_face(tmp_path):
+    """Llama-3's vocabulary (from llama.cpp's test vocab) as a tokenizer.json, converted: llama.cpp must
+    reproduce the token ids HF's tokenizer gave for llama.cpp's own test texts."""
+    vocab_gguf, cases = llama_cpp_vocab_tests(CACHE, "llama-bpe")
+    ck = build_from_vocab_gguf(tmp_path / "llama3", vocab_gguf)
+    with LlamaCpp(convert_checkpoint(ck.path, tmp_path / "m.gguf").path, vocab_only=True) as vocab:
+        assert vocab.meta("tokenizer.ggml.pre") == "llama-bpe" and vocab.n_vocab() == 128256
+        assert vocab.meta("tokenizer.ggml.bos_token_id") == "128000"
+        assert vocab.tokenize("<|eot_id|>", add_special=False, parse_special=True) == [128009]
+        for text, expected in cases:
+            assert vocab.tokenize(text, add_special=False) == expected, text
 
 
 def test_bf16_outtype_keeps_bf16_weights_exactly(checkpoints, tmp_path):
