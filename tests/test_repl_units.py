@@ -147,3 +147,18 @@ def test_every_command_has_usage_help_and_appears_in_help() -> None:
     text = console.export_text()
     for cmd in COMMANDS.values():
         assert cmd.help and f"/{cmd.name}" in text
+
+
+def _render(renderable: object) -> str:
+    from rich.console import Console
+
+    console = Console(width=60, record=True, file=io.StringIO(), color_system=None)
+    console.print(renderable)
+    return console.export_text()
+
+
+def test_candidates_mark_only_the_cut_ones_and_the_pick() -> None:
+    shown = _render(view.candidates(["first", "", "third"], picked=2, cancelled=[False, True, False]))
+    assert "╭─ 1 ─" in shown and "╭─ 2 interrupted ─" in shown and "╭─ 3 (picked) ─" in shown
+    assert "(empty)" in shown
+    assert "╭─ optimized interrupted ─" in _render(view.candidates(["partial"], cancelled=[True]))

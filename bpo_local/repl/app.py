@@ -114,7 +114,8 @@ class Repl:
                 if stop.is_set():
                     stream.cancel()
             result = stream.result
-            live.update(view.candidates(result.candidates, interrupted=result.cancelled))
+            cancelled = [reason == "cancelled" for reason in result.finish_reasons]
+            live.update(view.candidates(result.candidates, cancelled=cancelled))
         self.session.turns.append(Turn(result))
         if result.cancelled:
             self.console.print("[yellow]interrupted[/] [dim]- kept what was produced; /retry runs it again[/]")

@@ -29,7 +29,8 @@ def banner(info: ModelInfo, log_path: Path | None) -> RenderableType:
     table.add_column()
     table.add_row("model", Text(f"{info.path.name}  ({info.name})"))
     table.add_row("quant", Text(f"{info.file_type}, {info.size_bytes / 2**30:.2f} GiB"))
-    table.add_row("backend", Text(f"{info.backend}, {info.gpu_layers}/{info.n_layer} layers offloaded"))
+    offloaded = min(info.gpu_layers, info.n_layer)  # llama.cpp counts the output layer as one more
+    table.add_row("backend", Text(f"{info.backend}, {offloaded}/{info.n_layer} layers offloaded"))
     table.add_row("context", Text(f"{info.n_ctx} tokens (trained on {info.n_ctx_train})"))
     table.add_row("log", Text(str(log_path) if log_path else "off (--no-log)"))
     hint = Text.from_markup('[dim]/help for commands · Esc+Enter or Ctrl-J for a newline · """ for a block · '
@@ -37,17 +38,19 @@ def banner(info: ModelInfo, log_path: Path | None) -> RenderableType:
     return Panel(Group(table, hint), title="bpo-local repl", title_align="left", border_style="blue")
 
 
-def candidates(texts: Sequence[Text | str], *, picked: int | None = None, interrupted: bool = False) -> RenderableType:
-    """The optimized prompt, or numbered candidates when there are several."""
-    status = " [yellow]interrupted[/]" if interrupted else ""
+def candidates(texts: Sequence[Text | str], *, picked: int | None = None,
+               cancelled: Sequence[bool] = ()) -> RenderableType:
+    """The optimized prompt, or numbered candidates when there are several; ``cancelled[i]`` marks
+    candidate i as cut short by Ctrl-C."""
+
+    def title(index: int, name: str) -> str:
+        status = " [yellow]interrupted[/]" if index < len(cancelled) and cancelled[index] else ""
+        return f"{name}{' (picked)' if index == picked else ''}{status}"
+
     if len(texts) == 1:
-        return Panel(_body(texts[0]), title=f"optimized{status}", title_align="left", border_style="green")
-    panels = []
-    for index, text in enumerate(texts):
-        chosen = index == picked
-        title = f"{index + 1}{' (picked)' if chosen else ''}{status}"
-        panels.append(Panel(_body(text), title=title, title_align="left", border_style="green" if chosen else "dim"))
-    return Group(*panels)
+        return Panel(_body(texts[0]), title=title(0, "optimized"), title_align="left", border_style="green")
+    return Group(*(Panel(_body(text), title=title(i, str(i + 1)), title_align="left",
+                         border_style="green" if i == picked else "dim") for i, text in enumerate(texts)))
 
 
 def _body(text: Text | str) -> Text:
