@@ -143,6 +143,8 @@ def test_bad_prompts_fail_with_one_line_and_usage_exit_code(run_cli, smollm2_ggu
     latin1 = run_cli("optimize", *opts, input=b"caf\xe9 au lait", text=False)
     assert latin1.returncode == 2 and latin1.stdout == b""
     assert_error_line(latin1.stderr, "stdin is not valid UTF-8")
+    latin1_arg = "caf\udce9"  # the Latin-1 byte 0xE9 in argv, as Python decodes it
+    assert_one_line_error(run_cli("optimize", latin1_arg, *opts), 2, "argument is not valid UTF-8")
     assert_one_line_error(run_cli("optimize", "x", "--resume", "out.jsonl", *opts), 2, "--resume", "--jsonl")
     long_prompt = "please " * 600
     assert_one_line_error(run_cli("optimize", long_prompt, *opts), 1, "context")
