@@ -68,9 +68,9 @@ def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def eval_pairs(bpo_test_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Six BPO pairs as JSONL: enough for stable numbers, small enough to keep verify fast."""
+    """Four short BPO pairs as JSONL: enough for stable numbers, small enough to keep verify fast."""
     records = json.loads(bpo_test_data.read_text(encoding="utf-8"))
-    short = [r for r in records if len(r["prompt"]) < 200 and 60 < len(r["optimized_prompt"]) < 300][:6]
+    short = [r for r in records if len(r["prompt"]) < 120 and 60 < len(r["optimized_prompt"]) < 200][:4]
     path = tmp_path_factory.mktemp("eval") / "pairs.jsonl"
     path.write_text("".join(json.dumps({k: r[k] for k in ("prompt", "optimized_prompt")}) + "\n"
                             for r in short), encoding="utf-8")
@@ -98,6 +98,7 @@ def wait_for(predicate, timeout: float = 120.0) -> None:  # noqa: ANN001
         time.sleep(0.05)
 
 
-def kill(proc: subprocess.Popen, sig: signal.Signals) -> None:
+def kill(proc: subprocess.Popen, sig: signal.Signals) -> str:
+    """Send ``sig``, wait for the exit; returns its stderr."""
     os.kill(proc.pid, sig)
-    proc.communicate(timeout=60)
+    return proc.communicate(timeout=60)[1]

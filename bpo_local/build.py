@@ -1,0 +1,227 @@
+"""One ``bpo-local convert`` run: fetch -> F16 GGUF -> quantize -> verify -> store; and the first-run offer.
+
+All intermediate files live in a scratch folder inside the store (``ModelStore.workspace``): a run that
+fails or is killed leaves nothing behind that the next run does not clean up, and a build appears in the
+store only when its GGUF and then its manifest are in place.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from . import __version__
+from .convert.hub import DEFAULT_SOURCE
+from .errors import ConversionError
+from .gguf_header import read_header
+from .presets import CHAT_TEMPLATE_JINJA, PRESETS
+from .quantize import DEFAULT_QUANTS, quantize
+from .store import Build, ModelStore, model_name
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress
+
+DEFAULT_DOWNLOAD = "~13.5 GB"
+"""THUDM/BPO's safetensors (Llama-2-7B in F16), what a first build downloads."""
+
+_FULL_PRECISION = {"ALL_F32": "f32", "MOSTLY_F16": "f16", "MOSTLY_BF16": "bf16"}
+
+
+@dataclass(frozen=True)
+class ConvertPlan:
+    """What one convert run builds. ``source``: Hub id, checkpoint folder, or an F32/F16/BF16 GGUF."""
+
+    source: str = DEFAULT_SOURCE
+    revision: str | None = None
+    quants: tuple[str, ...] = DEFAULT_QUANTS
+    outtype: str = "f16"
+    keep_f16: bool = False
+    """Keep the full-precision intermediate as a build of its own (``<model>:f16``)."""
+    verify: bool = True
+    name: str | None = None
+    """Store model name; default: the source's last path part, lowercased."""
+    eval_data: Path | None = None
+    threads: int | None = None
+    gpu_layers: int | None = None
+
+
+@dataclass(frozen=True)
+class _Source:
+    gguf: Path
+    outtype: str
+    model: str
+    repo: str | None
+    revision: str | None
+    owned: bool
+    """The GGUF is ours (in the scratch folder) rather than the user's file."""
+
+
+def preset_metadata() -> dict[str, object]:
+    """BPO's sampling presets as GGUF keys (``bpo.stable.temperature``, ...), from presets.PRESETS.
+    Unset values (None, empty lists) are left out: GGUF has no null or empty array."""
+    meta: dict[str, object] = {}
+    for preset in PRESETS.values():
+        for key, value in vars(preset).items():
+            if key != "name" and value not in (None, ()):
+                meta[f"bpo.{preset.name}.{key}"] = list(value) if isinstance(value, tuple) else value
+    return meta
+
+
+def convert(plan: ConvertPlan, store: ModelStore, *, progress: Progress | None = None) -> list[Build]:
+    """Run ``plan``; returns the builds added to ``store``, in the order of ``plan.quants``."""
+    from .verify import Reference, compare, load_pairs
+
+    pairs = load_pairs(plan.eval_data) if plan.verify else []
+    bars = Bars(progress)
+    builds: list[Build] = []
+    with store.workspace() as work:
+        source = _prepare(plan, work, bars)
+        reference: Reference | None = None
+        for quant in plan.quants:
+            if quant == source.outtype:
+                continue  # the intermediate itself, kept below
+            out = work / f"{source.model}-{quant}.gguf"
+            quantize(source.gguf, out, quant, threads=plan.threads, on_tensor=bars.tensors(f"quantize {quant}"))
+            verification = None
+            if pairs:
+                if reference is None:
+                    (work / "reference").mkdir()
+                    reference = Reference.compute(
+                        source.gguf, pairs, work / "reference", name=f"{source.model}:{source.outtype}",
+                        threads=plan.threads, gpu_layers=plan.gpu_layers, on_progress=bars.steps("reference"))
+                result = compare(out, reference, threads=plan.threads, gpu_layers=plan.gpu_layers,
+                                 on_progress=bars.steps(f"verify {quant}"))
+                verification = result.to_dict()
+            builds.append(_add(store, out, source, quant, verification))
+        if plan.keep_f16 or source.outtype in plan.quants:
+            kept = source.gguf if source.owned else _copy(source.gguf, work)
+            builds.append(_add(store, kept, source, source.outtype, None))
+    return builds
+
+
+def offer_default_build(console: Console) -> Path | None:
+    """On a terminal, offer to build the default model when the store is empty; the new default build's
+    path, or None (declined, or not a terminal: the caller shows how to build it)."""
+    if not (sys.stdin.isatty() and sys.stderr.isatty()):
+        return None
+    from rich.prompt import Confirm
+
+    from .config import models_dir
+
+    store = ModelStore(models_dir())
+    console.print(f"No BPO model is built yet. Building one downloads {DEFAULT_SOURCE} ({DEFAULT_DOWNLOAD}), "
+                  f"converts and quantizes it to {', '.join(DEFAULT_QUANTS)} in {store.root}.")
+    if not Confirm.ask("Build it now?", console=console, default=False):
+        console.print(f"Later: `bpo-local convert {DEFAULT_SOURCE}`")
+        return None
+    with progress_bars(console) as progress:
+        builds = convert(ConvertPlan(), store, progress=progress)
+    for build in builds:
+        console.print(f"built {build.name}: {build.path}")
+    return store.best()
+
+
+def progress_bars(console: Console) -> Progress:
+    """The bars a convert run shows (download, per tensor, per eval pair) on ``console``."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("{task.description:<18}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=console, transient=False)
+
+
+def tool_versions() -> dict[str, str]:
+    """What built a build, for its manifest."""
+    versions = {"bpo_local": __version__}
+    for dist in ("llama-cpp-python", "gguf"):
+        try:
+            versions[dist] = version(dist)
+        except PackageNotFoundError:
+            continue
+    return versions
+
+
+def _prepare(plan: ConvertPlan, work: Path, bars: Bars) -> _Source:
+    """The full-precision GGUF to quantize from: the user's own GGUF, or a checkpoint converted."""
+    given = Path(plan.source).expanduser()
+    if given.is_file() and given.suffix.lower() == ".gguf":
+        return _from_gguf(given, plan)
+    from .convert import convert_checkpoint, fetch_source
+
+    checkout = fetch_source(plan.source, revision=plan.revision, progress=bars.labelled())
+    model = plan.name or model_name(checkout.repo_id or str(checkout.path))
+    out = work / f"{model}-{plan.outtype}.gguf"
+    metadata = {**_source_metadata(checkout.repo_id, checkout.revision), **preset_metadata()}
+    on_tensor = bars.tensors("convert")
+    convert_checkpoint(checkout.path, out, outtype=plan.outtype, name=model, chat_template=CHAT_TEMPLATE_JINJA,
+                       extra_metadata=metadata, on_tensor=lambda name, i, total: on_tensor(name, i + 1, total))
+    repo = checkout.repo_id or str(checkout.path)
+    return _Source(out, plan.outtype, model, repo, checkout.revision, owned=True)
+
+
+def _from_gguf(path: Path, plan: ConvertPlan) -> _Source:
+    from gguf import LlamaFileType
+
+    try:
+        meta = read_header(path).metadata
+    except (OSError, ValueError) as exc:
+        raise ConversionError(f"{path} is not a readable GGUF ({exc}); pass an F16 GGUF or a checkpoint") from exc
+    file_type = meta.get("general.file_type")
+    kind = LlamaFileType(file_type).name if isinstance(file_type, int) else "unknown type"
+    if kind not in _FULL_PRECISION:
+        raise ConversionError(f"{path.name} is already quantized ({kind}); convert needs an F32/F16/BF16 GGUF "
+                              "or the original checkpoint")
+    repo, revision = meta.get("general.source.repository"), meta.get("general.source.revision")
+    return _Source(path, _FULL_PRECISION[kind], plan.name or model_name(path.stem),
+                   str(repo) if repo else str(path.resolve()), str(revision) if revision else None, owned=False)
+
+
+def _source_metadata(repo: str | None, revision: str | None) -> dict[str, object]:
+    if repo is None:
+        return {}
+    meta: dict[str, object] = {"general.source.repository": repo,
+                               "general.source.repo_url": f"https://huggingface.co/{repo}"}
+    if revision:
+        meta["general.source.revision"] = revision
+    return meta
+
+
+def _add(store: ModelStore, gguf: Path, source: _Source, quant: str, verification: dict | None) -> Build:
+    with store.lock(source.model, quant):
+        return store.add(gguf, model=source.model, quant=quant, source_repo=source.repo,
+                         source_revision=source.revision, tool=tool_versions(), verification=verification)
+
+
+def _copy(path: Path, work: Path) -> Path:
+    target = work / path.name
+    shutil.copyfile(path, target)
+    return target
+
+
+class Bars:
+    """Progress callbacks that draw on a rich Progress, or do nothing without one."""
+
+    def __init__(self, progress: Progress | None) -> None:
+        self.progress = progress
+        self.tasks: dict[str, object] = {}
+
+    def update(self, label: str, done: int, total: int) -> None:
+        if self.progress is None:
+            return
+        if label not in self.tasks:
+            self.tasks[label] = self.progress.add_task(label, total=total)
+        self.progress.update(self.tasks[label], completed=done, total=total)  # type: ignore[arg-type]
+
+    def labelled(self) -> Callable[[str, int, int], None] | None:
+        return self.update if self.progress else None
+
+    def steps(self, label: str) -> Callable[[int, int], None]:
+        return lambda done, total: self.update(label, done, total)
+
+    def tensors(self, label: str) -> Callable[[str, int, int], None]:
+        return lambda name, done, total: self.update(label, done, total)
