@@ -286,5 +286,4 @@ def llama_cpp_vocab_tests(cache: Path, name: str) -> tuple[Path, list[tuple[str,
     if raw.endswith("\n__ggml_vocab_test__\n"):
         texts.pop()  # the separator closes the last case too (test-tokenizer-0.cpp reads it so)
     outs = gguf_file.with_suffix(".gguf.out").read_text(encoding="utf-8").splitlines()
-    assert len(texts) == len(outs)
-    return gguf_file, [(t, [int(i) for i in o.split()]) for t, o in zip(texts, outs)]
+    return gguf_file, [(t, [int(i) for i in o.split()]) for t, o in zip(texts, outs, strict=True)]

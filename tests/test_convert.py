@@ -106,6 +106,14 @@ def test_bpo_prompt_token_ids_equal_sentencepiece(kind, checkpoints, ggufs, llam
             assert vocab.tokenize(text) == [1] + sp.encode(text), user_prompt
 
 
+def test_llama2_vocab_tokenizes_llama_cpp_test_texts_like_hugging_face(checkpoints, ggufs):
+    """llama.cpp's tokenizer test texts for the Llama-2 SentencePiece vocabulary, with HF's ids."""
+    _, cases = llama_cpp_vocab_tests(CACHE, "llama-spm")
+    with LlamaCpp(ggufs["pad_safetensors", "f16"], vocab_only=True) as vocab:
+        for text, expected in cases:
+            assert vocab.tokenize(text, add_special=False) == expected, text
+
+
 def test_vocab_and_special_tokens_of_a_llama2_checkpoint_with_added_pad(ggufs):
     with LlamaCpp(ggufs["pad_safetensors", "f16"], vocab_only=True) as vocab:
         assert vocab.n_vocab() == 32001
