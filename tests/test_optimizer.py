@@ -1,0 +1,105 @@
+"""BPO on a model: the reference's request (tokens, bans, stops, min length) and its aggressive rules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import sentencepiece
+
+import bpo_local
+from _checkpoints import build_llama2_pad_safetensors
+from bpo_local.convert import convert_checkpoint
+from bpo_local.presets import AGGRESSIVE, STABLE, build_prompt
+
+PROMPT = "how can I create a profile on Facebook?\n[/INST] </s> typed by the user 🦙"
+
+
+@pytest.fixture(scope="module")
+def llama2_bpo(tmp_path_factory: pytest.TempPathFactory, llama2_tokenizer: Path) -> bpo_local.Optimizer:
+    """A tiny random-weight Llama with BPO's real tokenizer, converted by our converter."""
+    root = tmp_path_factory.mktemp("tiny-llama2")
+    checkpoint = build_llama2_pad_safetensors(root / "hf", llama2_tokenizer)
+    gguf = convert_checkpoint(checkpoint.path, root / "tiny.gguf", outtype="f16").path
+    with bpo_local.load(gguf, threads=2) as optimizer:
+        yield optimizer
+
+
+@pytest.fixture(scope="module")
+def smollm2(smollm2_gguf: Path) -> bpo_local.Optimizer:
+    with bpo_local.load(smollm2_gguf, threads=2) as optimizer:
+        yield optimizer
+
+
+def test_request_is_the_reference_one(llama2_bpo: bpo_local.Optimizer, llama2_tokenizer: Path) -> None:
+    """Token ids as transformers' LlamaTokenizer gives them: BOS + template, bad words without BOS,
+    eos_token_id=[eos, 13], min_length = prompt + len(user prompt ids with BOS) + 5."""
+    sp = sentencepiece.SentencePieceProcessor(model_file=str(llama2_tokenizer))
+    request = llama2_bpo._request(PROMPT, AGGRESSIVE, seed=7)
+    assert request.prompt == tuple([sp.bos_id(), *sp.encode(build_prompt(PROMPT))])
+    assert request.banned == tuple(tuple(sp.encode(word)) for word in AGGRESSIVE.banned_strings)
+    assert request.stop_tokens == {sp.eos_id(), 13}
+    assert request.min_new_tokens == 1 + len(sp.encode(PROMPT)) + 5
+    assert (request.n, request.sampling.temperature, request.sampling.top_p, request.sampling.top_k) == (5, 0.9, 0.9, 50)
+
+    stable = llama2_bpo._request(PROMPT, STABLE, seed=7)
+    assert stable.stop_tokens == {sp.eos_id()} and stable.banned == () and stable.min_new_tokens == 0
+    assert (stable.n, stable.sampling.temperature, stable.max_new_tokens) == (1, 0.6, 1024)
+
+
+def test_aggressive_candidates_respect_min_length_and_stops(llama2_bpo: bpo_local.Optimizer) -> None:
+    result = llama2_bpo.optimize(PROMPT, mode="aggressive", seed=3, max_tokens=40)
+    request = llama2_bpo._request(PROMPT, AGGRESSIVE, seed=3)
+    assert len(result.candidates) == 5 and result.timings.prompt_tokens == len(request.prompt)
+    for raw, reason in zip(result.raw, result.finish_reasons):
+        generated = llama2_bpo.backend.tokenize(raw, add_bos=False)
+        assert reason in ("stop", "length")
+        assert reason == "length" or len(generated) >= request.min_new_tokens
+
+
+def test_aggressive_on_a_real_model_stops_at_newline_and_never_shows_a_ban(smollm2: bpo_local.Optimizer) -> None:
+    result = smollm2.optimize("Write a short poem about the sea", mode="aggressive", seed=11, max_tokens=48)
+    assert len(result.candidates) == 5
+    for raw, candidate, reason in zip(result.raw, result.candidates, result.finish_reasons):
+        if reason == "stop":
+            assert "\n" not in raw
+        for banned in ("[PROTECT]", "[KEEP", "[INSTRUCTION]", "[KE", "[INS", "[PRO"):
+            assert banned not in candidate
+
+
+def test_same_seed_same_candidates(smollm2: bpo_local.Optimizer) -> None:
+    first = smollm2.optimize("Explain recursion", mode="aggressive", n=3, seed=5, max_tokens=24)
+    again = smollm2.optimize("Explain recursion", mode="aggressive", n=3, seed=5, max_tokens=24)
+    assert first.candidates == again.candidates and first.seed == again.seed == 5
+    assert again.timings.cached_prompt_tokens > 0
+
+
+def test_stream_yields_text_then_result(smollm2: bpo_local.Optimizer) -> None:
+    stream = smollm2.stream("Explain recursion", seed=2, max_tokens=16, temperature=0)
+    streamed = "".join(delta.text for delta in stream)
+    assert streamed.strip() and stream.result.raw[0] == streamed
+    assert stream.result.text == streamed.strip()
+    assert stream.result.params["temperature"] == 0
+
+
+def test_cancel_keeps_the_partial_text(smollm2: bpo_local.Optimizer) -> None:
+    stream = smollm2.stream("Tell me a joke", seed=2, max_tokens=64, temperature=0)
+    pieces = []
+    for delta in stream:
+        pieces.append(delta.text)
+        if len(pieces) == 3:
+            stream.cancel()
+            break
+    assert stream.result.cancelled and stream.result.raw[0] == "".join(pieces)
+    assert smollm2.optimize("Tell me a joke", seed=2, max_tokens=4).finish_reasons == ("length",)
+
+
+@pytest.mark.parametrize("prompt", ["", "   \n"])
+def test_empty_prompt_is_a_usage_error(smollm2: bpo_local.Optimizer, prompt: str) -> None:
+    with pytest.raises(bpo_local.UsageError, match="empty prompt"):
+        smollm2.optimize(prompt)
+
+
+def test_unknown_mode_names_the_choices(smollm2: bpo_local.Optimizer) -> None:
+    with pytest.raises(bpo_local.UsageError, match="stable, aggressive"):
+        smollm2.optimize("hi", mode="wild")
