@@ -182,7 +182,7 @@ def test_compare_answers_original_and_optimized_side_by_side(start: Start, smoll
     assert repl.exit() == 0
 
 
-def test_edit_uses_the_editor_and_copy_a_clipboard_tool(start: Start, tmp_path: Path) -> None:
+def test_edit_copy_retry_and_history(start: Start, tmp_path: Path) -> None:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     scripts = {"fake-editor": "sed -i 's/bread/cake/' \"$1\"", "xclip": "cat > \"$CLIP_OUT\""}
@@ -197,9 +197,13 @@ def test_edit_uses_the_editor_and_copy_a_clipboard_tool(start: Start, tmp_path: 
     assert "press Enter to optimize it" in repl.run("/edit")
     repl.run("")
     assert "copied with xclip" in repl.run("/copy")
+    assert "╭─ optimized ─" in repl.run("/retry")
+    listed = repl.run("/history")
+    assert [line.split("│")[3].strip() for line in listed.splitlines() if re.match(r"│ [123] ", line)] == [
+        "how do I bake bread", "how do I bake cake", "how do I bake cake"]
     assert repl.exit() == 0
     entries = _logged()
-    assert [e["prompt"] for e in entries] == ["how do I bake bread", "how do I bake cake"]
+    assert [e["prompt"] for e in entries] == ["how do I bake bread", "how do I bake cake", "how do I bake cake"]
     assert clip.read_text() == entries[1]["output"]
 
 
