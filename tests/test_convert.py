@@ -271,6 +271,13 @@ def test_unsupported_architecture(checkpoints, tmp_path):
            r"^unsupported architecture GPT2LMHeadModel; supported: LlamaForCausalLM, MistralForCausalLM$")
 
 
+def test_vocab_size_not_matching_the_embedding(checkpoints, tmp_path):
+    src = _broken_copy(checkpoints["pad_safetensors"], tmp_path)
+    config = json.loads((src / "config.json").read_text()) | {"vocab_size": 32002}
+    (src / "config.json").write_text(json.dumps(config))
+    _fails(src, tmp_path, r"^config\.json vocab_size is 32002 but the embedding has 32001 rows;")
+
+
 def test_missing_tokenizer(checkpoints, tmp_path):
     src = _broken_copy(checkpoints["pad_safetensors"], tmp_path)
     (src / "tokenizer.model").unlink()

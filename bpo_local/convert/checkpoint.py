@@ -96,6 +96,10 @@ def _convert(src: Path, out: Path, outtype: str, name: str | None, extra_metadat
     if len(set(names)) != len(names):
         twice = next(n for n in names if names.count(n) > 1)
         raise ConversionError(f"tensor {twice} appears twice in the checkpoint's weight files; re-download it")
+    embd = next((p.tensor for p in plan if p.tensor.name == "token_embd.weight"), None)
+    if embd is not None and embd.shape[0] != len(vocab.tokens):
+        raise ConversionError(f"config.json vocab_size is {hp.vocab_size} but the embedding has {embd.shape[0]} "
+                              "rows; the checkpoint's files do not belong together")
     n_params = sum(prod(p.tensor.shape) for p in plan)
     writer = _header(hp, arch, vocab, plan, name=name or src.name, n_params=n_params, file_type=file_type,
                      chat_template=chat_template, extra_metadata=extra_metadata or {})
