@@ -275,8 +275,9 @@ def test_end_of_generation_tokens(engine):
     assert all(engine._lib.llama_vocab_is_eog(engine._vocab._vocab, t) for t in engine.eog_tokens)
 
 
-def test_a_closed_engine_refuses_work(smollm2_gguf):
+def test_a_closed_engine_refuses_work_and_loading_kept_stderr_clean(smollm2_gguf, capfd):
     eng = Engine(smollm2_gguf, n_threads=1, n_ctx=128)
+    assert capfd.readouterr().err == ""
     prompt = tuple(eng.tokenize("hello", add_bos=False))
     pending = eng.generate(Request(prompt, 4))
     eng.close()
@@ -316,6 +317,14 @@ def test_logits_are_teacher_forced_per_position(engine, haiku):
     np.testing.assert_allclose(engine.logits(haiku[:6]), logits[:6], rtol=1e-3, atol=1e-3)
 
 
+def test_logits_of_a_prompt_longer_than_one_chunk(engine):
+    long = tuple(engine.tokenize("the quick brown fox jumps over the lazy dog " * 70, add_bos=False))
+    assert len(long) > 600
+    logits = engine.logits(long)
+    assert logits.shape == (len(long), engine.n_vocab)
+    assert int(np.argmax(logits[-1])) == greedy(engine, long, 1).tokens[0]
+
+
 def test_info_describes_the_model(engine, smollm2_gguf):
     info = engine.info
     assert info.architecture == "llama" and info.file_type == "Q4_1"
@@ -323,6 +332,15 @@ def test_info_describes_the_model(engine, smollm2_gguf):
     assert info.backend == "CPU" and info.gpu_layers == 0
     assert info.size_bytes == smollm2_gguf.stat().st_size and 100e6 < info.n_params < 200e6
     assert "<|im_start|>" in info.chat_template
+
+
+def test_system_info_reports_this_machine():
+    from bpo_local.engine import physical_cores, system_info
+
+    info = system_info()
+    assert 1 <= info.physical_cores == physical_cores() <= (os.cpu_count() or 1)
+    assert any(d.backend == "CPU" for d in info.devices)
+    assert info.llama_cpp_python and "CPU" in info.features
 
 
 # load errors

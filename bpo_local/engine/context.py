@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     import numpy as np
 
 CACHE_SEQ = 0
+LOGITS_CHUNK = 512
+"""Positions scored per decode in ``logits``: bounds llama.cpp's output buffer (rows x n_vocab floats)."""
 
 Entry = tuple[int, int, int, bool]
 """One batch entry: (token, position, sequence id, whether its logits are wanted)."""
@@ -124,10 +126,11 @@ class Context:
         import numpy as np
 
         out = np.empty((len(tokens), self.n_vocab), dtype=np.float32)
+        step = min(self.n_batch, LOGITS_CHUNK)
         self._forget_cache()
         try:
-            for start in range(0, len(tokens), self.n_batch):
-                chunk = tokens[start:start + self.n_batch]
+            for start in range(0, len(tokens), step):
+                chunk = tokens[start:start + step]
                 self.decode([(tok, start + i, CACHE_SEQ, True) for i, tok in enumerate(chunk)])
                 rows = np.ctypeslib.as_array(self._lib.llama_get_logits(self.ctx), shape=(len(chunk), self.n_vocab))
                 out[start:start + len(chunk)] = rows

@@ -8,18 +8,9 @@ from types import ModuleType
 
 
 @functools.cache
-def llama() -> ModuleType:
-    """The low-level bindings, with the backend initialised. Heavy: import only when a model loads."""
+def _bindings() -> tuple[ModuleType, object, object]:
+    """(bindings, silent log callback, stderr log callback); llama.cpp is silent from the start."""
     import llama_cpp.llama_cpp as lib
-
-    lib.llama_backend_init()
-    return lib
-
-
-@functools.cache
-def _log_callbacks() -> tuple[object, object]:
-    """(silent, to-stderr) log callbacks, created once and kept alive for the process."""
-    lib = llama()
 
     @lib.llama_log_callback
     def silent(level: int, text: bytes, user_data: object) -> None:
@@ -29,10 +20,17 @@ def _log_callbacks() -> tuple[object, object]:
     def to_stderr(level: int, text: bytes, user_data: object) -> None:
         sys.stderr.write(text.decode("utf-8", "replace"))
 
-    return silent, to_stderr
+    lib.llama_log_set(silent, None)
+    lib.llama_backend_init()
+    return lib, silent, to_stderr
+
+
+def llama() -> ModuleType:
+    """The low-level bindings, with the backend initialised. Heavy: call only when a model loads."""
+    return _bindings()[0]
 
 
 def set_verbose(verbose: bool) -> None:
     """Route llama.cpp's (process-wide) log to stderr, or drop it so stderr stays clean."""
-    silent, to_stderr = _log_callbacks()
-    llama().llama_log_set(to_stderr if verbose else silent, None)
+    lib, silent, to_stderr = _bindings()
+    lib.llama_log_set(to_stderr if verbose else silent, None)
