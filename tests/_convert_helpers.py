@@ -150,13 +150,16 @@ class FakeHub:
     ``requests`` records every (method, path) served, so tests can see what was downloaded.
     """
 
-    def __init__(self, repos: dict[str, Path]) -> None:
+    def __init__(self, repos: dict[str, Path], *, drop_after: dict[str, int] | None = None) -> None:
+        """``drop_after``: file name -> bytes after which its first download's connection is dropped."""
         import hashlib
         import threading
         from http.server import ThreadingHTTPServer
 
         self.repos = {repo: (hashlib.sha1(repo.encode()).hexdigest(), folder) for repo, folder in repos.items()}
         self.requests: list[tuple[str, str]] = []
+        self.ranges: list[str] = []
+        self.drop_after = dict(drop_after or {})
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -241,9 +244,25 @@ class FakeHub:
                 if not file.is_file():
                     return self._send(404, b"{}", body, {"X-Error-Code": "EntryNotFound"})
                 data = file.read_bytes()
-                etag = hashlib.sha256(data).hexdigest()
-                self._send(200, data, body, {"ETag": f'"{etag}"', "X-Repo-Commit": sha,
-                                             "Content-Type": "application/octet-stream"})
+                headers = {"ETag": f'"{hashlib.sha256(data).hexdigest()}"', "X-Repo-Commit": sha,
+                           "Content-Type": "application/octet-stream"}
+                if body and name in hub.drop_after:
+                    return self._drop(data, hub.drop_after.pop(name), headers)
+                if body and (wanted := self.headers.get("Range")):
+                    hub.ranges.append(wanted)
+                    start = int(re.fullmatch(r"bytes=(\d+)-", wanted)[1])
+                    headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
+                    return self._send(206, data[start:], body, headers)
+                self._send(200, data, body, headers)
+
+            def _drop(self, data: bytes, after: int, headers: dict[str, str]) -> None:
+                self.send_response(200)
+                for key, value in {**headers, "Content-Length": str(len(data))}.items():
+                    self.send_header(key, value)
+                self.end_headers()
+                self.wfile.write(data[:after])
+                self.wfile.flush()
+                self.close_connection = True
 
             def _send(self, status: int, data: bytes, body: bool, headers: dict[str, str]) -> None:
                 self.send_response(status)

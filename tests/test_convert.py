@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from _checkpoints import (Checkpoint, build_bpe_tied, build_from_vocab_gguf, build_llama2_bin,
-                          build_llama2_pad_safetensors)
+                          build_llama2_pad_safetensors, save_safetensors)
 from _convert_helpers import FakeHub, LlamaCpp, llama_cpp_vocab_tests, reference_logits
 from conftest import CACHE
 from bpo_local.convert import convert_checkpoint
@@ -411,6 +411,26 @@ def test_fetch_from_hub_downloads_only_what_conversion_needs_then_works_offline(
 
     report = convert_checkpoint(Path(path), tmp_path / "m.gguf")
     assert report.n_tensors == 21
+
+
+def test_a_dropped_download_resumes_and_a_rerun_fetches_nothing_twice(checkpoints, tmp_path):
+    """The connection drops 12 MB into a 17 MB shard: huggingface_hub asks for the rest with a Range
+    (from its last 10 MiB chunk written); a second run finds every file in the cache."""
+    ck = checkpoints["pad_safetensors"]
+    repo = tmp_path / "repo"
+    shutil.copytree(ck.path, repo, ignore=shutil.ignore_patterns("model*.safetensors*"))
+    save_safetensors(repo / "model.safetensors", ck.weights, "f32")
+    env = {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_DISABLE_TELEMETRY": "1"}
+    with FakeHub({"tiny/llama": repo}, drop_after={"model.safetensors": 12_000_000}) as hub:
+        env["HF_ENDPOINT"] = hub.url
+        first = _fetch("tiny/llama", env)
+        assert first.returncode == 0, first.stdout + first.stderr
+        assert hub.ranges == [f"bytes={10 * 2**20}-"]
+        gets = sum(m == "GET" and "/resolve/" in p for m, p in hub.requests)
+        assert _fetch("tiny/llama", env).stdout == first.stdout
+        assert sum(m == "GET" and "/resolve/" in p for m, p in hub.requests) == gets
+    path = Path(first.stdout.split()[0])
+    assert (path / "model.safetensors").read_bytes() == (repo / "model.safetensors").read_bytes()
 
 
 def test_hub_errors_are_one_line_with_the_fix(hub_repo, tmp_path):
