@@ -369,6 +369,12 @@ def test_truncated_gguf_is_a_load_error_and_stderr_stays_clean(tmp_path, smollm2
     assert capfd.readouterr().err == ""
 
 
+def test_bad_settings_are_usage_errors(smollm2_gguf):
+    for settings in ({"n_ctx": 0}, {"n_threads": 0}, {"n_seq_max": 1}):
+        with pytest.raises(UsageError):
+            Engine(smollm2_gguf, **settings)
+
+
 def test_directory_is_a_load_error(tmp_path):
     shutil.os.mkdir(tmp_path / "model.gguf")
     with pytest.raises(ModelLoadError, match="is a directory"):

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import ModelLoadError, ModelNotFound, PromptTooLong
+from ..errors import ModelLoadError, ModelNotFound, PromptTooLong, UsageError
 from . import sampling
 from .context import Context
 from .generation import Generation
@@ -34,6 +34,7 @@ class Engine:
 
     def __init__(self, path: str | os.PathLike, *, n_ctx: int | None = None, n_gpu_layers: int | None = None,
                  n_threads: int | None = None, n_seq_max: int = 16, verbose: bool = False) -> None:
+        _check_settings(n_ctx=n_ctx, n_threads=n_threads, n_seq_max=n_seq_max)
         path = Path(path)
         _check_file(path)
         lib = llama()
@@ -68,7 +69,7 @@ class Engine:
         train = lib.llama_model_n_ctx_train(self._model)
         if n_ctx is None:
             n_ctx = min(train, DEFAULT_MAX_CTX) if train > 0 else DEFAULT_MAX_CTX
-        threads = n_threads or physical_cores()
+        threads = n_threads if n_threads is not None else physical_cores()
         params = lib.llama_context_default_params()
         params.n_ctx = n_ctx
         params.n_batch = min(params.n_batch, n_ctx)
@@ -160,6 +161,15 @@ class Engine:
             self.close()
         except Exception:
             pass
+
+
+def _check_settings(*, n_ctx: int | None, n_threads: int | None, n_seq_max: int) -> None:
+    if n_ctx is not None and n_ctx < 1:
+        raise UsageError(f"the context must hold at least 1 token (got --ctx {n_ctx})")
+    if n_threads is not None and n_threads < 1:
+        raise UsageError(f"--threads must be at least 1 (got {n_threads})")
+    if n_seq_max < 2:
+        raise UsageError(f"n_seq_max must be at least 2: one sequence holds the prompt cache (got {n_seq_max})")
 
 
 def _check_file(path: Path) -> None:
