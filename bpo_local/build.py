@@ -25,7 +25,7 @@ from .store import Build, ModelStore, model_name
 
 if TYPE_CHECKING:
     from rich.console import Console
-    from rich.progress import Progress
+    from rich.progress import Progress, TaskID
 
 DEFAULT_DOWNLOAD = "~13.5 GB"
 """THUDM/BPO's safetensors (Llama-2-7B in F16), what a first build downloads."""
@@ -116,14 +116,15 @@ def offer_default_build(console: Console) -> Path | None:
 
     store = ModelStore(models_dir())
     console.print(f"No BPO model is built yet. Building one downloads {DEFAULT_SOURCE} ({DEFAULT_DOWNLOAD}), "
-                  f"converts and quantizes it to {', '.join(DEFAULT_QUANTS)} in {store.root}.")
+                  f"converts and quantizes it to {', '.join(DEFAULT_QUANTS)} in {store.root}.",
+                  highlight=False)
     if not Confirm.ask("Build it now?", console=console, default=False):
-        console.print(f"Later: `bpo-local convert {DEFAULT_SOURCE}`")
+        console.print(f"Later: `bpo-local convert {DEFAULT_SOURCE}`", highlight=False)
         return None
     with progress_bars(console) as progress:
         builds = convert(ConvertPlan(), store, progress=progress)
     for build in builds:
-        console.print(f"built {build.name}: {build.path}")
+        console.print(f"built {build.name}: {build.path}", highlight=False)
     return store.best()
 
 
@@ -204,24 +205,27 @@ def _copy(path: Path, work: Path) -> Path:
 
 
 class Bars:
-    """Progress callbacks that draw on a rich Progress, or do nothing without one."""
+    """Progress callbacks that draw on a rich Progress, or do nothing without one. A stage's bar appears
+    when its callback is made, so its clock starts with the stage."""
 
     def __init__(self, progress: Progress | None) -> None:
         self.progress = progress
-        self.tasks: dict[str, object] = {}
+        self.tasks: dict[str, TaskID] = {}
 
-    def update(self, label: str, done: int, total: int) -> None:
+    def update(self, label: str, done: int, total: int | None) -> None:
         if self.progress is None:
             return
         if label not in self.tasks:
             self.tasks[label] = self.progress.add_task(label, total=total)
-        self.progress.update(self.tasks[label], completed=done, total=total)  # type: ignore[arg-type]
+        self.progress.update(self.tasks[label], completed=done, total=total)
 
     def labelled(self) -> Callable[[str, int, int], None] | None:
         return self.update if self.progress else None
 
     def steps(self, label: str) -> Callable[[int, int], None]:
+        self.update(label, 0, None)
         return lambda done, total: self.update(label, done, total)
 
     def tensors(self, label: str) -> Callable[[str, int, int], None]:
+        self.update(label, 0, None)
         return lambda name, done, total: self.update(label, done, total)
