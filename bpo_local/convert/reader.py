@@ -32,7 +32,7 @@ TORCH_INDEX = "pytorch_model.bin.index.json"
 
 
 def weight_files(checkpoint: Path) -> list[Path]:
-    """The weight files to read, safetensors preferred; a sharded index must name only present files."""
+    """The weight files to read, safetensors preferred; sharded ones as their index lists them."""
     for index_name, pattern in ((SAFETENSORS_INDEX, "model*.safetensors"), (TORCH_INDEX, "pytorch_model*.bin")):
         index = checkpoint / index_name
         if index.is_file():
