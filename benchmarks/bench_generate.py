@@ -211,7 +211,7 @@ def tokenize_prompts(model: Path, texts: list[str]) -> list[list[int]]:
 
 def spawn(kind: str, spec_path: Path) -> dict:
     out = subprocess.run([sys.executable, __file__, "--worker", kind, str(spec_path)], capture_output=True,
-                         text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+                         text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, check=False)
     if out.returncode != 0:
         raise SystemExit(f"{kind} worker failed:\n{out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])

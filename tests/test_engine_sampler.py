@@ -7,8 +7,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from _engine_helpers import (chat_prompt, chi_square_pvalue, llama_cpp_python_distribution,
-                             transformers_distribution)
+from _engine_helpers import chat_prompt, chi_square_pvalue, llama_cpp_python_distribution, transformers_distribution
 
 from bpo_local.engine import Engine, Request, Sampling
 

@@ -10,8 +10,7 @@
 from .generation import Generation
 from .model import Engine
 from .system import SystemInfo, physical_cores, system_info
-from .types import (Completion, FinishReason, GenerationResult, ModelInfo, Request, Sampling, Timings,
-                    TokenEvent)
+from .types import Completion, FinishReason, GenerationResult, ModelInfo, Request, Sampling, Timings, TokenEvent
 
 __all__ = [
     "Completion", "Engine", "FinishReason", "Generation", "GenerationResult", "ModelInfo", "Request",

@@ -16,7 +16,7 @@ _NEG_INF = float("-inf")
 class _Sequence:
     """State of one candidate: its KV sequence id, sampler, tokens, text stream and ban history."""
 
-    __slots__ = ("index", "seq_id", "chain", "tokens", "history", "text", "finish", "output")
+    __slots__ = ("chain", "finish", "history", "index", "output", "seq_id", "text", "tokens")
 
     def __init__(self, index: int) -> None:
         self.index = index

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Callable
 from pathlib import Path
 
 from .native import llama
@@ -14,8 +15,8 @@ def read_metadata(model: object) -> dict[str, str]:
     lib = llama()
     meta: dict[str, str] = {}
     for i in range(lib.llama_model_meta_count(model)):
-        key = _read_string(lambda buf, size: lib.llama_model_meta_key_by_index(model, i, buf, size))
-        meta[key] = _read_string(lambda buf, size: lib.llama_model_meta_val_str_by_index(model, i, buf, size))
+        key = _read_string(lib.llama_model_meta_key_by_index, model, i)
+        meta[key] = _read_string(lib.llama_model_meta_val_str_by_index, model, i)
     return meta
 
 
@@ -50,11 +51,12 @@ def model_info(model: object, path: Path, *, n_ctx: int, gpu_layers: int, backen
     )
 
 
-def _read_string(read: object) -> str:
+def _read_string(read: Callable[[object, int, object, int], int], model: object, index: int) -> str:
+    """A string from a llama.cpp getter with snprintf semantics, growing the buffer once if needed."""
     size = 256
     for _ in range(2):
         buf = ctypes.create_string_buffer(size)
-        n = read(buf, size)  # type: ignore[operator]
+        n = read(model, index, buf, size)
         if n < size:
             return buf.value.decode("utf-8", "replace") if n >= 0 else ""
         size = n + 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -157,10 +158,8 @@ class Engine:
         self.close()
 
     def __del__(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # at interpreter exit the bindings may be gone already
             self.close()
-        except Exception:
-            pass
 
 
 def _check_settings(*, n_ctx: int | None, n_threads: int | None, n_seq_max: int) -> None:

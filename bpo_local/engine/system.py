@@ -57,7 +57,8 @@ def _count_physical_cores() -> int | None:
         return len(cores) or None
     if system == "Darwin":
         try:
-            out = subprocess.run(["sysctl", "-n", "hw.physicalcpu"], capture_output=True, text=True, timeout=5)
+            out = subprocess.run(["sysctl", "-n", "hw.physicalcpu"], capture_output=True, text=True, timeout=5,
+                                 check=False)
             return int(out.stdout.strip())
         except (OSError, ValueError, subprocess.SubprocessError):
             return None
