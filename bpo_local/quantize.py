@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,11 +18,16 @@ from pathlib import Path
 
 from .errors import ConversionError, UsageError
 
-QUANTS = (
-    "f32", "f16", "bf16", "q8_0", "q6_k", "q5_k_m", "q5_k_s", "q5_1", "q5_0",
-    "q4_k_m", "q4_k_s", "q4_1", "q4_0", "q3_k_l", "q3_k_m", "q3_k_s", "q2_k",
-)
-"""Output types, named like llama.cpp's ``LLAMA_FTYPE_MOSTLY_*`` (``f32`` is ``LLAMA_FTYPE_ALL_F32``)."""
+BITS_PER_WEIGHT = {
+    "f32": 32.0, "f16": 16.0, "bf16": 16.0, "q8_0": 8.5, "q6_k": 6.56, "q5_k_m": 5.68, "q5_k_s": 5.52,
+    "q5_1": 6.0, "q5_0": 5.5, "q4_k_m": 4.85, "q4_k_s": 4.58, "q4_1": 5.0, "q4_0": 4.5, "q3_k_l": 4.27,
+    "q3_k_m": 3.91, "q3_k_s": 3.5, "q2_k": 3.35,
+}
+"""Output types, named like llama.cpp's ``LLAMA_FTYPE_MOSTLY_*`` (``f32`` is ``LLAMA_FTYPE_ALL_F32``), with
+their approximate size on a 7B Llama (small models come out larger: rows too short for K-quants fall back
+to bigger types). Used only to refuse a run that cannot fit on the disk before it starts."""
+
+QUANTS = tuple(BITS_PER_WEIGHT)
 
 DEFAULT_QUANTS = ("q4_k_m", "q8_0")
 
@@ -32,6 +38,9 @@ _WORKER = Path(__file__).with_name("_quantize_worker.py")
 _TENSOR_LINE = re.compile(r"^\[\s*(\d+)/\s*(\d+)\]\s+(\S+)")
 _SIZE_LINE = re.compile(r"quant size\s*=\s*([\d.]+) MiB \(([\d.]+) BPW\)")
 _ERROR_LINE = re.compile(r"failed to quantize: (.*)")
+
+
+_LOW_SPACE = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -61,6 +70,9 @@ def quantize(src: Path, out: Path, quant: str, *, threads: int | None = None,
     """
     if quant not in QUANTS:
         raise UsageError(f"unknown quant {quant!r}; choose from: {', '.join(QUANTS)}")
+    need = _estimated_size(src, quant)
+    if shutil.disk_usage(out.parent).free < need:
+        raise ConversionError(_no_space(out.parent, need))
     command = [sys.executable, str(_WORKER), str(src), str(out), quant, str(threads or 0), str(os.getpid())]
     errors: list[str] = []
     bpw: float | None = None
@@ -82,9 +94,27 @@ def quantize(src: Path, out: Path, quant: str, *, threads: int | None = None,
                 child.send_signal(signal.SIGKILL)
                 raise
         if child.returncode != 0:
+            if shutil.disk_usage(out.parent).free < _LOW_SPACE:
+                raise ConversionError(_no_space(out.parent, need))
             cause = errors[-1] if errors else f"the quantizer exited with status {child.returncode}"
             raise ConversionError(f"quantizing {src.name} to {quant} failed: {cause}")
         return QuantizeReport(quant, out, out.stat().st_size, bpw)
     except BaseException:
         out.unlink(missing_ok=True)
         raise
+
+
+def _estimated_size(src: Path, quant: str) -> int:
+    from .gguf_header import read_header
+
+    try:
+        n_params = read_header(src).n_params
+    except (OSError, ValueError) as exc:
+        raise ConversionError(f"{src} is not a readable GGUF ({exc}); convert the checkpoint again") from exc
+    return int(n_params * BITS_PER_WEIGHT[quant] / 8)
+
+
+def _no_space(folder: Path, need: int) -> str:
+    free = shutil.disk_usage(folder).free
+    return (f"not enough disk space in {folder} to quantize: about {need / 1e9:.2f} GB needed, {free / 1e9:.2f} GB "
+            "free; free some space or point BPO_LOCAL_HOME at a larger disk")

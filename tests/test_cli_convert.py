@@ -146,3 +146,25 @@ def test_two_converts_into_one_store_at_once(smollm2_f16, models) -> None:
         assert hashlib.sha256(build.path.read_bytes()).hexdigest() == build.sha256
     assert store_files(models) == ["smol/smol-q4_0.gguf", "smol/smol-q4_0.json",
                                    "smol/smol-q8_0.gguf", "smol/smol-q8_0.json"]
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):  # noqa: ANN201 - a generator fixture
+    """An 85 MiB file system (tmpfs), where SmolLM2 fits as Q4_0 on paper but not in fact, and Q8_0 not at all."""
+    import subprocess
+
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=85m", "tmpfs", str(mount)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("needs permission to mount a small tmpfs")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+@pytest.mark.parametrize("quant", ["q8_0", "q4_0"])  # refused up front; runs out of space while writing
+def test_a_full_disk_is_one_line_and_leaves_no_partial_build(run_cli, smollm2_f16, small_disk, quant) -> None:
+    failed = run_cli("convert", str(smollm2_f16), "--name", "smol", "--quant", quant, "--no-verify",
+                     "--threads", "2", env={"BPO_LOCAL_HOME": str(small_disk)})
+    assert "not enough disk space" in one_line_error(failed) and "BPO_LOCAL_HOME" in failed.stderr
+    assert store_files(small_disk / "models") == []
