@@ -43,9 +43,9 @@ class Engine:
         self._lib = lib
         self._model = None
         self._context: Context | None = None
-        supports_gpu = bool(lib.llama_supports_gpu_offload())
+        gpu = gpu_backend()
         if n_gpu_layers is None:
-            n_gpu_layers = -1 if supports_gpu else 0
+            n_gpu_layers = -1 if gpu else 0
         params = lib.llama_model_default_params()
         params.n_gpu_layers = n_gpu_layers
         self._model = lib.llama_model_load_from_file(os.fsencode(path), params)
@@ -55,10 +55,10 @@ class Engine:
         try:
             self._context = self._new_context(path, n_ctx, n_threads, n_seq_max)
             n_layer = lib.llama_model_n_layer(self._model)
-            offloaded = min(n_layer + 1, n_gpu_layers if n_gpu_layers >= 0 else n_layer + 1) if supports_gpu else 0
+            offloaded = 0 if gpu is None else n_layer + 1 if n_gpu_layers < 0 else min(n_gpu_layers, n_layer + 1)
             self._vocab = Vocab(lib.llama_model_get_vocab(self._model))
             self.info: ModelInfo = model_info(self._model, path, n_ctx=self._context.n_ctx, gpu_layers=offloaded,
-                                              backend=(gpu_backend() or "CPU") if offloaded else "CPU")
+                                              backend=gpu if gpu and offloaded else "CPU")
         except BaseException:
             self.close()
             raise

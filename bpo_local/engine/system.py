@@ -96,11 +96,14 @@ def devices() -> tuple[Device, ...]:
 
 
 def gpu_backend() -> str | None:
-    """Backend name of the first GPU-like device ("CUDA", "Metal", ...), None on a CPU-only build."""
-    lib = llama()
-    if not lib.llama_supports_gpu_offload():
+    """Backend name of the first GPU-like device ("CUDA", "Metal", ...); None on a CPU-only build or
+    when the build supports a GPU but this machine has none."""
+    if not llama().llama_supports_gpu_offload():
         return None
-    return next((d.backend for d in devices() if d.kind != "CPU"), "GPU")
+    found = devices()
+    if not found:
+        return "GPU"  # these bindings cannot list devices; trust the build
+    return next((d.backend for d in found if d.kind != "CPU"), None)
 
 
 def system_info() -> SystemInfo:
