@@ -22,7 +22,7 @@ import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -197,7 +197,7 @@ class ModelStore:
 
     def set_verification(self, build: Build, verification: dict[str, Any]) -> Build:
         """Record verification results in the build's manifest."""
-        updated = Build(**{**build.__dict__, "verification": verification})
+        updated = replace(build, verification=verification)
         with self.lock(build.model, build.quant), _store_writes(self.root):
             _write_json(updated.manifest_path, updated.to_manifest())
         return updated
@@ -244,8 +244,8 @@ class ModelStore:
                     run.with_suffix(".lock").unlink(missing_ok=True)
                     removed.append(run)
         for gguf in self.root.glob("*/*.gguf") if self.root.is_dir() else ():
-            if gguf.with_suffix(".json").exists():
-                continue
+            if gguf.with_suffix(".json").exists() or not _is_build_file(gguf):
+                continue  # a build, or a file the user put here
             with _try_lock(self.root / ".locks" / f"{gguf.stem}.lock") as free:
                 if free and not gguf.with_suffix(".json").exists():
                     gguf.unlink(missing_ok=True)
@@ -259,6 +259,14 @@ def count_params(gguf: Path) -> int:
         return read_header(gguf).n_params
     except (OSError, ValueError) as exc:
         raise StoreError(f"{gguf} is not a readable GGUF ({exc}); convert it again") from exc
+
+
+def _is_build_file(path: Path) -> bool:
+    """Named the way ``add`` names builds: ``<model>/<model>-<quant>.gguf`` with a known quant."""
+    from .quantize import QUANTS
+
+    model = path.parent.name
+    return path.stem.startswith(f"{model}-") and path.stem[len(model) + 1:] in QUANTS
 
 
 def _rank(build: Build) -> tuple[int, int, str]:

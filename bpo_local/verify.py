@@ -63,11 +63,8 @@ class VerifyResult:
         return self.ppl / self.ppl_reference
 
     def to_dict(self) -> dict[str, Any]:
+        """The manifest's ``verification`` record."""
         return {**asdict(self), "ppl_ratio": self.ppl_ratio}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> VerifyResult:
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
 
 
 def load_pairs(path: Path | None = None) -> list[EvalPair]:

@@ -86,11 +86,13 @@ def test_remove_deletes_manifest_and_file(store: ModelStore, tiny_gguf: Path) ->
 
 
 def test_a_gguf_without_manifest_is_no_build_and_is_cleaned(store: ModelStore, tiny_gguf: Path) -> None:
-    orphan = store.path_for("bpo", "q4_0")
+    orphan, users = store.path_for("bpo", "q4_0"), store.root / "bpo" / "my-own.gguf"
     orphan.parent.mkdir(parents=True)
     shutil.copyfile(tiny_gguf, orphan)
+    shutil.copyfile(tiny_gguf, users)
     assert store.builds() == []
     assert store.clean_stale() == [orphan] and not orphan.exists()
+    assert users.exists()  # not named like a build: never deleted
 
 
 def _hold_workspace(root: Path, ready, done) -> None:  # noqa: ANN001 - multiprocessing events

@@ -64,11 +64,10 @@ def test_kl_matches_a_direct_computation(smollm2_f16: Path, quants: dict[str, Pa
     assert result.kl_max == pytest.approx(kl.max(), rel=1e-6, abs=1e-9)
 
 
-def test_result_round_trips_through_a_manifest_dict() -> None:
+def test_result_is_a_json_record_with_the_perplexity_ratio() -> None:
     result = VerifyResult("bpo:f16", 3, 90, 0.01, 0.05, 0.2, 0.95, 5.5, 5.0)
     data = json.loads(json.dumps(result.to_dict()))
-    assert data["ppl_ratio"] == pytest.approx(1.1)
-    assert VerifyResult.from_dict(data) == result
+    assert data["ppl_ratio"] == pytest.approx(1.1) and data["kl_mean"] == 0.01 and data["reference"] == "bpo:f16"
 
 
 def test_the_shipped_eval_set_has_32_pairs() -> None:
