@@ -70,7 +70,8 @@ def builds_table(builds: Sequence[Build], *, default: object = None) -> Table:
     divergence from the full-precision reference, path."""
     from rich.table import Table
 
-    table = Table(box=None, header_style="bold")
+    caption = "* the default build (used without --model)" if any(b.path == default for b in builds) else None
+    table = Table(box=None, header_style="bold", caption=caption, caption_justify="left")
     for column in ("build", "quant", "size", "bpw", "source", "KL", "path"):
         table.add_column(column, justify="right" if column in ("size", "bpw", "KL") else "left")
     for build in builds:
