@@ -62,7 +62,6 @@ class Generation:
         self._sequences = [_Sequence(i) for i in range(request.n)]
         self._bans = Bans(request.banned)
         self._events = self._run()
-        self._started = False
         self._cancel_requested = False
         self._result: GenerationResult | None = None
         self._timings = {"prompt_tokens": len(request.prompt), "cached_prompt_tokens": 0, "prompt_seconds": 0.0,
@@ -72,7 +71,6 @@ class Generation:
         return self
 
     def __next__(self) -> TokenEvent:
-        self._started = True
         return next(self._events)
 
     @property
@@ -84,10 +82,8 @@ class Generation:
         self._cancel_requested = True
         if self._events.gi_running:
             return  # called from inside the loop (e.g. another thread): it stops at the next step
-        if self._started:
-            self._events.close()
-        elif self._result is None:
-            self._events.close()
+        self._events.close()  # a suspended loop cleans up in its finally; an unstarted one never runs
+        if self._result is None:
             self._result = self._build_result()
 
     def run(self) -> GenerationResult:
