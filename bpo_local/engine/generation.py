@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from .context import Context
 from .sampling import Bans, SamplerChain, sequence_seed
@@ -47,6 +48,16 @@ class _Clock:
         return time.perf_counter() - self._start - self._paused
 
 
+@dataclass
+class _Marks:
+    """What the loop measures as it goes; turned into Timings at the end."""
+
+    cached_prompt_tokens: int = 0
+    prompt_seconds: float = 0.0
+    first_token_seconds: float = 0.0
+    total_seconds: float = 0.0
+
+
 class Generation:
     """Iterate for a TokenEvent per sampled token; ``result`` once done, or after ``cancel()``.
 
@@ -64,8 +75,7 @@ class Generation:
         self._events = self._run()
         self._cancel_requested = False
         self._result: GenerationResult | None = None
-        self._timings = {"prompt_tokens": len(request.prompt), "cached_prompt_tokens": 0, "prompt_seconds": 0.0,
-                         "first_token_seconds": 0.0, "total_seconds": 0.0}
+        self._marks = _Marks()
 
     def __iter__(self) -> Iterator[TokenEvent]:
         return self
@@ -113,14 +123,14 @@ class Generation:
             for wave_start in range(0, request.n, per_wave):
                 output, reused = ctx.prefill(request.prompt)
                 if wave_start == 0:
-                    self._timings["cached_prompt_tokens"] = reused
-                    self._timings["prompt_seconds"] = clock.elapsed()
+                    self._marks.cached_prompt_tokens = reused
+                    self._marks.prompt_seconds = clock.elapsed()
                 live = self._start_wave(self._sequences[wave_start:wave_start + per_wave], output)
                 while live:
                     for seq in live:
                         event = self._sample(seq)
-                        if not self._timings["first_token_seconds"]:
-                            self._timings["first_token_seconds"] = clock.elapsed()
+                        if not self._marks.first_token_seconds:
+                            self._marks.first_token_seconds = clock.elapsed()
                         if event is not None:
                             clock.pause()
                             yield event
@@ -129,7 +139,7 @@ class Generation:
                             return
                     live = self._decode_step(live)
         finally:
-            self._timings["total_seconds"] = clock.elapsed()
+            self._marks.total_seconds = clock.elapsed()
             for seq in self._sequences:
                 self._retire(seq)
             ctx.release(self)
@@ -203,15 +213,14 @@ class Generation:
             Completion(s.index, tuple(s.tokens), self._vocab.detokenize(s.tokens), s.finish or "cancelled")
             for s in self._sequences
         )
-        t = self._timings
-        generated = sum(len(s.tokens) for s in self._sequences)
+        marks = self._marks
         timings = Timings(
-            prompt_tokens=t["prompt_tokens"],
-            cached_prompt_tokens=t["cached_prompt_tokens"],
-            prompt_seconds=t["prompt_seconds"],
-            first_token_seconds=t["first_token_seconds"],
-            generated_tokens=generated,
-            decode_seconds=max(0.0, t["total_seconds"] - t["prompt_seconds"]),
-            total_seconds=t["total_seconds"],
+            prompt_tokens=len(self._request.prompt),
+            cached_prompt_tokens=marks.cached_prompt_tokens,
+            prompt_seconds=marks.prompt_seconds,
+            first_token_seconds=marks.first_token_seconds,
+            generated_tokens=sum(len(s.tokens) for s in self._sequences),
+            decode_seconds=max(0.0, marks.total_seconds - marks.prompt_seconds),
+            total_seconds=marks.total_seconds,
         )
         return GenerationResult(completions=completions, timings=timings, seed=self.seed)
