@@ -30,6 +30,7 @@ def _ftype(quant: str) -> int:
 
 
 def main(src: str, dst: str, quant: str, nthread: str, parent: str) -> int:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group; the parent decides
     _die_with_parent(int(parent))
     import llama_cpp.llama_cpp as lib
 

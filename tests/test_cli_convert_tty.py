@@ -1,4 +1,4 @@
-"""First run on a terminal with an empty store: `optimize` offers to build the default model."""
+"""On a real terminal: the first-run offer to build the default model, and Ctrl-C during a convert."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pexpect
 import pytest
 from _checkpoints import build_llama2_pad_safetensors
 from _convert_helpers import FakeHub
+from _store_helpers import smollm2_f16, store_files, wait_for  # noqa: F401
 
 from bpo_local.store import ModelStore
 
@@ -19,11 +20,10 @@ def hub_checkpoint(tmp_path_factory: pytest.TempPathFactory, llama2_tokenizer: P
     return build_llama2_pad_safetensors(tmp_path_factory.mktemp("hub") / "BPO", llama2_tokenizer).path
 
 
-def spawn(env: dict[str, str]) -> pexpect.spawn:
-    return pexpect.spawn(sys.executable, ["-m", "bpo_local", "optimize", "--max-tokens", "3", "--threads", "2",
-                                          "--no-log", "hello"],
-                         env={**os.environ, "NO_COLOR": "1", **env}, encoding="utf-8", timeout=120,
-                         dimensions=(40, 200))
+def spawn(env: dict[str, str], *args: str) -> pexpect.spawn:
+    args = args or ("optimize", "--max-tokens", "3", "--threads", "2", "--no-log", "hello")
+    return pexpect.spawn(sys.executable, ["-m", "bpo_local", *args], env={**os.environ, "NO_COLOR": "1", **env},
+                         encoding="utf-8", timeout=120, dimensions=(40, 200))
 
 
 def test_declining_the_offer_ends_with_the_command_to_run(bpo_home: Path) -> None:
@@ -57,3 +57,17 @@ def test_without_a_terminal_there_is_no_question(run_cli) -> None:  # noqa: ANN0
     done = run_cli("optimize", "hello", input="")
     assert done.returncode == 1 and "Build it now" not in done.stderr
     assert done.stderr.startswith("error: no model") and done.stderr.count("\n") == 1
+
+
+def test_ctrl_c_while_quantizing_stops_at_once_and_leaves_nothing(bpo_home: Path, smollm2_f16: Path) -> None:
+    """The terminal sends SIGINT to the whole process group, the quantizer child included."""
+    models = bpo_home / "models"
+    child = spawn({}, "convert", str(smollm2_f16), "--name", "smol", "--quant", "q8_0", "--no-verify",
+                  "--threads", "1")
+    wait_for(lambda: any(p.suffix == ".gguf" for p in (models / ".tmp").glob("*/*")))
+    child.sendintr()
+    child.expect("interrupted")
+    child.expect(pexpect.EOF, timeout=10)
+    child.close()
+    assert child.exitstatus == 130 and "Traceback" not in child.before
+    assert store_files(models) == []
