@@ -50,6 +50,9 @@ class Engine:
         params.n_gpu_layers = n_gpu_layers
         self._model = lib.llama_model_load_from_file(os.fsencode(path), params)
         if not self._model:
+            if gpu and n_gpu_layers != 0:
+                raise ModelLoadError(f"could not load {path.name} with {gpu} offload; if the GPU is out of memory "
+                                     "offload fewer layers with --gpu-layers (--debug shows llama.cpp's reason)")
             raise ModelLoadError(f"model file {path.name} is truncated, damaged or of an unsupported architecture; "
                                  "re-download or rebuild it (--debug shows llama.cpp's reason)")
         try:
