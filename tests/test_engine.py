@@ -334,6 +334,15 @@ def test_info_describes_the_model(engine, smollm2_gguf):
     assert "<|im_start|>" in info.chat_template
 
 
+def test_importing_the_engine_does_not_load_llama_cpp():
+    import subprocess
+    import sys
+
+    code = "import sys, bpo_local.engine; print(sorted(m for m in ('llama_cpp', 'numpy') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 def test_system_info_reports_this_machine():
     from bpo_local.engine import physical_cores, system_info
 
