@@ -111,6 +111,18 @@ def test_verify_without_a_reference_names_the_fix(run_cli, checkpoint, models) -
     assert "--keep-f16" in one_line_error(run_cli("verify", "bpo:q8_0"))
 
 
+def _processes_using(folder: Path) -> list[int]:
+    """Processes whose command line names a path under ``folder``."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if str(folder).encode() in cmdline.read_bytes():
+                found.append(int(cmdline.parent.name))
+        except OSError:
+            continue
+    return found
+
+
 def _quantizing(models: Path) -> bool:
     return any(p.suffix == ".gguf" for p in (models / ".tmp").glob("*/*"))
 
@@ -123,6 +135,7 @@ def test_an_interrupted_convert_leaves_no_build_and_a_rerun_succeeds(sig, smollm
     stderr = kill(proc, sig)
     if sig == signal.SIGINT:
         assert proc.returncode == 130 and stderr == "interrupted\n"
+    wait_for(lambda: not _processes_using(models), timeout=10)  # nothing left writing into the store
     assert ModelStore(models).builds() == []
     assert not any(p.suffix == ".json" for p in models.rglob("*"))
     rerun = start_cli(*args)
