@@ -74,7 +74,9 @@ def preset_metadata() -> dict[str, object]:
 
 
 def convert(plan: ConvertPlan, store: ModelStore, *, progress: Progress | None = None) -> list[Build]:
-    """Run ``plan``; returns the builds added to ``store``, in the order of ``plan.quants``."""
+    """Run ``plan``; returns the builds added to ``store``: the quantized ones in the order of
+    ``plan.quants``, then the kept full-precision one. The reference logits for verification are
+    computed once, on the first quantized build, and shared by the others."""
     from .verify import Reference, compare, load_pairs
 
     pairs = load_pairs(plan.eval_data) if plan.verify else []
