@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import sys
-from pathlib import Path
 from types import MappingProxyType
 
 from bpo_local.engine.types import Timings
