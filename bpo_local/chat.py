@@ -2,7 +2,7 @@
 
 The template is rendered with Jinja (as transformers' ``apply_chat_template`` does); a template Jinja
 cannot render falls back to llama.cpp's built-in recognizer (``llama_chat_apply_template``).
-Generation stops at the end-of-turn tokens the model declares or its template uses.
+Generation stops at the model's end-of-generation tokens, as llama.cpp's vocabulary lists them.
 """
 
 from __future__ import annotations
@@ -18,12 +18,6 @@ from .errors import ModelLoadError
 if TYPE_CHECKING:
     from .engine import Engine, Generation
     from .engine.types import ModelInfo, Timings
-
-TURN_END_MARKERS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "</s>")
-"""Special tokens that close a turn in common templates; stops when the model's template uses them."""
-
-STOP_KEYS = ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id")
-
 
 def format_chat(template: str, prompt: str, *, bos_token: str = "", eos_token: str = "") -> str:
     """``prompt`` as the single user message of ``template``, ready for the assistant's answer."""
@@ -107,7 +101,6 @@ class ChatModel:
             self.close()
             raise ModelLoadError(f"{self.name} has no chat template; use a chat (instruct) model as the target")
         self._template = template
-        self._stops = self._stop_tokens()
 
     @property
     def info(self) -> ModelInfo:
@@ -132,7 +125,7 @@ class ChatModel:
         if self._wants_bos() and (not tokens or tokens[0] != engine.bos_token):
             tokens.insert(0, engine.bos_token)  # type: ignore[arg-type]
         request = Request(prompt=tuple(tokens), max_new_tokens=max_tokens,
-                          sampling=Sampling(temperature=temperature, seed=seed), stop_tokens=self._stops)
+                          sampling=Sampling(temperature=temperature, seed=seed), stop_tokens=engine.eog_tokens)
         return ChatStream(engine.generate(request))
 
     def _wants_bos(self) -> bool:
@@ -141,19 +134,6 @@ class ChatModel:
 
     def _special_text(self, token: int | None) -> str:
         return "" if token is None else self._engine.detokenize([token], skip_special=False)
-
-    def _stop_tokens(self) -> frozenset[int]:
-        stops = {self._engine.eos_token}
-        for key in STOP_KEYS:
-            value = self.info.metadata.get(key, "")
-            if value.isdigit():
-                stops.add(int(value))
-        for marker in TURN_END_MARKERS:
-            if marker in self._template:
-                ids = self._engine.tokenize(marker, add_bos=False, parse_special=True)
-                if len(ids) == 1:
-                    stops.add(ids[0])
-        return frozenset(stops)
 
     def close(self) -> None:
         self._engine.close()
