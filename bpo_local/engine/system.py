@@ -106,6 +106,23 @@ def gpu_backend() -> str | None:
     return next((d.backend for d in found if d.kind != "CPU"), None)
 
 
+def _llama_cpp_build(lib: object) -> str:
+    """llama.cpp's version with the ggml version and commit it was built from, e.g.
+    ``0.5.0-dev (ggml 0.25.3, commit 0c1e570)``; whatever part the library does not expose is left out."""
+    version = lib.llama_version().decode() if hasattr(lib, "llama_version") else "unknown"
+    try:
+        from llama_cpp._ggml import libggml
+    except ImportError:
+        return version
+    parts = []
+    for name, label in (("ggml_version", "ggml "), ("ggml_commit", "commit ")):
+        func = getattr(libggml, name, None)
+        if func is not None:
+            func.restype = ctypes.c_char_p
+            parts.append(label + (func() or b"?").decode(errors="replace"))
+    return f"{version} ({', '.join(parts)})" if parts else version
+
+
 def system_info() -> SystemInfo:
     """Everything ``doctor`` reports about llama.cpp on this machine."""
     import llama_cpp
@@ -113,7 +130,7 @@ def system_info() -> SystemInfo:
     lib = llama()
     return SystemInfo(
         llama_cpp_python=llama_cpp.__version__,
-        llama_cpp=lib.llama_version().decode() if hasattr(lib, "llama_version") else "unknown",
+        llama_cpp=_llama_cpp_build(lib),
         gpu_offload=bool(lib.llama_supports_gpu_offload()),
         physical_cores=physical_cores(),
         devices=devices(),
