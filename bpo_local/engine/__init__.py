@@ -5,14 +5,19 @@
         for event in (gen := engine.generate(Request(prompt, max_new_tokens=32, n=2))):
             print(event.index, event.text)
         print(gen.result.timings)
+
+    for event in engine.generate_many(requests, max_sequences=8):   # several requests decoded together
+        ...  # (request index, TokenEvent) per token, RequestDone(index, result) per finished request
 """
 
-from .generation import Generation
+from .generation import BatchGeneration, Generation
 from .model import Engine
 from .system import SystemInfo, physical_cores, system_info
-from .types import Completion, FinishReason, GenerationResult, ModelInfo, Request, Sampling, Timings, TokenEvent
+from .types import (
+    Completion, FinishReason, GenerationResult, ModelInfo, Request, RequestDone, Sampling, Timings, TokenEvent,
+)
 
 __all__ = [
-    "Completion", "Engine", "FinishReason", "Generation", "GenerationResult", "ModelInfo", "Request",
-    "Sampling", "SystemInfo", "Timings", "TokenEvent", "physical_cores", "system_info",
+    "BatchGeneration", "Completion", "Engine", "FinishReason", "Generation", "GenerationResult", "ModelInfo", "Request",
+    "RequestDone", "Sampling", "SystemInfo", "Timings", "TokenEvent", "physical_cores", "system_info",
 ]

@@ -2,7 +2,9 @@
 
 Sequence 0 holds the last evaluated prompt; a new prompt re-evaluates only what follows the longest
 common prefix. Generated sequences (1..n_seq_max-1) are forked from it with ``llama_memory_seq_cp``;
-with a unified KV cache the prompt's cells are shared, not copied.
+with a unified KV cache the prompt's cells are shared, not copied, and survive in the forks when
+sequence 0 moves on to another prompt. Each cached position carries the id of its KV cell, so a
+scheduler can count the distinct cells that several generations' prompts occupy.
 """
 
 from __future__ import annotations
@@ -45,6 +47,9 @@ class Context:
         self.n_seq_max: int = lib.llama_n_seq_max(ctx)
         self._batch = lib.llama_batch_init(max(self.n_batch, self.n_seq_max), 0, 1)
         self.cached: list[int] = []
+        self._cell_ids: list[int] = []
+        """A unique id per cached position's KV cell (a re-evaluated position gets a new one)."""
+        self._next_cell = 0
         self._owner: Owner | None = None
 
     # ownership: one generation at a time drives the candidate sequences
@@ -75,12 +80,33 @@ class Context:
 
     def _forget_cache(self) -> None:
         self.drop(CACHE_SEQ)
-        self.cached = []
+        self._truncate_cache(0)
+
+    def _truncate_cache(self, n: int) -> None:
+        del self.cached[n:]
+        del self._cell_ids[n:]
+
+    def _extend_cache(self, tokens: Sequence[int]) -> None:
+        self.cached.extend(tokens)
+        self._cell_ids.extend(range(self._next_cell, self._next_cell + len(tokens)))
+        self._next_cell += len(tokens)
+
+    def cells(self, n: int | None = None) -> frozenset[int]:
+        """Ids of the KV cells holding the first ``n`` (default: all) cached positions."""
+        return frozenset(self._cell_ids[:n])
+
+    def reusable(self, prompt: Sequence[int]) -> int:
+        """How many leading tokens of ``prompt`` ``stage`` would take from the cache."""
+        return min(_common_prefix(self.cached, prompt), len(prompt) - 1)
 
     # decoding
 
     def decode(self, entries: Sequence[Entry]) -> None:
-        """One llama_decode of ``entries``; logits of entry i are then at output index i."""
+        """One llama_decode of ``entries``; the logits of entry i are then at output index i.
+
+        Entries of the cache sequence must continue the cached prompt; they extend it once decoded
+        (a failed decode forgets the cache, as its cells are then uncertain).
+        """
         batch = self._batch
         token, pos, n_seq_id, seq_id, logits = batch.token, batch.pos, batch.n_seq_id, batch.seq_id, batch.logits
         for i, (tok, p, seq, out) in enumerate(entries):
@@ -90,36 +116,29 @@ class Context:
             seq_id[i][0] = seq
             logits[i] = out
         batch.n_tokens = len(entries)
+        cached = [tok for tok, _, seq, _ in entries if seq == CACHE_SEQ]
         rc = self._lib.llama_decode(self.ctx, batch)
+        if rc != 0 and cached:
+            self._forget_cache()
         if rc == 1:
             raise GenerationError(f"the context of {self.n_ctx} tokens is full; raise it with --ctx")
         if rc != 0:
             raise GenerationError(f"llama.cpp failed to decode a batch (code {rc}); retry with --debug for its log")
+        self._extend_cache(cached)
 
-    def prefill(self, prompt: Sequence[int]) -> tuple[int, int]:
-        """Evaluate ``prompt`` into the cache sequence, reusing the longest common prefix.
+    def stage(self, prompt: Sequence[int]) -> tuple[list[Entry], int]:
+        """Make the cache sequence hold the longest prefix of ``prompt`` it can reuse.
 
-        Returns (output index of the last prompt token's logits, number of reused tokens). The last
-        token is always evaluated so its logits are fresh.
+        Returns (the entries that evaluate the rest, the last one asking for logits; the number of
+        reused tokens). The last token is always evaluated so its logits are fresh.
         """
-        reuse = min(_common_prefix(self.cached, prompt), len(prompt) - 1)
+        reuse = self.reusable(prompt)
         if not self._lib.llama_memory_seq_rm(self._mem, CACHE_SEQ, reuse, -1):
             self._forget_cache()
             reuse = 0
-        del self.cached[reuse:]
-        last = 0
-        try:
-            for start in range(reuse, len(prompt), self.n_batch):
-                chunk = prompt[start:start + self.n_batch]
-                final = start + len(chunk) == len(prompt)
-                self.decode([(tok, start + i, CACHE_SEQ, final and i == len(chunk) - 1)
-                             for i, tok in enumerate(chunk)])
-                self.cached.extend(chunk)
-                last = len(chunk) - 1
-        except GenerationError:
-            self._forget_cache()
-            raise
-        return last, reuse
+        self._truncate_cache(reuse)
+        last = len(prompt) - 1
+        return [(prompt[p], p, CACHE_SEQ, p == last) for p in range(reuse, len(prompt))], reuse
 
     def logits(self, tokens: Sequence[int]) -> np.ndarray:
         """Teacher-forced logits of every position, float32 (len(tokens), n_vocab)."""
@@ -134,7 +153,6 @@ class Context:
                 self.decode([(tok, start + i, CACHE_SEQ, True) for i, tok in enumerate(chunk)])
                 rows = np.ctypeslib.as_array(self._lib.llama_get_logits(self.ctx), shape=(len(chunk), self.n_vocab))
                 out[start:start + len(chunk)] = rows
-                self.cached.extend(chunk)
         except BaseException:
             self._forget_cache()
             raise

@@ -1,33 +1,25 @@
-"""One request's decode loop: a shared prompt, n sequences decoded together, streamed as TokenEvents."""
+"""The decode loop: continuous batching of requests on one context, streamed as events.
+
+``BatchGeneration`` admits requests in order whenever enough sequence slots (and context) are free.
+Each step is one ``llama_decode`` of the newest token of every live sequence of every request, plus
+the prompt of at most one newly admitted request, evaluated into the cache sequence after the
+prefix it shares with the previous prompt (a prompt too long to join the batch has its head decoded
+alone first). After the step the new prompt is forked into the request's slots and every live
+sequence samples its next token. ``Generation`` is the one-request case of the same loop.
+"""
 
 from __future__ import annotations
 
+import bisect
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 
-from .context import Context
-from .sampling import Bans, SamplerChain, sequence_seed
-from .types import Completion, FinishReason, GenerationResult, Request, Timings, TokenEvent
-from .vocab import TextStream, Vocab
+from .context import Context, Entry
+from .job import Job, Slot
+from .types import GenerationResult, RequestDone, TokenEvent
 
-_NEG_INF = float("-inf")
-
-
-class _Sequence:
-    """State of one candidate: its KV sequence id, sampler, tokens, text stream and ban history."""
-
-    __slots__ = ("chain", "finish", "history", "index", "output", "seq_id", "text", "tokens")
-
-    def __init__(self, index: int) -> None:
-        self.index = index
-        self.seq_id: int | None = None
-        self.chain: SamplerChain | None = None
-        self.tokens: list[int] = []
-        self.history: list[int] = []
-        self.text: TextStream | None = None
-        self.finish: FinishReason | None = None
-        self.output = 0
+Event = tuple[int, TokenEvent] | RequestDone
+"""What a BatchGeneration yields: (request index, token event), or a finished request."""
 
 
 class _Clock:
@@ -48,39 +40,41 @@ class _Clock:
         return time.perf_counter() - self._start - self._paused
 
 
-@dataclass
-class _Marks:
-    """What the loop measures as it goes; turned into Timings at the end."""
+class BatchGeneration:
+    """Iterate for ``(request index, TokenEvent)`` per sampled token and a ``RequestDone`` per request
+    as it finishes; requests are numbered from 0 in the order given.
 
-    cached_prompt_tokens: int = 0
-    prompt_seconds: float = 0.0
-    first_token_seconds: float = 0.0
-    total_seconds: float = 0.0
-
-
-class Generation:
-    """Iterate for a TokenEvent per sampled token; ``result`` once done, or after ``cancel()``.
-
-    Nothing runs until the first ``next()``. Breaking out of the loop early is fine: the next
-    request on the engine (or ``cancel()``) cleans the abandoned sequences up.
+    Requests are pulled from the iterable only when there is room to start them, so it may be lazy.
+    At most ``max_sequences`` sequences (all slots when None) are live at once; a request with more
+    candidates runs in waves. A request starts only when the context can hold every live sequence at
+    its max_new_tokens, so running beside others never cuts a sequence short; a request alone that
+    does not fit ends sequences with "length" as the context fills. ``results`` maps index ->
+    GenerationResult for finished requests and, after ``cancel()``, for interrupted ones too.
+    Nothing runs until the first ``next()``; breaking out early is fine: the next request on the
+    engine (or ``cancel()``) cleans the abandoned sequences up.
     """
 
-    def __init__(self, context: Context, vocab: Vocab, request: Request, seed: int) -> None:
+    def __init__(self, context: Context, jobs: Iterator[Job | RequestDone], max_sequences: int | None) -> None:
         self._context = context
-        self._vocab = vocab
-        self._request = request
-        self.seed = seed
-        self._sequences = [_Sequence(i) for i in range(request.n)]
-        self._bans = Bans(request.banned)
-        self._events = self._run()
+        self._jobs = jobs
+        slots = context.n_seq_max - 1
+        self._limit = min(max_sequences or slots, slots)
+        self._free = list(range(1, context.n_seq_max))
+        self._live: list[Slot] = []
+        self._head: Job | None = None
+        self._staged: tuple[Job, int, list[Entry]] | None = None
+        """A request admitted for the next step: its wave size and its prompt's remaining entries."""
+        self._known: dict[int, Job] = {}
+        self._clock = _Clock()
         self._cancel_requested = False
-        self._result: GenerationResult | None = None
-        self._marks = _Marks()
+        self.results: dict[int, GenerationResult] = {}
+        self.finished = False
+        self._events = self._run()
 
-    def __iter__(self) -> Iterator[TokenEvent]:
+    def __iter__(self) -> Iterator[Event]:
         return self
 
-    def __next__(self) -> TokenEvent:
+    def __next__(self) -> Event:
         return next(self._events)
 
     @property
@@ -93,134 +87,197 @@ class Generation:
         if self._events.gi_running:
             return  # called from inside the loop (e.g. another thread): it stops at the next step
         self._events.close()  # a suspended loop cleans up in its finally; an unstarted one never runs
-        if self._result is None:
-            self._result = self._build_result()
+        self.finished = True
 
-    def run(self) -> GenerationResult:
-        """Drain the events and return the result (also after an interrupt, which is re-raised)."""
+    def run(self) -> dict[int, GenerationResult]:
+        """Drain the events and return ``results`` (also after an interrupt, which is re-raised)."""
         try:
             for _ in self:
                 pass
         except BaseException:
             self.cancel()
             raise
+        return self.results
+
+    # the loop
+
+    def _run(self) -> Iterator[Event]:
+        self._context.claim(self)
+        self._clock = clock = _Clock()
+        phases = self._phases()
+        try:
+            for event in phases:
+                clock.pause()
+                yield event
+                clock.resume()
+                if self._cancel_requested:
+                    return
+        finally:
+            phases.close()
+            for slot in self._live:
+                self._retire(slot)
+            for job in self._known.values():
+                self._close(job)
+            self._context.release(self)
+            self.finished = True
+
+    def _phases(self) -> Iterator[Event]:
+        while True:
+            yield from self._admit()
+            if not self._live and self._staged is None:
+                return  # with nothing live, _admit stages the next request: none is left
+            self._fit_context()
+            yield from self._settle()
+            if self._live or self._staged is not None:
+                self._decode()
+                for slot in list(self._live):
+                    yield from self._sample(slot)
+                yield from self._settle()
+
+    def _admit(self) -> Iterator[Event]:
+        """Stage the next request, in order, if there are slots and context for its next wave."""
+        while self._staged is None:
+            job = self._head or self._pull()
+            if job is None:
+                return
+            if isinstance(job, RequestDone):
+                yield job
+                continue
+            self._head = job
+            wave = min(job.waiting, self._limit)
+            if self._live and (len(self._live) + wave > self._limit or not self._fits(job, wave)):
+                return
+            if wave == job.waiting:
+                self._head = None
+            self._stage(job, wave)
+
+    def _pull(self) -> Job | RequestDone | None:
+        job = next(self._jobs, None)
+        if isinstance(job, Job):
+            self._known[job.index] = job
+        return job
+
+    def _fits(self, job: Job, wave: int) -> bool:
+        """Whether the context holds every prompt cell plus every live sequence, and ``wave`` new
+        ones of ``job``, at their longest."""
+        ctx, prompt = self._context, job.request.prompt
+        reuse = ctx.reusable(prompt)
+        cells = len(self._prompt_cells(ctx.cells(reuse))) + len(prompt) - reuse
+        reserved = sum(s.job.request.max_new_tokens - 1 for s in self._live)
+        return cells + reserved + wave * (job.request.max_new_tokens - 1) <= ctx.n_ctx
+
+    def _prompt_cells(self, cached: frozenset[int]) -> frozenset[int]:
+        return cached.union(*(job.cells for job in self._known.values()))
+
+    def _stage(self, job: Job, wave: int) -> None:
+        """Prepare job's prompt for the next step; decode alone what would overflow its batch."""
+        ctx, marks = self._context, job.marks
+        if job.started == 0:
+            marks.start = self._clock.elapsed()
+        entries, reused = ctx.stage(job.request.prompt)
+        if job.started == 0:
+            marks.cached_prompt_tokens = reused
+        alone = max(0, len(entries) - (ctx.n_batch - len(self._live)))
+        for start in range(0, alone, ctx.n_batch):
+            ctx.decode(entries[start:min(start + ctx.n_batch, alone)])
+        self._staged = job, wave, entries[alone:]
+
+    def _sample(self, slot: Slot) -> Iterator[Event]:
+        job = slot.job
+        event = job.sample(slot)
+        if not job.marks.first_token_seconds:
+            job.marks.first_token_seconds = self._clock.elapsed() - job.marks.start  # type: ignore[operator]
+        if event is not None:
+            yield job.index, event
+
+    def _fit_context(self) -> None:
+        """End the newest live sequences with "length" until the next step fits the context."""
+        live = list(self._live)
+        staged = len(self._staged[2]) if self._staged else 0
+        in_cache = len(self._prompt_cells(self._context.cells())) + sum(len(s.tokens) - 1 for s in live) + staged
+        while live and in_cache + len(live) > self._context.n_ctx:
+            slot = live.pop()
+            slot.finish = "length"
+            in_cache -= len(slot.tokens) - 1
+
+    def _settle(self) -> Iterator[Event]:
+        """Free the finished sequences; report each request that has none left to run."""
+        finished = [s for s in self._live if s.finish is not None]
+        self._live = [s for s in self._live if s.finish is None]
+        for slot in finished:
+            self._retire(slot)
+        for job in dict.fromkeys(s.job for s in finished):
+            if job.done:
+                del self._known[job.index]
+                yield RequestDone(job.index, self._close(job))
+
+    def _decode(self) -> None:
+        """One step: the newest token of every live sequence, and the staged prompt; then fork it."""
+        live = self._live
+        entries = [(s.tokens[-1], len(s.job.request.prompt) + len(s.tokens) - 1, s.seq_id, True) for s in live]
+        if self._staged is not None:
+            entries += self._staged[2]
+        self._context.decode(entries)  # type: ignore[arg-type]
+        for i, slot in enumerate(live):
+            slot.output = i
+        if self._staged is not None:
+            job, wave, _ = self._staged
+            self._staged = None
+            if job.started == 0:
+                job.marks.prompt_seconds = self._clock.elapsed() - job.marks.start  # type: ignore[operator]
+            seq_ids, self._free = self._free[:wave], self._free[wave:]
+            self._live.extend(job.start_wave(seq_ids, len(entries) - 1))
+
+    def _retire(self, slot: Slot) -> None:
+        seq_id = slot.seq_id
+        if slot.job.retire(slot):
+            bisect.insort(self._free, seq_id)
+
+    def _close(self, job: Job) -> GenerationResult:
+        if job.marks.start is not None:
+            job.marks.total_seconds = self._clock.elapsed() - job.marks.start
+        self.results[job.index] = result = job.result()
+        return result
+
+
+class Generation:
+    """One request: iterate for a TokenEvent per sampled token; ``result`` once done, or after ``cancel()``.
+
+    Nothing runs until the first ``next()``. Breaking out of the loop early is fine: the next
+    request on the engine (or ``cancel()``) cleans the abandoned sequences up.
+    """
+
+    def __init__(self, batch: BatchGeneration, job: Job) -> None:
+        self._batch = batch
+        self._job = job
+        self.seed = job.seed
+
+    def __iter__(self) -> Iterator[TokenEvent]:
+        return self
+
+    def __next__(self) -> TokenEvent:
+        while True:
+            event = next(self._batch)
+            if isinstance(event, tuple):
+                return event[1]
+
+    @property
+    def running(self) -> bool:
+        return self._batch.running
+
+    def cancel(self) -> None:
+        """Stop now: finished sequences keep their reason, the others end "cancelled"."""
+        self._batch.cancel()
+
+    def run(self) -> GenerationResult:
+        """Drain the events and return the result (also after an interrupt, which is re-raised)."""
+        self._batch.run()
         return self.result
 
     @property
     def result(self) -> GenerationResult:
-        if self._result is None:
+        if not self._batch.finished:
             raise RuntimeError("the generation has not finished: iterate it, or call run() or cancel()")
-        return self._result
-
-    # the loop
-
-    def _run(self) -> Iterator[TokenEvent]:
-        ctx, request = self._context, self._request
-        ctx.claim(self)
-        clock = _Clock()
-        per_wave = ctx.n_seq_max - 1
-        try:
-            for wave_start in range(0, request.n, per_wave):
-                output, reused = ctx.prefill(request.prompt)
-                if wave_start == 0:
-                    self._marks.cached_prompt_tokens = reused
-                    self._marks.prompt_seconds = clock.elapsed()
-                live = self._start_wave(self._sequences[wave_start:wave_start + per_wave], output)
-                while live:
-                    for seq in live:
-                        event = self._sample(seq)
-                        if not self._marks.first_token_seconds:
-                            self._marks.first_token_seconds = clock.elapsed()
-                        if event is not None:
-                            clock.pause()
-                            yield event
-                            clock.resume()
-                        if self._cancel_requested:
-                            return
-                    live = self._decode_step(live)
-        finally:
-            self._marks.total_seconds = clock.elapsed()
-            for seq in self._sequences:
-                self._retire(seq)
-            ctx.release(self)
-            self._result = self._build_result()
-
-    def _start_wave(self, sequences: list[_Sequence], output: int) -> list[_Sequence]:
-        request = self._request
-        tail = self._bans.history_needed
-        for slot, seq in enumerate(sequences, start=1):
-            seq.seq_id = slot
-            self._context.fork(slot)
-            seq.chain = SamplerChain(request.sampling, sequence_seed(self.seed, seq.index))
-            seq.history = list(request.prompt[len(request.prompt) - tail:]) if tail else []
-            seq.text = TextStream(self._vocab)
-            seq.output = output
-        return list(sequences)
-
-    def _sample(self, seq: _Sequence) -> TokenEvent | None:
-        """Sample seq's next token; mask bans (and stops before min_new_tokens) in place first."""
-        request = self._request
-        masked = self._bans.banned_now(seq.history) if self._bans else set()
-        if len(seq.tokens) < request.min_new_tokens:
-            masked |= request.stop_tokens
-        if masked:
-            logits = self._context.logits_ptr(seq.output)
-            for token in masked:
-                logits[token] = _NEG_INF
-        token = seq.chain.sample(self._context.ctx, seq.output)  # type: ignore[union-attr]
-        if token in request.stop_tokens:
-            seq.finish = "stop"
-            return None
-        seq.tokens.append(token)
-        if self._bans:
-            seq.history.append(token)
-        if len(seq.tokens) >= request.max_new_tokens:
-            seq.finish = "length"
-        return TokenEvent(seq.index, token, seq.text.push(token))  # type: ignore[union-attr]
-
-    def _decode_step(self, live: list[_Sequence]) -> list[_Sequence]:
-        """Decode the newest token of every unfinished sequence in one batch; end those that no
-        longer fit the context with "length". Returns the sequences still live."""
-        for seq in live:
-            if seq.finish is not None:
-                self._retire(seq)
-        live = [s for s in live if s.finish is None]
-        prompt_len = len(self._request.prompt)
-        in_cache = prompt_len + sum(len(s.tokens) - 1 for s in live)
-        while live and in_cache + len(live) > self._context.n_ctx:
-            seq = live.pop()
-            seq.finish = "length"
-            in_cache -= len(seq.tokens) - 1
-            self._retire(seq)
-        if live:
-            self._context.decode([(s.tokens[-1], prompt_len + len(s.tokens) - 1, s.seq_id, True)  # type: ignore[misc]
-                                  for s in live])
-            for i, seq in enumerate(live):
-                seq.output = i
-        return live
-
-    def _retire(self, seq: _Sequence) -> None:
-        """Free seq's KV cells and sampler (idempotent)."""
-        if seq.seq_id is not None:
-            self._context.drop(seq.seq_id)
-            seq.seq_id = None
-        if seq.chain is not None:
-            seq.chain.close()
-            seq.chain = None
-
-    def _build_result(self) -> GenerationResult:
-        completions = tuple(
-            Completion(s.index, tuple(s.tokens), self._vocab.detokenize(s.tokens), s.finish or "cancelled")
-            for s in self._sequences
-        )
-        marks = self._marks
-        timings = Timings(
-            prompt_tokens=len(self._request.prompt),
-            cached_prompt_tokens=marks.cached_prompt_tokens,
-            prompt_seconds=marks.prompt_seconds,
-            first_token_seconds=marks.first_token_seconds,
-            generated_tokens=sum(len(s.tokens) for s in self._sequences),
-            decode_seconds=max(0.0, marks.total_seconds - marks.prompt_seconds),
-            total_seconds=marks.total_seconds,
-        )
-        return GenerationResult(completions=completions, timings=timings, seed=self.seed)
+        if self._job.index not in self._batch.results:  # cancelled before it started
+            self._batch.results[self._job.index] = self._job.result()
+        return self._batch.results[self._job.index]

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import ModelLoadError, ModelNotFound, PromptTooLong, UsageError
+from ..errors import BpoLocalError, ModelLoadError, ModelNotFound, PromptTooLong, UsageError
 from . import sampling
 from .context import Context
-from .generation import Generation
+from .generation import BatchGeneration, Generation
 from .info import model_info
+from .job import Job
 from .native import llama, set_verbose
 from .system import gpu_backend, physical_cores
-from .types import ModelInfo, Request
+from .types import ModelInfo, Request, RequestDone
 from .vocab import Vocab
 
 if TYPE_CHECKING:
@@ -116,13 +117,37 @@ class Engine:
 
     def generate(self, request: Request) -> Generation:
         """A lazy Generation of ``request``; nothing is evaluated until it is iterated."""
+        job = self._job(0, request)
+        return Generation(BatchGeneration(self._live_context(), iter([job]), None), job)
+
+    def generate_many(self, requests: Iterable[Request], *, max_sequences: int | None = None) -> BatchGeneration:
+        """Continuous batching: a lazy BatchGeneration of ``requests``, decoded together.
+
+        Each request is generated exactly as ``generate`` would (its own seeds, bans, stops, limits
+        and timings); at most ``max_sequences`` sequences are live at once (None: every slot). A
+        request that cannot start (e.g. its prompt is longer than the context) is reported by a
+        ``RequestDone`` carrying the error; the others go on.
+        """
+        if max_sequences is not None and max_sequences < 1:
+            raise UsageError(f"max_sequences must be at least 1 (got {max_sequences})")
+        return BatchGeneration(self._live_context(), self._jobs(requests), max_sequences)
+
+    def _jobs(self, requests: Iterable[Request]) -> Iterator[Job | RequestDone]:
+        for index, request in enumerate(requests):
+            try:
+                yield self._job(index, request)
+            except BpoLocalError as err:
+                yield RequestDone(index, error=err)
+
+    def _job(self, index: int, request: Request) -> Job:
+        """Request ``index``, checked and seeded."""
         sampling.validate(request)
         self._check_fits(len(request.prompt))
         self._vocab.check_ids(request.prompt, "the prompt")
         self._vocab.check_ids([t for b in request.banned for t in b], "banned")
         self._vocab.check_ids(sorted(request.stop_tokens), "stop_tokens")
         seed = request.sampling.seed if request.sampling.seed is not None else sampling.random_seed()
-        return Generation(self._live_context(), self._vocab, request, seed)
+        return Job(index, request, seed, self._live_context(), self._vocab)
 
     def logits(self, tokens: Sequence[int]) -> np.ndarray:
         """Teacher-forced float32 logits of every position, shape (len(tokens), n_vocab)."""

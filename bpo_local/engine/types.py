@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from ..errors import BpoLocalError
+
 FinishReason = Literal["stop", "length", "cancelled"]
 
 
@@ -79,6 +81,16 @@ class GenerationResult:
     completions: tuple[Completion, ...]
     timings: Timings
     seed: int
+
+
+@dataclass(frozen=True)
+class RequestDone:
+    """Request ``index`` of a ``generate_many`` finished: its ``result``, or the ``error`` that kept it
+    from starting (e.g. a prompt longer than the context); the other requests go on."""
+
+    index: int
+    result: GenerationResult | None = None
+    error: BpoLocalError | None = None
 
 
 @dataclass(frozen=True)
