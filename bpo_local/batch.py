@@ -17,7 +17,7 @@ written here replace input keys of the same name. An input that cannot be optimi
 
 ``ResumableOutput`` appends records to a file, one fsynced line each, and on reopening skips the inputs
 already answered there, dropping a torn last line left by a killed run: nothing is lost or duplicated.
-Nothing here knows about llama.cpp: ``process`` takes any ``prompt -> OptimizeResult`` function.
+Nothing here knows about llama.cpp: ``process`` takes any ``prompts -> results in order`` function.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -129,35 +129,39 @@ class BatchStats:
     failed: int = 0
 
 
+OptimizeMany = Callable[[Iterable[str]], Generator[OptimizeResult | BpoLocalError, None, None]]
+"""Prompts in, one result (or that prompt's error) out per prompt, in input order: ``Optimizer.optimize_many``."""
+
+
 def process(
     items: Iterable[BatchItem],
-    optimize: Callable[[str], OptimizeResult],
+    optimize_many: OptimizeMany,
     sink: Sink,
     on_item: Callable[[BatchItem, OptimizeResult | None], None] | None = None,
 ) -> BatchStats:
-    """Optimize each item in order; a failure of one item is recorded and the batch goes on.
+    """Optimize the items' prompts (several in flight, as ``optimize_many`` schedules them) and hand
+    each item's outcome to the sink in input order, as soon as it and every earlier one are done.
 
-    ``on_item(item, result_or_None)`` runs after each item is written (progress, logging).
-    Ctrl-C propagates: items finished before it are already in the sink.
+    A failure of one item is recorded and the batch goes on. ``on_item(item, result_or_None)`` runs
+    after each item is written (progress, logging). Ctrl-C propagates: items written before it are
+    in the sink; those in flight are cancelled and left for a resumed run.
     """
+    items = list(items)
     stats = BatchStats()
-    for item in items:
-        result = None
-        if item.prompt is None:
-            sink.fail(item, item.error or "no prompt")
-        else:
-            try:
-                result = optimize(item.prompt)
-            except BpoLocalError as exc:
-                sink.fail(item, str(exc))
+    results = optimize_many(item.prompt for item in items if item.prompt is not None)
+    try:
+        for item in items:
+            outcome = next(results) if item.prompt is not None else None
+            if isinstance(outcome, OptimizeResult):
+                sink.answer(item, outcome)
+                stats.answered += 1
             else:
-                sink.answer(item, result)
-        if result is None:
-            stats.failed += 1
-        else:
-            stats.answered += 1
-        if on_item is not None:
-            on_item(item, result)
+                sink.fail(item, str(outcome) if outcome is not None else item.error or "no prompt")
+                stats.failed += 1
+            if on_item is not None:
+                on_item(item, outcome if isinstance(outcome, OptimizeResult) else None)
+    finally:
+        results.close()
     return stats
 
 

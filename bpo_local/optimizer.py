@@ -7,13 +7,13 @@ the mapping from a preset to an engine request and from the engine's completions
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Protocol
 
-from .engine.types import GenerationResult, ModelInfo, Request, Sampling, Timings, TokenEvent
-from .errors import UsageError
+from .engine.types import GenerationResult, ModelInfo, Request, RequestDone, Sampling, Timings, TokenEvent
+from .errors import BpoLocalError, UsageError
 from .presets import PRESETS, Preset, build_prompt, postprocess
 
 
@@ -23,6 +23,14 @@ class Generation(Protocol):
     result: GenerationResult
 
     def __iter__(self) -> Iterator[TokenEvent]: ...
+
+    def cancel(self) -> None: ...
+
+
+class BatchGeneration(Protocol):
+    """Several requests in flight: (request index, token event) per token, RequestDone per request."""
+
+    def __iter__(self) -> Iterator[tuple[int, TokenEvent] | RequestDone]: ...
 
     def cancel(self) -> None: ...
 
@@ -38,6 +46,8 @@ class Backend(Protocol):
     def token_for_piece(self, piece: str) -> int | None: ...
 
     def generate(self, request: Request) -> Generation: ...
+
+    def generate_many(self, requests: Iterable[Request], *, max_sequences: int | None = None) -> BatchGeneration: ...
 
     def close(self) -> None: ...
 
@@ -156,22 +166,7 @@ class Optimizer:
             raise UsageError("empty prompt; pass the prompt as an argument or on stdin")
         preset = self.preset(mode, **overrides)
         request = self._request(prompt, preset, seed)
-
-        def finish(result: GenerationResult) -> OptimizeResult:
-            raw = tuple(c.text for c in result.completions)
-            return OptimizeResult(
-                prompt=prompt,
-                mode=preset.name,
-                candidates=tuple(postprocess(text, preset) for text in raw),
-                finish_reasons=tuple(c.finish_reason for c in result.completions),
-                params=MappingProxyType(_params(preset, result.seed)),
-                model=self.info.path.name,
-                timings=result.timings,
-                seed=result.seed,
-                raw=raw,
-            )
-
-        return OptimizeStream(self.backend.generate(request), finish)
+        return OptimizeStream(self.backend.generate(request), lambda result: self._result(prompt, preset, result))
 
     def optimize(self, prompt: str, *, mode: str = "stable", seed: int | None = None, **overrides: Any) -> OptimizeResult:
         """Optimize ``prompt`` and return the finished result."""
@@ -179,6 +174,66 @@ class Optimizer:
         for _ in stream:
             pass
         return stream.result
+
+    def optimize_many(self, prompts: Iterable[str], *, parallel: int = 4, mode: str = "stable",
+                      seed: int | None = None, **overrides: Any) -> Generator[OptimizeResult | BpoLocalError, None, None]:
+        """Optimize ``prompts`` with up to ``parallel`` of them in flight, decoded together.
+
+        Yields one item per prompt in input order, as soon as it and every earlier one are done: its
+        OptimizeResult, or the error that kept that prompt alone from being optimized (empty, longer
+        than the context); the others go on. ``parallel=1`` optimizes one prompt after another.
+        Closing the iterator (or Ctrl-C) cancels the prompts in flight; the engine stays usable.
+        """
+        if parallel < 1:
+            raise UsageError(f"--parallel must be at least 1 (got {parallel})")
+        preset = self.preset(mode, **overrides)
+        return self._optimize_many(prompts, preset, seed, parallel)
+
+    def _optimize_many(self, prompts: Iterable[str], preset: Preset, seed: int | None,
+                       parallel: int) -> Generator[OptimizeResult | BpoLocalError, None, None]:
+        done: dict[int, OptimizeResult | BpoLocalError] = {}
+        texts: list[str] = []
+        sent: list[int] = []
+        """Input position of each request handed to the backend."""
+
+        def requests() -> Iterator[Request]:
+            for prompt in prompts:
+                texts.append(prompt)
+                if prompt.strip():
+                    sent.append(len(texts) - 1)
+                    yield self._request(prompt, preset, seed)
+                else:
+                    done[len(texts) - 1] = UsageError("empty prompt; give every input a non-empty prompt")
+
+        batch = self.backend.generate_many(requests(), max_sequences=parallel * preset.n)
+        emitted = 0
+        try:
+            for event in batch:
+                if isinstance(event, RequestDone):
+                    at = sent[event.index]
+                    done[at] = event.error or self._result(texts[at], preset, event.result)  # type: ignore[arg-type]
+                while emitted in done:
+                    yield done.pop(emitted)
+                    emitted += 1
+        finally:
+            batch.cancel()
+        while emitted in done:  # empty prompts after the last request
+            yield done.pop(emitted)
+            emitted += 1
+
+    def _result(self, prompt: str, preset: Preset, result: GenerationResult) -> OptimizeResult:
+        raw = tuple(c.text for c in result.completions)
+        return OptimizeResult(
+            prompt=prompt,
+            mode=preset.name,
+            candidates=tuple(postprocess(text, preset) for text in raw),
+            finish_reasons=tuple(c.finish_reason for c in result.completions),
+            params=MappingProxyType(_params(preset, result.seed)),
+            model=self.info.path.name,
+            timings=result.timings,
+            seed=result.seed,
+            raw=raw,
+        )
 
     def _request(self, prompt: str, preset: Preset, seed: int | None) -> Request:
         tokenize = self.backend.tokenize

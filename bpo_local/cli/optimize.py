@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from ..optimizer import OptimizeResult, Optimizer
     from ..runlog import RunLog
 
+DEFAULT_PARALLEL = 4
+
 EPILOG = """\
 output:
   Stdout carries only the result. Several candidates (aggressive mode, or -n K) are separated by a
@@ -37,7 +39,10 @@ batches:
   TAB and \\, newline, CR, TAB inside a prompt are escaped as \\\\, \\n, \\r, \\t. --lines --json writes
   the JSON records instead. --resume OUT appends the JSON records to OUT (fsynced one by one) instead
   of stdout and skips the inputs OUT already answers: rerun the same command after a crash or Ctrl-C.
-  With --seed every input uses that seed. Progress shows on stderr when it is a terminal.
+  With --seed every input uses that seed. --parallel K (default 4) decodes up to K prompts together
+  (records still come out in input order; 1 = one after another); a prompt starts only when the
+  context (--ctx) can hold it and those in flight at their --max-tokens, so fewer may run at once.
+  Progress shows on stderr when it is a terminal.
 
 examples:
   bpo-local optimize "how do I make a cake?"
@@ -72,14 +77,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     batch.add_argument("--lines", action="store_true", help="batch: plain text, one prompt per line")
     output.add_argument("--json", action="store_true", help="JSON output (JSONL for batches)")
     output.add_argument("--resume", type=Path, metavar="OUT", help="batch: append to OUT, skipping what it answers")
+    output.add_argument("--parallel", type=_positive_int, metavar="K",
+                        help=f"batch: prompts decoded together (default {DEFAULT_PARALLEL})")
     output.add_argument("--no-log", action="store_true", help="do not record this run in the run log")
     add_model_options(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.resume is not None and not (args.jsonl or args.lines):
-        raise UsageError("--resume works on batches; add --jsonl or --lines")
+    for option, value in (("--resume", args.resume), ("--parallel", args.parallel)):
+        if value is not None and not (args.jsonl or args.lines):
+            raise UsageError(f"{option} works on batches; add --jsonl or --lines")
     if args.jsonl or args.lines:
         return _run_batch(args)
     prompt = read_prompt(args.prompt)
@@ -199,7 +207,9 @@ def _run_batch(args: argparse.Namespace) -> int:
                             log.record(result, sha256)
                         advance()
 
-                    failed = process(todo, lambda p: opt.optimize(p, **sampling), sink, on_item).failed
+                    parallel = args.parallel or DEFAULT_PARALLEL
+                    failed = process(todo, lambda prompts: opt.optimize_many(prompts, parallel=parallel, **sampling),
+                                     sink, on_item).failed
         if resume:
             failed = resume.failed
     if failed:
