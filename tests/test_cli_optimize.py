@@ -8,6 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from _cli_helpers import assert_error_line, assert_one_line_error, cli_command, cli_env, model_args
 
 from bpo_local.runlog import RunLog
@@ -70,6 +71,29 @@ def test_jsonl_batch_keeps_order_and_records_a_malformed_line(run_cli, smollm2_g
         assert sorted(e["prompt"] for e in log.query()) == ["explain tides", "write a poem"]
 
 
+def test_parallel_batch_gives_the_records_of_a_sequential_one_in_input_order(
+    run_cli, smollm2_gguf: Path, bpo_test_data: Path, bpo_home: Path
+) -> None:
+    dataset = json.loads(bpo_test_data.read_text(encoding="utf-8"))[:7]
+    lines = [json.dumps(d) for d in dataset[:3]] + ['{"no_prompt": 1}'] + [json.dumps(d) for d in dataset[3:]]
+    opts = model_args(smollm2_gguf, "--max-tokens", "10", "--seed", "5")
+    runs = {k: run_cli("optimize", "--jsonl", *opts, "--parallel", k, input="\n".join(lines)) for k in ("1", "3")}
+    records = {}
+    for k, proc in runs.items():
+        assert proc.returncode == 1, proc.stderr
+        assert_error_line(proc.stderr, "1 input(s) failed")
+        records[k] = [json.loads(line) for line in proc.stdout.splitlines()]
+    for k in runs:
+        assert [r["line"] for r in records[k]] == list(range(1, 9))
+        assert [r.get("prompt") for r in records[k]] == [d["prompt"] for d in dataset[:3]] + [None] + \
+            [d["prompt"] for d in dataset[3:]]
+        assert "no prompt" in records[k][3]["error"]
+    assert [sorted(r) for r in records["3"]] == [sorted(r) for r in records["1"]]
+    assert [r["input_sha256"] for r in records["3"]] == [r["input_sha256"] for r in records["1"]]
+    with RunLog.open(bpo_home / "logs.db") as log:  # both runs logged every answer
+        assert len(log.query()) == 14
+
+
 def test_lines_batch_answers_line_for_line(run_cli, smollm2_gguf: Path, tmp_path: Path) -> None:
     source = tmp_path / "prompts.txt"
     source.write_bytes(b"write a haiku\n\nname three rivers\ncaf\xe9\n")
@@ -89,15 +113,16 @@ def test_lines_batch_answers_line_for_line(run_cli, smollm2_gguf: Path, tmp_path
     assert [out[0], out[2]] == escaped
 
 
+@pytest.mark.parametrize("parallel", ["1", "3"])
 def test_resume_after_kill_answers_every_input_exactly_once_in_order(
-    run_cli, smollm2_gguf: Path, bpo_test_data: Path, tmp_path: Path
+    run_cli, smollm2_gguf: Path, bpo_test_data: Path, tmp_path: Path, parallel: str
 ) -> None:
     dataset = json.loads(bpo_test_data.read_text(encoding="utf-8"))[:16]
     source = tmp_path / "in.jsonl"
     source.write_text("".join(json.dumps(d) + "\n" for d in dataset), encoding="utf-8")
     out = tmp_path / "out.jsonl"
     args = ("optimize", "--jsonl", str(source), "--resume", str(out),
-            *model_args(smollm2_gguf, "--max-tokens", "8", "--seed", "9", "--no-log"))
+            *model_args(smollm2_gguf, "--max-tokens", "8", "--seed", "9", "--no-log", "--parallel", parallel))
     victim = subprocess.Popen(cli_command(*args), env=cli_env(), stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while out.read_bytes().count(b"\n") < 2 if out.exists() else True:
@@ -146,6 +171,9 @@ def test_bad_prompts_fail_with_one_line_and_usage_exit_code(run_cli, smollm2_ggu
     latin1_arg = "caf\udce9"  # the Latin-1 byte 0xE9 in argv, as Python decodes it
     assert_one_line_error(run_cli("optimize", latin1_arg, *opts), 2, "argument is not valid UTF-8")
     assert_one_line_error(run_cli("optimize", "x", "--resume", "out.jsonl", *opts), 2, "--resume", "--jsonl")
+    assert_one_line_error(run_cli("optimize", "x", "--parallel", "2", *opts), 2, "--parallel", "--jsonl")
+    zero = run_cli("optimize", "--jsonl", "--parallel", "0", *opts, input="{}")
+    assert zero.returncode == 2 and "argument --parallel: '0' is not a whole number >= 1" in zero.stderr
     long_prompt = "please " * 600
     assert_one_line_error(run_cli("optimize", long_prompt, *opts), 1, "context")
 

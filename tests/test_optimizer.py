@@ -103,3 +103,25 @@ def test_empty_prompt_is_a_usage_error(smollm2: bpo_local.Optimizer, prompt: str
 def test_unknown_mode_names_the_choices(smollm2: bpo_local.Optimizer) -> None:
     with pytest.raises(bpo_local.UsageError, match="stable, aggressive"):
         smollm2.optimize("hi", mode="wild")
+
+
+def test_optimize_many_answers_in_input_order_with_bad_prompts_in_place(smollm2: bpo_local.Optimizer) -> None:
+    prompts = ["Write a poem about autumn", "", "Explain tides", "please " * 5000, "Name a river", "   "]
+    out = list(smollm2.optimize_many(iter(prompts), parallel=3, seed=8, max_tokens=6, temperature=1.0))
+    assert len(out) == len(prompts)
+    assert [type(o).__name__ for o in out] == ["OptimizeResult", "UsageError", "OptimizeResult", "PromptTooLong",
+                                               "OptimizeResult", "UsageError"]
+    assert [o.prompt for o in out if isinstance(o, bpo_local.OptimizeResult)] == [prompts[0], prompts[2], prompts[4]]
+    assert all(o.seed == 8 and o.params["max_tokens"] == 6 for o in out if isinstance(o, bpo_local.OptimizeResult))
+
+
+def test_optimize_many_one_at_a_time_equals_optimize(smollm2: bpo_local.Optimizer) -> None:
+    prompts = ["Explain recursion", "Write a limerick", "Plan a trip to Rome"]
+    options = {"mode": "aggressive", "n": 2, "seed": 4, "max_tokens": 12}
+    many = list(smollm2.optimize_many(prompts, parallel=1, **options))
+    assert [m.candidates for m in many] == [smollm2.optimize(p, **options).candidates for p in prompts]
+
+
+def test_optimize_many_rejects_a_bad_parallel_at_once(smollm2: bpo_local.Optimizer) -> None:
+    with pytest.raises(bpo_local.UsageError, match="--parallel must be at least 1"):
+        smollm2.optimize_many(["hi"], parallel=0)
