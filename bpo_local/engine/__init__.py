@@ -13,9 +13,8 @@
 from .generation import BatchGeneration, Generation
 from .model import Engine
 from .system import SystemInfo, physical_cores, system_info
-from .types import (
-    Completion, FinishReason, GenerationResult, ModelInfo, Request, RequestDone, Sampling, Timings, TokenEvent,
-)
+from .types import Completion, FinishReason, GenerationResult, ModelInfo, Request, RequestDone, Sampling, Timings
+from .types import TokenEvent
 
 __all__ = [
     "BatchGeneration", "Completion", "Engine", "FinishReason", "Generation", "GenerationResult", "ModelInfo", "Request",
