@@ -13,8 +13,17 @@
 from .generation import BatchGeneration, Generation
 from .model import Engine
 from .system import SystemInfo, physical_cores, system_info
-from .types import Completion, FinishReason, GenerationResult, ModelInfo, Request, RequestDone, Sampling, Timings
-from .types import TokenEvent
+from .types import (
+    Completion,
+    FinishReason,
+    GenerationResult,
+    ModelInfo,
+    Request,
+    RequestDone,
+    Sampling,
+    Timings,
+    TokenEvent,
+)
 
 __all__ = [
     "BatchGeneration", "Completion", "Engine", "FinishReason", "Generation", "GenerationResult", "ModelInfo", "Request",
