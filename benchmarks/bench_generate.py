@@ -15,8 +15,9 @@ Each runs in its own subprocess so its peak RSS is its own. Reported: median dec
 time to first token over the prompts, peak RSS, and ratios against (c). Then aggressive-style
 candidates: one Engine request with n=5 against 5 separate n=1 requests (seeded sampling, no stops,
 equal lengths), and a decode ratio measured with ours and bare taking turns token by token in one
-process, which machine drift cannot skew. Targets: decode >= 0.97x bare; n=5 <= 0.75x the time of
-5 x n=1. No asserts.
+process, which machine drift cannot skew. Last, dataset throughput: 12 BPO prompts through
+Optimizer.optimize_many (stable preset, seed 0, 64 new tokens at most) with --parallel 1 and 4,
+in prompts/s. Targets: decode >= 0.97x bare; n=5 <= 0.75x the time of 5 x n=1. No asserts.
 Timings on a shared machine are noisy: compare runs taken on an otherwise idle one.
 """
 
@@ -38,6 +39,9 @@ DEFAULT_MODEL = Path.home() / ".cache" / "bpo-local-tests" / "SmolLM2-135M-Instr
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "bpo_test.json"
 N_CTX = 2048
 CANDIDATES = 5
+DATASET_PROMPTS = 12
+DATASET_MAX_TOKENS = 64
+PARALLEL = (1, 4)
 
 
 def peak_rss_mib() -> float:
@@ -176,8 +180,23 @@ def run_candidates(spec: dict) -> dict:
     return {"together": together, "separate": separate}
 
 
+def run_dataset(spec: dict) -> dict:
+    """optimize_many over the dataset prompts at each parallelism, on one loaded model."""
+    import bpo_local
+
+    optimizer = bpo_local.load(spec["model"], ctx=N_CTX, threads=spec["threads"])
+    rows = {}
+    for parallel in PARALLEL:
+        start = time.perf_counter()
+        results = list(optimizer.optimize_many(spec["texts"], parallel=parallel, seed=0,
+                                               max_tokens=DATASET_MAX_TOKENS))
+        seconds = time.perf_counter() - start
+        rows[parallel] = {"seconds": seconds, "tokens": sum(r.timings.generated_tokens for r in results)}
+    return {"rows": rows}
+
+
 WORKERS = {"ours": run_ours, "lcp": run_llama_cpp_python, "bare": run_bare, "candidates": run_candidates,
-           "interleaved": run_interleaved}
+           "interleaved": run_interleaved, "dataset": run_dataset}
 
 
 def worker_main(kind: str, spec_path: str) -> None:
@@ -238,9 +257,10 @@ def main() -> None:
 
     n_prompts = args.prompts or (3 if args.quick else 6)
     rounds = args.rounds or (1 if args.quick else 2)
-    texts = [row["prompt"] for row in json.loads(args.data.read_text())[:n_prompts]]
+    dataset = [row["prompt"] for row in json.loads(args.data.read_text())]
+    texts = dataset[:n_prompts]
     spec = {"model": str(args.model), "threads": args.threads or physical_cores(),
-            "max_tokens": args.max_tokens or (48 if args.quick else 128),
+            "texts": dataset[:DATASET_PROMPTS], "max_tokens": args.max_tokens or (48 if args.quick else 128),
             "prompts": tokenize_prompts(args.model, texts)}
     spec_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench_generate_{os.getpid()}.json"
     spec_path.write_text(json.dumps(spec))
@@ -256,6 +276,7 @@ def main() -> None:
                 results[kind]["peak_rss_mib"] = max(results[kind]["peak_rss_mib"], got["peak_rss_mib"])
         candidates = spawn("candidates", spec_path)
         interleaved = spawn("interleaved", spec_path)
+        dataset_run = spawn("dataset", spec_path)
     finally:
         spec_path.unlink(missing_ok=True)
 
@@ -280,6 +301,11 @@ def main() -> None:
     print(f"decode ratio ours / bare: {median('ours', 'tps') / floor_tps:.3f} across processes, "
           f"{interleaved['bare_seconds'] / interleaved['ours_seconds']:.3f} token-interleaved in one process "
           "(target >= 0.97)")
+    rows = dataset_run["rows"]
+    rates = {int(k): DATASET_PROMPTS / row["seconds"] for k, row in rows.items()}
+    print(f"\ndataset throughput ({DATASET_PROMPTS} prompts, stable, seed 0, <= {DATASET_MAX_TOKENS} new tokens): "
+          + ", ".join(f"--parallel {k} {rate:.2f} prompts/s ({rows[str(k)]['tokens']} tokens)" for k, rate in rates.items())
+          + f" -> ratio {rates[PARALLEL[-1]] / rates[PARALLEL[0]]:.2f}x")
 
 
 if __name__ == "__main__":
