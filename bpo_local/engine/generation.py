@@ -177,7 +177,7 @@ class BatchGeneration:
         entries, reused = ctx.stage(job.request.prompt)
         if job.started == 0:
             marks.cached_prompt_tokens = reused
-        alone = max(0, len(entries) - (ctx.n_batch - len(self._live)))
+        alone = max(0, len(entries) - max(1, ctx.n_batch - len(self._live)))
         for start in range(0, alone, ctx.n_batch):
             ctx.decode(entries[start:min(start + ctx.n_batch, alone)])
         self._staged = job, wave, entries[alone:]
