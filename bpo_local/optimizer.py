@@ -191,10 +191,9 @@ class Optimizer:
 
     def _optimize_many(self, prompts: Iterable[str], preset: Preset, seed: int | None,
                        parallel: int) -> Generator[OptimizeResult | BpoLocalError, None, None]:
-        done: dict[int, OptimizeResult | BpoLocalError] = {}
+        done: dict[int, OptimizeResult | BpoLocalError] = {}  # by input position, until emitted in order
         texts: list[str] = []
-        sent: list[int] = []
-        """Input position of each request handed to the backend."""
+        sent: list[int] = []  # the input position of each request handed to the backend
 
         def requests() -> Iterator[Request]:
             for prompt in prompts:
@@ -205,21 +204,25 @@ class Optimizer:
                 else:
                     done[len(texts) - 1] = UsageError("empty prompt; give every input a non-empty prompt")
 
-        batch = self.backend.generate_many(requests(), max_sequences=parallel * preset.n)
         emitted = 0
+
+        def ready() -> Iterator[OptimizeResult | BpoLocalError]:
+            """The finished items next in input order."""
+            nonlocal emitted
+            while emitted in done:
+                yield done.pop(emitted)
+                emitted += 1
+
+        batch = self.backend.generate_many(requests(), max_sequences=parallel * preset.n)
         try:
             for event in batch:
                 if isinstance(event, RequestDone):
                     at = sent[event.index]
                     done[at] = event.error or self._result(texts[at], preset, event.result)  # type: ignore[arg-type]
-                while emitted in done:
-                    yield done.pop(emitted)
-                    emitted += 1
+                yield from ready()
         finally:
             batch.cancel()
-        while emitted in done:  # empty prompts after the last request
-            yield done.pop(emitted)
-            emitted += 1
+        yield from ready()  # empty prompts after the last request
 
     def _result(self, prompt: str, preset: Preset, result: GenerationResult) -> OptimizeResult:
         raw = tuple(c.text for c in result.completions)
