@@ -6,6 +6,7 @@ the mapping from a preset to an engine request and from the engine's completions
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -137,12 +138,17 @@ class Optimizer:
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
-        self._newline = backend.token_for_piece("\n")
         self._sha256: str | None = None
 
     @property
     def info(self) -> ModelInfo:
         return self.backend.info
+
+    @functools.cached_property
+    def _newline(self) -> int | None:
+        """The newline token, looked up on first use: only presets that stop on it need it, and on a
+        SentencePiece vocabulary the lookup scans every token."""
+        return self.backend.token_for_piece("\n")
 
     def model_sha256(self) -> str:
         """sha256 of the model file (cached across runs by path, size and mtime)."""
