@@ -7,7 +7,6 @@ import json
 import os
 import platform
 from dataclasses import asdict
-from importlib import metadata
 from typing import Any
 
 from .. import __version__
@@ -37,6 +36,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _version(dist: str) -> str:
+    from importlib import metadata
+
     try:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:

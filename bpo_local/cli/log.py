@@ -12,12 +12,7 @@ import json
 import sys
 from typing import Any
 
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
-
 from ..errors import UsageError
-from ..runlog import RunLog, default_path
 
 DEFAULT_LIMIT = 20
 
@@ -38,6 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..runlog import RunLog, default_path
+
     if args.path:
         print(default_path())
         return 0
@@ -63,6 +60,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_table(entries: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
     console = Console()
     if not entries:
         console.print("[dim]no entries[/]")
