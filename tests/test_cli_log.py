@@ -29,6 +29,13 @@ def test_plain_listing_is_one_line_per_entry_newest_first(run_cli) -> None:
     assert lines[0].endswith("Summarize in three bullets  [interrupted]")
 
 
+def test_plain_listing_keeps_carriage_returns_and_tabs_inside_their_field(run_cli) -> None:
+    with RunLog.open() as log:
+        log.record(make_result("a\r\nwindows\tprompt", "back\\slash"), "dd")
+    (line,) = run_cli("log").stdout.splitlines()
+    assert line.split("\t")[4:] == ["a\\r\\nwindows\\tprompt", "back\\\\slash"]
+
+
 def test_limit_and_search(run_cli) -> None:
     _fill()
     assert [line.split("\t")[4] for line in run_cli("log", "-n", "1").stdout.splitlines()] == ["summarize this"]

@@ -1,8 +1,9 @@
 """`bpo-local log`: list, search and export the run log.
 
 Output: a table on a terminal; one tab-separated line per entry in a pipe (id, created, mode, model,
-prompt, optimized prompt, newlines shown as ``\\n``); ``--json`` an array, newest first; ``--jsonl``
-one object per line, oldest first, every entry unless ``-n`` is given.
+prompt, optimized prompt, escaped as ``optimize --lines`` escapes them: a newline shows as ``\\n``);
+``--json`` an array, newest first; ``--jsonl`` one object per line, oldest first, every entry unless
+``-n`` is given.
 """
 
 from __future__ import annotations
@@ -53,9 +54,11 @@ def run(args: argparse.Namespace) -> int:
     elif sys.stdout.isatty():
         _print_table(entries)
     else:
+        from .render import escape_line
+
         for e in entries:
-            print("\t".join(_one_line(str(v)) for v in (e["id"], e["created"], e["mode"], e["model"],
-                                                          e["prompt"], _output(e))))
+            print("\t".join(escape_line(str(v)) for v in (e["id"], e["created"], e["mode"], e["model"],
+                                                            e["prompt"], _output(e))))
     return 0
 
 
@@ -87,7 +90,3 @@ def _output(entry: dict[str, Any]) -> str:
 
 def _clip(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _one_line(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\n", "\\n").replace("\t", "\\t")
