@@ -110,10 +110,12 @@ class OptimizeResult:
 
 
 class OptimizeStream:
-    """Iterate for ``CandidateDelta``s; ``result`` is the ``OptimizeResult`` once done or cancelled."""
+    """Iterate for ``CandidateDelta``s; ``result`` is the ``OptimizeResult`` once done or cancelled.
+    ``preset`` is the preset it runs (overrides applied), e.g. to post-process partial text."""
 
-    def __init__(self, generation: Generation, finish: Any) -> None:
+    def __init__(self, generation: Generation, preset: Preset, finish: Any) -> None:
         self._generation = generation
+        self.preset = preset
         self._finish = finish
         self._result: OptimizeResult | None = None
 
@@ -172,7 +174,8 @@ class Optimizer:
             raise UsageError("empty prompt; pass the prompt as an argument or on stdin")
         preset = self.preset(mode, **overrides)
         request = self._request(prompt, preset, seed)
-        return OptimizeStream(self.backend.generate(request), lambda result: self._result(prompt, preset, result))
+        return OptimizeStream(self.backend.generate(request), preset,
+                              lambda result: self._result(prompt, preset, result))
 
     def optimize(self, prompt: str, *, mode: str = "stable", seed: int | None = None, **overrides: Any) -> OptimizeResult:
         """Optimize ``prompt`` and return the finished result."""

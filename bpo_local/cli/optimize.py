@@ -141,8 +141,7 @@ def _streams(args: argparse.Namespace) -> bool:
 def _optimize_one(opt: Optimizer, prompt: str, args: argparse.Namespace, log: RunLog | None) -> OptimizeResult:
     from .render import stream_to_terminal
 
-    sampling = _sampling(args)
-    stream = opt.stream(prompt, **sampling)
+    stream = opt.stream(prompt, **_sampling(args))
     if not _streams(args):
         try:
             with status_console().status("optimizing"):
@@ -153,9 +152,8 @@ def _optimize_one(opt: Optimizer, prompt: str, args: argparse.Namespace, log: Ru
             _log_interrupted(opt, stream.result, log)
             raise
         return stream.result
-    overrides = {k: v for k, v in sampling.items() if k not in ("mode", "seed")}
     try:
-        return stream_to_terminal(stream, opt.preset(args.mode, **overrides))
+        return stream_to_terminal(stream)
     except KeyboardInterrupt:
         _log_interrupted(opt, stream.result, log)
         raise

@@ -24,7 +24,6 @@ from ..batch import BatchItem, answer_record, dumps, error_record
 
 if TYPE_CHECKING:
     from ..optimizer import OptimizeResult, OptimizeStream
-    from ..presets import Preset
 
 SEPARATOR = "---"
 _ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
@@ -38,13 +37,14 @@ def escape_line(text: str) -> str:
     return text.translate(_ESCAPES)
 
 
-def stream_to_terminal(stream: OptimizeStream, preset: Preset) -> OptimizeResult:
+def stream_to_terminal(stream: OptimizeStream) -> OptimizeResult:
     """Show candidates as they are generated, then leave exactly the final text on the screen.
 
     Ctrl-C stops generating and leaves the partial text on the screen before propagating.
     """
     from ..presets import postprocess
 
+    preset = stream.preset
     console = Console()
     raw = [""] * preset.n
     try:
