@@ -24,6 +24,7 @@ Timings on a shared machine are noisy: compare runs taken on an otherwise idle o
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import resource
@@ -95,7 +96,9 @@ def run_llama_cpp_python(spec: dict) -> dict:
     return {"rows": rows}
 
 
-def run_bare(spec: dict) -> dict:
+@functools.cache
+def _quiet_bindings() -> tuple:
+    """(bindings, their log callback, kept alive here): llama.cpp silenced and initialised once."""
     import llama_cpp.llama_cpp as lib
 
     @lib.llama_log_callback
@@ -104,11 +107,20 @@ def run_bare(spec: dict) -> dict:
 
     lib.llama_log_set(quiet, None)
     lib.llama_backend_init()
+    return lib, quiet
+
+
+def _bare_context(spec: dict) -> tuple:
+    """(bindings, context, greedy sampler): the plain C-API setup both bare loops measure."""
+    lib, _ = _quiet_bindings()
     model = lib.llama_model_load_from_file(spec["model"].encode(), lib.llama_model_default_params())
     params = lib.llama_context_default_params()
     params.n_ctx, params.n_threads, params.n_threads_batch = N_CTX, spec["threads"], spec["threads"]
-    ctx = lib.llama_init_from_model(model, params)
-    sampler = lib.llama_sampler_init_greedy()
+    return lib, lib.llama_init_from_model(model, params), lib.llama_sampler_init_greedy()
+
+
+def run_bare(spec: dict) -> dict:
+    lib, ctx, sampler = _bare_context(spec)
     rows = []
     for prompt in spec["prompts"]:
         lib.llama_memory_clear(lib.llama_get_memory(ctx), True)
@@ -128,16 +140,10 @@ def run_bare(spec: dict) -> dict:
 
 def run_interleaved(spec: dict) -> dict:
     """Ours and bare in one process, one token of each in turn: a decode ratio immune to machine drift."""
-    import llama_cpp.llama_cpp as lib
-
     from bpo_local.engine import Engine, Request, Sampling
 
     engine = Engine(spec["model"], n_ctx=N_CTX, n_threads=spec["threads"])
-    model = lib.llama_model_load_from_file(spec["model"].encode(), lib.llama_model_default_params())
-    params = lib.llama_context_default_params()
-    params.n_ctx, params.n_threads, params.n_threads_batch = N_CTX, spec["threads"], spec["threads"]
-    ctx = lib.llama_init_from_model(model, params)
-    sampler = lib.llama_sampler_init_greedy()
+    lib, ctx, sampler = _bare_context(spec)
     ours, bare = 0.0, 0.0
     for prompt in spec["prompts"]:
         lib.llama_memory_clear(lib.llama_get_memory(ctx), True)
