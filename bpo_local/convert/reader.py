@@ -31,22 +31,24 @@ SAFETENSORS_INDEX = "model.safetensors.index.json"
 TORCH_INDEX = "pytorch_model.bin.index.json"
 
 
-def weight_files(checkpoint: Path) -> list[Path]:
-    """The weight files to read, safetensors preferred; sharded ones as their index lists them."""
+def weight_files(checkpoint: Path) -> tuple[list[Path], set[str] | None]:
+    """The weight files to read (safetensors preferred; shards as their index lists them) and the
+    tensor names that index lists (None without an index)."""
     for index_name, pattern in ((SAFETENSORS_INDEX, "model*.safetensors"), (TORCH_INDEX, "pytorch_model*.bin")):
         index = checkpoint / index_name
         if index.is_file():
-            return [checkpoint / part for part in _index_parts(index)]
+            weight_map = _load_index(index)
+            return [checkpoint / part for part in sorted(set(weight_map.values()))], set(weight_map)
         parts = sorted(checkpoint.glob(pattern))
         if parts:
-            return parts
+            return parts, None
     raise ConversionError(
         f"no weights in {checkpoint}: expected model.safetensors or pytorch_model.bin (or their shards)")
 
 
 def read_tensors(checkpoint: Path) -> Iterator[SourceTensor]:
     """Every tensor of the checkpoint, file by file, in file order; data stays on disk until loaded."""
-    files = weight_files(checkpoint)
+    files, expected = weight_files(checkpoint)
     for file in files:
         if not file.is_file():
             raise ConversionError(f"missing weight shard {file.name} in {checkpoint}: download it again")
@@ -54,7 +56,6 @@ def read_tensors(checkpoint: Path) -> Iterator[SourceTensor]:
         from .reader_safetensors import read_safetensors as read
     else:
         from .reader_torch import read_torch as read
-    expected = _index_names(checkpoint)
     seen: set[str] = set()
     for file in files:
         for tensor in read(file):
@@ -80,13 +81,3 @@ def _load_index(index: Path) -> dict[str, str]:
         raise ConversionError(f"corrupt weights index {index.name}: download the checkpoint again")
     return weight_map
 
-
-def _index_parts(index: Path) -> list[str]:
-    return sorted(set(_load_index(index).values()))
-
-
-def _index_names(checkpoint: Path) -> set[str] | None:
-    for name in (SAFETENSORS_INDEX, TORCH_INDEX):
-        if (checkpoint / name).is_file():
-            return set(_load_index(checkpoint / name))
-    return None
