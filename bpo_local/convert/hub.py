@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DownloadError
+from .reader import SAFETENSORS_INDEX, TORCH_INDEX
 
 DEFAULT_SOURCE = "THUDM/BPO"
 
@@ -24,8 +25,8 @@ _SIDE_FILES = frozenset({
     "special_tokens_map.json", "added_tokens.json",
 })
 _WEIGHTS = (
-    (re.compile(r"model(-\d+-of-\d+)?\.safetensors"), "model.safetensors.index.json"),
-    (re.compile(r"pytorch_model(-\d+-of-\d+)?\.bin"), "pytorch_model.bin.index.json"),
+    (re.compile(r"model(-\d+-of-\d+)?\.safetensors"), SAFETENSORS_INDEX),
+    (re.compile(r"pytorch_model(-\d+-of-\d+)?\.bin"), TORCH_INDEX),
 )
 _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
