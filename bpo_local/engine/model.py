@@ -57,10 +57,10 @@ class Engine:
             raise ModelLoadError(f"model file {path.name} is truncated, damaged or of an unsupported architecture; "
                                  "re-download or rebuild it (--debug shows llama.cpp's reason)")
         try:
+            self._vocab = Vocab(lib.llama_model_get_vocab(self._model))
             self._context = self._new_context(path, n_ctx, n_threads, n_seq_max)
             n_layer = lib.llama_model_n_layer(self._model)
             offloaded = 0 if gpu is None else n_layer + 1 if n_gpu_layers < 0 else min(n_gpu_layers, n_layer + 1)
-            self._vocab = Vocab(lib.llama_model_get_vocab(self._model))
             self.info: ModelInfo = model_info(self._model, path, n_ctx=self._context.n_ctx, gpu_layers=offloaded,
                                               backend=gpu if gpu and offloaded else "CPU")
         except BaseException:
@@ -88,7 +88,7 @@ class Engine:
         if not ctx:
             raise ModelLoadError(f"could not create a context of {n_ctx} tokens for {path.name}; "
                                  "lower it with --ctx or offload fewer layers with --gpu-layers")
-        return Context(ctx, lib.llama_vocab_n_tokens(lib.llama_model_get_vocab(self._model)))
+        return Context(ctx, self._vocab.n_vocab)
 
     # tokenizer
 
