@@ -7,9 +7,12 @@ rotate_half RoPE, so it checks the converter's q/k permutation rather than shari
 from __future__ import annotations
 
 import ctypes
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 
 class LlamaCpp:
@@ -306,3 +309,14 @@ def llama_cpp_vocab_tests(cache: Path, name: str) -> tuple[Path, list[tuple[str,
         texts.pop()  # the separator closes the last case too (test-tokenizer-0.cpp reads it so)
     outs = gguf_file.with_suffix(".gguf.out").read_text(encoding="utf-8").splitlines()
     return gguf_file, [(t, [int(i) for i in o.split()]) for t, o in zip(texts, outs, strict=True)]
+
+
+def mounted_tmpfs(folder: Path, size: str) -> Iterator[Path]:
+    """For a generator fixture: a tmpfs of ``size`` (e.g. ``"6m"``) mounted at ``folder`` until the test
+    ends; the test is skipped where mounting is not allowed (needs root)."""
+    folder.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    yield folder
+    subprocess.run(["umount", str(folder)], check=True)

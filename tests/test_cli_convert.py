@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from _checkpoints import build_llama2_pad_safetensors
-from _convert_helpers import FakeHub
+from _convert_helpers import FakeHub, mounted_tmpfs
 from _store_helpers import eval_pairs, kill, smollm2_f16, start_cli, store_files, wait_for  # noqa: F401
 
 from bpo_local.gguf_header import read_header
@@ -164,15 +164,7 @@ def test_two_converts_into_one_store_at_once(smollm2_f16, models) -> None:
 @pytest.fixture
 def small_disk(tmp_path: Path):  # noqa: ANN201 - a generator fixture
     """An 85 MiB file system (tmpfs), where SmolLM2 fits as Q4_0 on paper but not in fact, and Q8_0 not at all."""
-    import subprocess
-
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=85m", "tmpfs", str(mount)],
-                      capture_output=True).returncode != 0:
-        pytest.skip("needs permission to mount a small tmpfs")
-    yield mount
-    subprocess.run(["umount", str(mount)], check=True)
+    yield from mounted_tmpfs(tmp_path / "disk", "85m")
 
 
 @pytest.mark.parametrize("quant", ["q8_0", "q4_0"])  # refused up front; runs out of space while writing

@@ -15,7 +15,7 @@ import pytest
 
 from _checkpoints import (Checkpoint, build_bpe_tied, build_from_vocab_gguf, build_llama2_bin,
                           build_llama2_pad_safetensors, save_safetensors)
-from _convert_helpers import FakeHub, LlamaCpp, llama_cpp_vocab_tests, reference_logits
+from _convert_helpers import FakeHub, LlamaCpp, llama_cpp_vocab_tests, mounted_tmpfs, reference_logits
 from conftest import CACHE
 from bpo_local.convert import convert_checkpoint
 from bpo_local.errors import ConversionError
@@ -333,13 +333,7 @@ def test_interrupt_leaves_no_partial_file_and_keeps_the_old_one(checkpoints, tmp
 @pytest.fixture
 def small_disk(tmp_path: Path):
     """A 6 MB tmpfs (needs root and mount); too small for the tiny model's 17 MB F32 build."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mount)],
-                      capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a small tmpfs here (needs root)")
-    yield mount
-    subprocess.run(["umount", str(mount)], check=True)
+    yield from mounted_tmpfs(tmp_path / "disk", "6m")
 
 
 def test_not_enough_disk_space_before_writing(checkpoints, small_disk):
