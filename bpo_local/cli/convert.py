@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..quantize import DEFAULT_QUANTS
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -14,7 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("source", nargs="?", default=None, metavar="SOURCE",
                         help="Hub repo id, checkpoint folder or F32/F16/BF16 .gguf (default: THUDM/BPO)")
     parser.add_argument("--revision", metavar="R", help="Hub branch, tag or commit (default: main)")
-    parser.add_argument("--quant", default="q4_k_m,q8_0", metavar="TYPES",
+    parser.add_argument("--quant", default=",".join(DEFAULT_QUANTS), metavar="TYPES",
                         help="comma-separated types, e.g. q4_k_m,q5_k_m,q6_k,q8_0,q4_0,f16 (default: %(default)s)")
     parser.add_argument("--outtype", default="f16", choices=("f16", "bf16", "f32"),
                         help="precision of the intermediate GGUF (default: %(default)s)")
