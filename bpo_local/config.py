@@ -84,16 +84,21 @@ NO_MODEL_HELP = (
 )
 
 
+def configured_model(arg: str | None, config: Config) -> str | None:
+    """The model named by ``--model``, else ``$BPO_LOCAL_MODEL``, else the config; None if none is."""
+    return arg or os.environ.get(MODEL_ENV) or config.model or None
+
+
 def resolve_model(arg: str | None, config: Config | None = None) -> Path:
-    """The GGUF file to load: ``--model``, then ``$BPO_LOCAL_MODEL``, then the config, then the
-    best build in the model store. Each may be a path or a store name such as ``bpo:q4_k_m``."""
+    """The GGUF file to load: the ``configured_model`` (a path or a store name such as
+    ``bpo:q4_k_m``), else the best build in the model store."""
     from .store import ModelStore
 
     config = config or load_config()
     store = ModelStore(models_dir())
-    for source in (arg, os.environ.get(MODEL_ENV), config.model):
-        if source:
-            return _locate(source, store)
+    source = configured_model(arg, config)
+    if source is not None:
+        return _locate(source, store)
     best = store.best()
     if best is None:
         raise ModelNotFound(NO_MODEL_HELP.format(config=config_path()))

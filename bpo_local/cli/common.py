@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -49,13 +48,13 @@ def load_optimizer(args: argparse.Namespace) -> Optimizer:
 def _resolve_or_offer_build(model: str | None, config: Config) -> Path:
     """``resolve_model``; when nothing is configured and the store is empty, a user at a terminal is
     offered to build the default model (elsewhere the one-line error says how)."""
-    from ..config import MODEL_ENV, resolve_model
+    from ..config import configured_model, resolve_model
     from ..errors import ModelNotFound
 
     try:
         return resolve_model(model, config)
     except ModelNotFound:
-        if model or os.environ.get(MODEL_ENV) or config.model:
+        if configured_model(model, config) is not None:
             raise
         from ..build import offer_default_build
 
