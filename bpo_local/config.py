@@ -74,7 +74,7 @@ def load_config(path: Path | None = None) -> Config:
     known = {f: raw[f] for f in Config.__dataclass_fields__ if f in raw}
     unknown = sorted(set(raw) - set(known))
     if unknown:
-        raise UsageError(f"unknown key(s) {', '.join(unknown)} in {path}; known: model, gpu_layers, ctx, threads")
+        raise UsageError(f"unknown key(s) {', '.join(unknown)} in {path}; known: {', '.join(Config.__dataclass_fields__)}")
     return Config(**known)
 
 
