@@ -15,7 +15,7 @@ from ..errors import BpoLocalError
 COMMANDS = ("optimize", "repl", "convert", "models", "verify", "log", "doctor")
 """Subcommand modules in ``bpo_local.cli``; each defines ``register(subparsers)``."""
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_USAGE, EXIT_INTERRUPTED = 0, 2, 130
 
 
 def build_parser() -> argparse.ArgumentParser:
