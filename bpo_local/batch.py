@@ -123,12 +123,6 @@ class Sink(Protocol):
     def fail(self, item: BatchItem, message: str) -> None: ...
 
 
-@dataclass
-class BatchStats:
-    answered: int = 0
-    failed: int = 0
-
-
 OptimizeMany = Callable[[Iterable[str]], Generator[OptimizeResult | BpoLocalError, None, None]]
 """Prompts in, one result (or that prompt's error) out per prompt, in input order: ``Optimizer.optimize_many``."""
 
@@ -138,31 +132,31 @@ def process(
     optimize_many: OptimizeMany,
     sink: Sink,
     on_item: Callable[[BatchItem, OptimizeResult | None], None] | None = None,
-) -> BatchStats:
+) -> int:
     """Optimize the items' prompts (several in flight, as ``optimize_many`` schedules them) and hand
     each item's outcome to the sink in input order, as soon as it and every earlier one are done.
 
-    A failure of one item is recorded and the batch goes on. ``on_item(item, result_or_None)`` runs
-    after each item is written (progress, logging). Ctrl-C propagates: items written before it are
-    in the sink; those in flight are cancelled and left for a resumed run.
+    A failure of one item is recorded and the batch goes on; returns how many failed.
+    ``on_item(item, result_or_None)`` runs after each item is written (progress, logging). Ctrl-C
+    propagates: items written before it are in the sink; those in flight are cancelled and left for
+    a resumed run.
     """
     items = list(items)
-    stats = BatchStats()
+    failed = 0
     results = optimize_many(item.prompt for item in items if item.prompt is not None)
     try:
         for item in items:
             outcome = next(results) if item.prompt is not None else None
             if isinstance(outcome, OptimizeResult):
                 sink.answer(item, outcome)
-                stats.answered += 1
             else:
                 sink.fail(item, str(outcome) if outcome is not None else item.error or "no prompt")
-                stats.failed += 1
+                failed += 1
             if on_item is not None:
                 on_item(item, outcome if isinstance(outcome, OptimizeResult) else None)
     finally:
         results.close()
-    return stats
+    return failed
 
 
 def dumps(record: dict[str, Any]) -> bytes:

@@ -207,7 +207,7 @@ def _run_batch(args: argparse.Namespace) -> int:
 
                     parallel = args.parallel or DEFAULT_PARALLEL
                     failed = process(todo, lambda prompts: opt.optimize_many(prompts, parallel=parallel, **sampling),
-                                     sink, on_item).failed
+                                     sink, on_item)
         if resume:
             failed = resume.failed
     if failed:
