@@ -95,8 +95,7 @@ def run(args: argparse.Namespace) -> int:
         result = _optimize_one(opt, prompt, args, log)
         print(json.dumps(result.to_dict(), ensure_ascii=False) if args.json else _format(result))
         sys.stdout.flush()
-        if log is not None:
-            log.record(result, opt.model_sha256())
+        _record(opt, result, log)
     return 0
 
 
@@ -149,17 +148,18 @@ def _optimize_one(opt: Optimizer, prompt: str, args: argparse.Namespace, log: Ru
                     pass
         except KeyboardInterrupt:
             stream.cancel()
-            _log_interrupted(opt, stream.result, log)
+            _record(opt, stream.result, log)
             raise
         return stream.result
     try:
         return stream_to_terminal(stream)
     except KeyboardInterrupt:
-        _log_interrupted(opt, stream.result, log)
+        _record(opt, stream.result, log)
         raise
 
 
-def _log_interrupted(opt: Optimizer, result: OptimizeResult, log: RunLog | None) -> None:
+def _record(opt: Optimizer, result: OptimizeResult, log: RunLog | None) -> None:
+    """Log ``result`` (finished or interrupted) unless --no-log."""
     if log is not None:
         log.record(result, opt.model_sha256())
 
@@ -195,14 +195,13 @@ def _run_batch(args: argparse.Namespace) -> int:
         if todo:
             sampling = _sampling(args)
             with load_optimizer(args) as opt, _open_log(args) as log:
-                sha256 = opt.model_sha256() if log is not None else ""
                 # Records on a terminal show the progress themselves; a bar would tangle with them.
                 bar_console = status_console() if resume or not sys.stdout.isatty() else Console(quiet=True)
                 with batch_progress(bar_console, len(todo)) as advance:
 
                     def on_item(item: object, result: OptimizeResult | None) -> None:
-                        if result is not None and log is not None:
-                            log.record(result, sha256)
+                        if result is not None:
+                            _record(opt, result, log)
                         advance()
 
                     parallel = args.parallel or DEFAULT_PARALLEL
