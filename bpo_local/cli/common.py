@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rich.console import Console
-
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from ..config import Config
     from ..optimizer import Optimizer
 
@@ -25,6 +25,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
 
 def status_console() -> Console:
     """Progress and status: stderr, and silent unless stderr is a terminal. Honours NO_COLOR."""
+    from rich.console import Console
+
     return Console(stderr=True, quiet=not sys.stderr.isatty())
 
 

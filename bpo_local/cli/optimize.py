@@ -9,8 +9,6 @@ from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-
 from ..errors import UsageError
 from ..presets import MODES
 from .common import add_model_options, load_optimizer, status_console
@@ -180,6 +178,8 @@ def _open_log(args: argparse.Namespace) -> AbstractContextManager[RunLog | None]
 
 
 def _run_batch(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
     from ..batch import ResumableOutput, process, read_items
     from .render import JsonlSink, LinesSink, batch_progress
 
