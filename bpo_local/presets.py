@@ -18,9 +18,8 @@ TEMPLATE = (
 
 CHAT_TEMPLATE_JINJA = (
     "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}"
-    "[INST] You are an expert prompt engineer. Please help me improve this prompt to get a more "
-    "helpful and harmless response:\n{{ message['content'] }} [/INST]"
-    "{% elif message['role'] == 'assistant' %}{{ message['content'] }}{{ eos_token }}{% endif %}"
+    + TEMPLATE.format("{{ message['content'] }}")
+    + "{% elif message['role'] == 'assistant' %}{{ message['content'] }}{{ eos_token }}{% endif %}"
     "{% endfor %}"
 )
 """The same template as Jinja, for GGUF ``tokenizer.chat_template`` (llama-server, LM Studio, Ollama)."""
