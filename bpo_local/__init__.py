@@ -10,6 +10,9 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+import importlib
+from typing import TYPE_CHECKING
+
 from .errors import (
     BpoLocalError,
     ConversionError,
@@ -21,8 +24,21 @@ from .errors import (
     StoreError,
     UsageError,
 )
-from .optimizer import OptimizeResult, Optimizer, load
 from .presets import AGGRESSIVE, PRESETS, STABLE, Preset
+
+if TYPE_CHECKING:
+    from .optimizer import Optimizer, OptimizeResult, load
+
+_LAZY = ("OptimizeResult", "Optimizer", "load")
+"""Imported from ``.optimizer`` on first use: it pulls in the engine package, which every CLI start
+(``bpo-local --help`` included) would otherwise pay for through ``bpo_local.__version__``."""
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        return getattr(importlib.import_module(".optimizer", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "AGGRESSIVE",
