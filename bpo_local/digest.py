@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
+from .atomic import write_text_atomic
 from .config import state_dir
 
 CHUNK = 1 << 20
@@ -39,11 +39,9 @@ def _read(cache_file: Path) -> dict[str, str]:
 
 
 def _write(cache_file: Path, cache: dict[str, str]) -> None:
-    """Atomic replace; a cache that cannot be written only costs a re-hash next time."""
+    """A cache that cannot be written only costs a re-hash next time."""
     try:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_name(f".{cache_file.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(cache), encoding="utf-8")
-        os.replace(tmp, cache_file)
+        write_text_atomic(cache_file, json.dumps(cache))
     except OSError:
         pass

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from .atomic import write_text_atomic
 from .digest import file_sha256
 from .errors import ModelNotFound, StoreError
 from .gguf_header import read_header
@@ -275,17 +276,7 @@ def _rank(build: Build) -> tuple[int, int, str]:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    """Atomic: a reader sees the old file or the new one, never half of one."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
 @contextmanager
