@@ -87,13 +87,13 @@ def _paths() -> dict[str, str]:
 
 def _model(args: argparse.Namespace) -> dict[str, Any]:
     """The model optimize would load: its facts, ``{"none": why}`` when none is set up, or ``{"error": why}``."""
-    from ..config import MODEL_ENV, load_config, resolve_model
+    from ..config import configured_model, load_config, resolve_model
     from ..errors import ModelNotFound
     from ..presets import CHAT_TEMPLATE_JINJA
 
     try:
         config = load_config()
-        configured = args.model or os.environ.get(MODEL_ENV) or config.model
+        configured = configured_model(args.model, config)
         resolve_model(args.model, config)
     except ModelNotFound as exc:
         return {"error": str(exc)} if configured else {"none": str(exc)}
