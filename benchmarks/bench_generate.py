@@ -7,7 +7,7 @@ Usage:
 
 The same BPO-templated prompts (../shared/data/bpo_test.json), GGUF, thread count and greedy decoding
 with no stop tokens go through:
-  (a) ours   bpo_local.engine.Engine
+  (a) ours   bpo_local.backends.llamacpp.Engine
   (b) lcp    llama-cpp-python's Llama.create_completion (EOS masked with logit_bias, as it always
              stops there otherwise; that bias runs as its Python logits processor)
   (c) bare   a plain llama.cpp loop through the C API (llama_decode + greedy sampler): the floor
@@ -58,7 +58,8 @@ def _decode_stats(start: float, first: float, end: float, n_tokens: int) -> dict
 
 
 def run_ours(spec: dict) -> dict:
-    from bpo_local.engine import Engine, Request, Sampling
+    from bpo_local.backend import Request, Sampling
+    from bpo_local.backends.llamacpp import Engine
 
     engine = Engine(spec["model"], n_ctx=N_CTX, n_threads=spec["threads"])
     rows = []
@@ -140,7 +141,8 @@ def run_bare(spec: dict) -> dict:
 
 def run_interleaved(spec: dict) -> dict:
     """Ours and bare in one process, one token of each in turn: a decode ratio immune to machine drift."""
-    from bpo_local.engine import Engine, Request, Sampling
+    from bpo_local.backend import Request, Sampling
+    from bpo_local.backends.llamacpp import Engine
 
     engine = Engine(spec["model"], n_ctx=N_CTX, n_threads=spec["threads"])
     lib, ctx, sampler = _bare_context(spec)
@@ -167,7 +169,8 @@ def run_interleaved(spec: dict) -> dict:
 
 def run_candidates(spec: dict) -> dict:
     """One n=5 request against 5 n=1 requests of the same prompts: seeded, no stops, equal lengths."""
-    from bpo_local.engine import Engine, Request, Sampling
+    from bpo_local.backend import Request, Sampling
+    from bpo_local.backends.llamacpp import Engine
 
     engine = Engine(spec["model"], n_ctx=N_CTX, n_threads=spec["threads"])
     together, separate = [], []
@@ -218,8 +221,8 @@ def worker_main(kind: str, spec_path: str) -> None:
 def tokenize_prompts(model: Path, texts: list[str]) -> list[list[int]]:
     """BOS + BPO template, tokenized once with the model's vocabulary (vocab-only load)."""
     sys.path.insert(0, str(REPO))
-    from bpo_local.engine.native import llama, set_verbose
-    from bpo_local.engine.vocab import Vocab
+    from bpo_local.backends.llamacpp.native import llama, set_verbose
+    from bpo_local.backends.llamacpp.vocab import Vocab
     from bpo_local.presets import build_prompt
 
     lib = llama()
@@ -259,7 +262,7 @@ def main() -> None:
 
     print("$ " + shlex.join([Path(sys.executable).name, *sys.argv]))
     sys.path.insert(0, str(REPO))
-    from bpo_local.engine import physical_cores
+    from bpo_local.backends.llamacpp import physical_cores
 
     n_prompts = args.prompts or (3 if args.quick else 6)
     rounds = args.rounds or (1 if args.quick else 2)

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 from .errors import ModelLoadError
 
 if TYPE_CHECKING:
-    from .engine import Engine, Generation
-    from .engine.types import ModelInfo, Timings
+    from .backend import ModelInfo, Timings
+    from .backends.llamacpp import Engine, Generation
 
 def format_chat(template: str, prompt: str, *, bos_token: str = "", eos_token: str = "") -> str:
     """``prompt`` as the single user message of ``template``, ready for the assistant's answer."""
@@ -93,7 +93,7 @@ class ChatModel:
 
     def __init__(self, model: str | os.PathLike[str], *, gpu_layers: int | None = None, ctx: int | None = None,
                  threads: int | None = None, verbose: bool = False) -> None:
-        from .engine import Engine
+        from .backends.llamacpp import Engine
 
         self._engine: Engine = Engine(model, n_ctx=ctx, n_gpu_layers=gpu_layers, n_threads=threads, verbose=verbose)
         template = self.info.chat_template
@@ -108,7 +108,7 @@ class ChatModel:
 
     @property
     def name(self) -> str:
-        return self.info.path.name
+        return self.info.name
 
     def format(self, prompt: str) -> str:
         """The text the model sees for ``prompt``: its chat template with one user message."""
@@ -118,7 +118,7 @@ class ChatModel:
     def answer(self, prompt: str, *, max_tokens: int = 512, temperature: float = 0.0,
                seed: int | None = None) -> ChatStream:
         """Start answering ``prompt`` (greedy by default, so two prompts are compared fairly)."""
-        from .engine.types import Request, Sampling
+        from .backend import Request, Sampling
 
         engine = self._engine
         tokens = engine.tokenize(self.format(prompt), add_bos=False, parse_special=True)

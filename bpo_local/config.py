@@ -1,4 +1,4 @@
-"""Where bpo-local keeps things, the user's TOML config, and which model file to use."""
+"""Where bpo-local keeps things, the user's TOML config, and which model it names."""
 
 from __future__ import annotations
 
@@ -6,14 +6,10 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import platformdirs
 
-from .errors import ModelNotFound, UsageError
-
-if TYPE_CHECKING:
-    from .store import ModelStore
+from .errors import UsageError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -87,28 +83,3 @@ NO_MODEL_HELP = (
 def configured_model(arg: str | None, config: Config) -> str | None:
     """The model named by ``--model``, else ``$BPO_LOCAL_MODEL``, else the config; None if none is."""
     return arg or os.environ.get(MODEL_ENV) or config.model or None
-
-
-def resolve_model(arg: str | None, config: Config | None = None) -> Path:
-    """The GGUF file to load: the ``configured_model`` (a path or a store name such as
-    ``bpo:q4_k_m``), else the best build in the model store."""
-    from .store import ModelStore
-
-    config = config or load_config()
-    store = ModelStore(models_dir())
-    source = configured_model(arg, config)
-    if source is not None:
-        return _locate(source, store)
-    best = store.best()
-    if best is None:
-        raise ModelNotFound(NO_MODEL_HELP.format(config=config_path()))
-    return best
-
-
-def _locate(name: str, store: ModelStore) -> Path:
-    path = Path(name).expanduser()
-    if path.suffix.lower() == ".gguf" or path.exists() or os.sep in name:
-        if not path.is_file():
-            raise ModelNotFound(f"model file not found: {path}; check the path or run `bpo-local models`")
-        return path
-    return store.resolve(name)

@@ -1,6 +1,6 @@
 """The BPO optimizer: BPO's presets (presets.py) served by a token-level generation backend.
 
-The backend is anything shaped like ``Backend`` below; the local llama.cpp engine is one. This module owns
+The backend is anything that implements ``backend.Backend``; the local llama.cpp engine is one. This module owns
 the mapping from a preset to an engine request and from the engine's completions to optimized prompts.
 """
 
@@ -11,46 +11,11 @@ import os
 from collections.abc import Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Protocol
+from typing import Any
 
-from .engine.types import GenerationResult, ModelInfo, Request, RequestDone, Sampling, Timings, TokenEvent
+from .backend import Backend, Generation, GenerationResult, ModelInfo, Request, RequestDone, Sampling, Timings
 from .errors import BpoLocalError, UsageError
 from .presets import PRESETS, Preset, build_prompt, postprocess
-
-
-class Generation(Protocol):
-    """A running generation: iterate for token events; ``result`` once finished or cancelled."""
-
-    result: GenerationResult
-
-    def __iter__(self) -> Iterator[TokenEvent]: ...
-
-    def cancel(self) -> None: ...
-
-
-class BatchGeneration(Protocol):
-    """Several requests in flight: (request index, token event) per token, RequestDone per request."""
-
-    def __iter__(self) -> Iterator[tuple[int, TokenEvent] | RequestDone]: ...
-
-    def cancel(self) -> None: ...
-
-
-class Backend(Protocol):
-    """What the optimizer needs from an engine."""
-
-    info: ModelInfo
-    eos_token: int
-
-    def tokenize(self, text: str, *, add_bos: bool, parse_special: bool = False) -> list[int]: ...
-
-    def token_for_piece(self, piece: str) -> int | None: ...
-
-    def generate(self, request: Request) -> Generation: ...
-
-    def generate_many(self, requests: Iterable[Request], *, max_sequences: int | None = None) -> BatchGeneration: ...
-
-    def close(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -155,7 +120,7 @@ class Optimizer:
     def model_sha256(self) -> str:
         """sha256 of the model file (cached across runs by path, size and mtime)."""
         if self._sha256 is None:
-            from .digest import file_sha256
+            from .models.digest import file_sha256
 
             self._sha256 = file_sha256(self.info.path)
         return self._sha256
@@ -241,7 +206,7 @@ class Optimizer:
             candidates=tuple(postprocess(text, preset) for text in raw),
             finish_reasons=tuple(c.finish_reason for c in result.completions),
             params=MappingProxyType(_params(preset, result.seed)),
-            model=self.info.path.name,
+            model=self.info.name,
             timings=result.timings,
             seed=result.seed,
             raw=raw,
@@ -296,8 +261,8 @@ def load(
     verbose: bool = False,
 ) -> Optimizer:
     """Load a BPO model: a GGUF path, a store name such as ``bpo:q4_k_m``, or None for the default."""
-    from .config import resolve_model
-    from .engine import Engine
+    from .backends.llamacpp import Engine
+    from .models.resolve import resolve_model
 
     path = resolve_model(os.fspath(model) if model is not None else None)
     return Optimizer(Engine(path, n_ctx=ctx, n_gpu_layers=gpu_layers, n_threads=threads, verbose=verbose))

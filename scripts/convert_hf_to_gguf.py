@@ -14,8 +14,8 @@ from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bpo_local.convert import DEFAULT_SOURCE, OUTTYPES, convert_checkpoint, fetch_source
     from bpo_local.errors import BpoLocalError
+    from bpo_local.models.convert import DEFAULT_SOURCE, OUTTYPES, convert_checkpoint, fetch_source
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("source", nargs="?", default=DEFAULT_SOURCE,

@@ -7,7 +7,7 @@ import re
 import sys
 from types import MappingProxyType
 
-from bpo_local.engine.types import Timings
+from bpo_local.backend import Timings
 from bpo_local.optimizer import OptimizeResult
 
 ANSI = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[@-Z\\-_=>])")

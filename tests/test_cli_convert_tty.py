@@ -12,7 +12,7 @@ from _checkpoints import build_llama2_pad_safetensors
 from _convert_helpers import FakeHub
 from _store_helpers import smollm2_f16, store_files, wait_for  # noqa: F401
 
-from bpo_local.store import ModelStore
+from bpo_local.models.store import ModelStore
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bpo_local.runlog import RunLog
-
 from _repl_helpers import make_result, plain
+
+from bpo_local.runlog import RunLog
 
 
 def _fill() -> None:

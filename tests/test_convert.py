@@ -12,13 +12,19 @@ from pathlib import Path
 import gguf
 import numpy as np
 import pytest
-
-from _checkpoints import (Checkpoint, build_bpe_tied, build_from_vocab_gguf, build_llama2_bin,
-                          build_llama2_pad_safetensors, save_safetensors)
+from _checkpoints import (
+    Checkpoint,
+    build_bpe_tied,
+    build_from_vocab_gguf,
+    build_llama2_bin,
+    build_llama2_pad_safetensors,
+    save_safetensors,
+)
 from _convert_helpers import FakeHub, LlamaCpp, llama_cpp_vocab_tests, mounted_tmpfs, reference_logits
 from conftest import CACHE
-from bpo_local.convert import convert_checkpoint
+
 from bpo_local.errors import ConversionError
+from bpo_local.models.convert import convert_checkpoint
 from bpo_local.presets import CHAT_TEMPLATE_JINJA, build_prompt
 
 KINDS = ("llama2_bin", "pad_safetensors", "bpe_tied")
@@ -359,7 +365,7 @@ def test_disk_filling_up_while_writing(checkpoints, small_disk):
 
 # ---- the Hub path, against a real HTTP server on 127.0.0.1 --------------------------------------------
 
-FETCH = ("import sys\nfrom bpo_local.convert import fetch_source\nfrom bpo_local.errors import BpoLocalError\n"
+FETCH = ("import sys\nfrom bpo_local.models.convert import fetch_source\nfrom bpo_local.errors import BpoLocalError\n"
          "try:\n    c = fetch_source(sys.argv[1], progress=lambda label, done, total: "
          "print('progress', label, done, total, file=sys.stderr))\nexcept BpoLocalError as e:\n"
          "    print('error:', e); sys.exit(1)\nprint(c.path); print(c.repo_id); print(c.revision)")
@@ -445,7 +451,7 @@ def test_hub_errors_are_one_line_with_the_fix(hub_repo, tmp_path):
 
 
 def test_local_folder_is_used_as_is(checkpoints):
-    from bpo_local.convert import fetch_source
+    from bpo_local.models.convert import fetch_source
 
     ck = checkpoints["pad_safetensors"]
     assert fetch_source(str(ck.path)).path == ck.path.resolve()

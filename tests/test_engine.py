@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from _engine_helpers import chat_prompt, plain_greedy
 
-from bpo_local.engine import Engine, Request, Sampling
+from bpo_local.backend import Request, Sampling
+from bpo_local.backends.llamacpp import Engine
 from bpo_local.errors import ModelLoadError, ModelNotFound, PromptTooLong, UsageError
 
 GREEDY = Sampling(temperature=0)
@@ -298,7 +299,7 @@ def test_token_for_piece(engine):
 
 
 def test_streamed_text_never_splits_a_character(engine):
-    from bpo_local.engine.vocab import TextStream
+    from bpo_local.backends.llamacpp.vocab import TextStream
 
     text = "Party 🎉🙂 café — 東京 ok"
     tokens = engine.tokenize(text, add_bos=False)
@@ -338,13 +339,13 @@ def test_importing_the_engine_does_not_load_llama_cpp():
     import subprocess
     import sys
 
-    code = "import sys, bpo_local.engine; print(sorted(m for m in ('llama_cpp', 'numpy') if m in sys.modules))"
+    code = "import sys, bpo_local.backends.llamacpp; print(sorted(m for m in ('llama_cpp', 'numpy') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
 
 def test_system_info_reports_this_machine():
-    from bpo_local.engine import physical_cores, system_info
+    from bpo_local.backends.llamacpp import physical_cores, system_info
 
     info = system_info()
     assert 1 <= info.physical_cores == physical_cores() <= (os.cpu_count() or 1)

@@ -17,9 +17,10 @@ import pytest
 from _checkpoints import build_llama2_pad_safetensors
 from _engine_helpers import chat_prompt
 
-from bpo_local.convert import convert_checkpoint
-from bpo_local.engine import Engine, Request, RequestDone, Sampling
+from bpo_local.backend import Request, RequestDone, Sampling
+from bpo_local.backends.llamacpp import Engine
 from bpo_local.errors import PromptTooLong
+from bpo_local.models.convert import convert_checkpoint
 from bpo_local.presets import build_prompt
 
 GREEDY = Sampling(temperature=0, seed=0)

@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 from _checkpoints import build_llama2_bin
 
-from bpo_local.convert import convert_checkpoint
-from bpo_local.engine import Engine, Request, Sampling
-from bpo_local.engine.vocab import TextStream
+from bpo_local.backend import Request, Sampling
+from bpo_local.backends.llamacpp import Engine
+from bpo_local.backends.llamacpp.vocab import TextStream
+from bpo_local.models.convert import convert_checkpoint
 
 
 @pytest.fixture(scope="module")

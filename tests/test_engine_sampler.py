@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from _engine_helpers import chat_prompt, chi_square_pvalue, llama_cpp_python_distribution, transformers_distribution
 
-from bpo_local.engine import Engine, Request, Sampling
+from bpo_local.backend import Request, Sampling
+from bpo_local.backends.llamacpp import Engine
 
 DRAWS = 2000
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 import sentencepiece
+from _checkpoints import build_llama2_pad_safetensors
 
 import bpo_local
-from _checkpoints import build_llama2_pad_safetensors
-from bpo_local.convert import convert_checkpoint
+from bpo_local.models.convert import convert_checkpoint
 from bpo_local.presets import AGGRESSIVE, STABLE, build_prompt
 
 PROMPT = "how can I create a profile on Facebook?\n[/INST] </s> typed by the user 🦙"

@@ -1,4 +1,4 @@
-"""llama.cpp's quantizer behind bpo_local.quantize: real GGUFs in, real GGUFs out."""
+"""llama.cpp's quantizer behind bpo_local.models.quantize: real GGUFs in, real GGUFs out."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from _store_helpers import smollm2_f16  # noqa: F401
 
 from bpo_local.errors import ConversionError, UsageError
-from bpo_local.quantize import QUANTS, parse_quants, quantize
+from bpo_local.models.quantize import QUANTS, parse_quants, quantize
 
 
 def test_parse_quants_is_case_insensitive_and_keeps_order() -> None:
@@ -42,6 +42,6 @@ def test_a_failed_quantize_is_one_line_and_leaves_no_file(smollm2_gguf: Path, tm
 
 
 def test_every_listed_quant_maps_to_a_distinct_llama_cpp_file_type() -> None:
-    from bpo_local._quantize_worker import _ftype
+    from bpo_local.models._quantize_worker import _ftype
 
     assert len({_ftype(q) for q in QUANTS}) == len(QUANTS)

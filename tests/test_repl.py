@@ -14,11 +14,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from _repl_helpers import ReplProcess
 
 from bpo_local.repl.commands import COMMANDS
 from bpo_local.runlog import RunLog
-
-from _repl_helpers import ReplProcess
 
 Start = Callable[..., ReplProcess]
 

@@ -10,6 +10,7 @@ import stat
 from pathlib import Path
 
 import pytest
+from _repl_helpers import make_result
 
 from bpo_local.chat import format_chat
 from bpo_local.errors import ModelLoadError, UsageError
@@ -18,8 +19,6 @@ from bpo_local.repl.commands import COMMANDS
 from bpo_local.repl.external import copy_to_clipboard, edit_text
 from bpo_local.repl.input import block_open, unwrap
 from bpo_local.repl.session import Comparison, Session, Turn
-
-from _repl_helpers import make_result
 
 CHATML = ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}"
           "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")

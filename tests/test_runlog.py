@@ -8,12 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from _repl_helpers import make_result
 
 from bpo_local import runlog
 from bpo_local.errors import BpoLocalError
 from bpo_local.runlog import MIGRATIONS, RunLog
-
-from _repl_helpers import make_result
 
 
 def test_record_and_query_round_trip(bpo_home: Path) -> None:

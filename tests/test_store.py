@@ -15,7 +15,7 @@ import pytest
 from _store_helpers import store_files, tiny_gguf  # noqa: F401
 
 from bpo_local.errors import ModelNotFound, StoreError
-from bpo_local.store import ModelStore, model_name
+from bpo_local.models.store import ModelStore, model_name
 
 TOOL = {"bpo_local": "test"}
 
@@ -132,7 +132,7 @@ def test_a_damaged_manifest_is_skipped_by_listing(store: ModelStore, tiny_gguf: 
 
 def test_two_processes_adding_the_same_build_leave_one_whole_build(store: ModelStore, tiny_gguf: Path) -> None:
     script = (
-        "import shutil, sys\nfrom pathlib import Path\nfrom bpo_local.store import ModelStore\n"
+        "import shutil, sys\nfrom pathlib import Path\nfrom bpo_local.models.store import ModelStore\n"
         "s = ModelStore(Path(sys.argv[1]))\n"
         "for _ in range(5):\n"
         "    with s.workspace() as w, s.lock('bpo', 'q8_0'):\n"

@@ -10,9 +10,9 @@ import pytest
 from _store_helpers import eval_pairs, smollm2_f16  # noqa: F401
 
 from bpo_local.errors import UsageError
+from bpo_local.models.quantize import quantize
+from bpo_local.models.verify import EvalPair, Reference, VerifyResult, compare, load_pairs
 from bpo_local.presets import build_prompt
-from bpo_local.quantize import quantize
-from bpo_local.verify import EvalPair, Reference, VerifyResult, compare, load_pairs
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def test_q8_0_drifts_less_than_q4_0(quants: dict[str, Path], reference: Referenc
 
 def test_kl_matches_a_direct_computation(smollm2_f16: Path, quants: dict[str, Path], tmp_path: Path) -> None:
     """One pair by hand: softmax both, sum p * log(p / q) over the optimized-prompt positions."""
-    from bpo_local.engine import Engine
+    from bpo_local.backends.llamacpp import Engine
 
     pair = EvalPair("Tell me a joke", "Tell me a short, clean joke that is suitable for all ages.")
     reference = Reference.compute(smollm2_f16, [pair], tmp_path, threads=2)

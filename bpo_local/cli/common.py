@@ -50,15 +50,16 @@ def load_optimizer(args: argparse.Namespace) -> Optimizer:
 def _resolve_or_offer_build(model: str | None, config: Config) -> Path:
     """``resolve_model``; when nothing is configured and the store is empty, a user at a terminal is
     offered to build the default model (elsewhere the one-line error says how)."""
-    from ..config import configured_model, resolve_model
+    from ..config import configured_model
     from ..errors import ModelNotFound
+    from ..models.resolve import resolve_model
 
     try:
         return resolve_model(model, config)
     except ModelNotFound:
         if configured_model(model, config) is not None:
             raise
-        from ..build import offer_default_build
+        from ..models.build import offer_default_build
 
         built = offer_default_build(status_console())
         if built is None:

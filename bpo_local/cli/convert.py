@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..quantize import DEFAULT_QUANTS
+from ..models.quantize import DEFAULT_QUANTS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,10 +31,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..build import DEFAULT_SOURCE, ConvertPlan, convert, progress_bars
     from ..config import models_dir
-    from ..quantize import parse_quants
-    from ..store import ModelStore
+    from ..models.build import DEFAULT_SOURCE, ConvertPlan, convert, progress_bars
+    from ..models.quantize import parse_quants
+    from ..models.store import ModelStore
     from .common import status_console
     from .models import print_builds
     from .verify import print_results

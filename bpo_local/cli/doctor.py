@@ -57,7 +57,7 @@ def _versions(llama: dict[str, Any]) -> dict[str, str]:
 
 def _llama_cpp() -> dict[str, Any]:
     """llama.cpp's build and devices, or ``{"error": why}`` when its library cannot load."""
-    from ..engine.system import system_info
+    from ..backends.llamacpp.system import system_info
 
     try:
         info = system_info()
@@ -87,8 +87,9 @@ def _paths() -> dict[str, str]:
 
 def _model(args: argparse.Namespace) -> dict[str, Any]:
     """The model optimize would load: its facts, ``{"none": why}`` when none is set up, or ``{"error": why}``."""
-    from ..config import configured_model, load_config, resolve_model
+    from ..config import configured_model, load_config
     from ..errors import ModelNotFound
+    from ..models.resolve import resolve_model
     from ..presets import CHAT_TEMPLATE_JINJA
 
     try:
@@ -107,7 +108,7 @@ def _model(args: argparse.Namespace) -> dict[str, Any]:
     template = info.chat_template
     return {
         "path": str(info.path),
-        "name": info.name,
+        "name": info.title,
         "architecture": info.architecture,
         "parameters": info.n_params,
         "quant": info.file_type,

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from rich.table import Table
 
-    from ..store import Build, ModelStore
+    from ..models.store import Build, ModelStore
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..config import models_dir
-    from ..store import ModelStore
+    from ..models.store import ModelStore
 
     store = ModelStore(models_dir())
     if args.action == "path":

@@ -15,7 +15,7 @@ from .common import add_model_options, load_optimizer, status_console
 
 if TYPE_CHECKING:
     from ..batch import Sink
-    from ..optimizer import OptimizeResult, Optimizer
+    from ..optimizer import Optimizer, OptimizeResult
     from ..runlog import RunLog
 
 DEFAULT_PARALLEL = 4

@@ -35,7 +35,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("repl needs a terminal; use `bpo-local optimize` for pipes")
     from rich.console import Console
 
-    from ..config import resolve_model, state_dir
+    from ..config import state_dir
+    from ..models.resolve import resolve_model
     from ..repl import Repl
     from ..runlog import RunLog
 
@@ -68,7 +69,7 @@ def _load_model(args: argparse.Namespace, name: str) -> Optimizer:
 
 def _load_target(args: argparse.Namespace, name: str) -> ChatModel:
     from ..chat import ChatModel
-    from ..config import resolve_model
+    from ..models.resolve import resolve_model
 
     path = resolve_model(name)
     with status_console().status(f"loading target {path.name}"):

@@ -14,7 +14,7 @@ from ..errors import ModelNotFound
 if TYPE_CHECKING:
     from rich.table import Table
 
-    from ..store import Build, ModelStore
+    from ..models.store import Build, ModelStore
 
 REFERENCE_QUANTS = ("f16", "bf16", "f32")
 
@@ -38,10 +38,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..build import Bars, progress_bars
-    from ..config import models_dir, resolve_model
-    from ..store import ModelStore
-    from ..verify import Reference, compare, load_pairs
+    from ..config import models_dir
+    from ..models.build import Bars, progress_bars
+    from ..models.resolve import resolve_model
+    from ..models.store import ModelStore
+    from ..models.verify import Reference, compare, load_pairs
     from .common import status_console
 
     store = ModelStore(models_dir())

@@ -21,7 +21,7 @@ from .session import Comparison, Session, Settings, Turn
 
 if TYPE_CHECKING:
     from ..chat import ChatModel
-    from ..optimizer import OptimizeResult, Optimizer
+    from ..optimizer import Optimizer, OptimizeResult
     from ..runlog import RunLog
 
 COMPARE_MAX_TOKENS = 512

@@ -15,7 +15,7 @@ from rich.text import Text
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from ..engine.types import ModelInfo
+    from ..backend import ModelInfo
     from .commands import Command
     from .session import Turn
 
@@ -27,7 +27,7 @@ def banner(info: ModelInfo, log_path: Path | None) -> RenderableType:
     table = Table.grid(padding=(0, 2))
     table.add_column(style="dim")
     table.add_column()
-    table.add_row("model", Text(f"{info.path.name}  ({info.name})"))
+    table.add_row("model", Text(f"{info.name}  ({info.title})" if info.title else info.name))
     table.add_row("quant", Text(f"{info.file_type}, {info.size_bytes / 2**30:.2f} GiB"))
     offloaded = min(info.gpu_layers, info.n_layer)  # llama.cpp counts the output layer as one more
     table.add_row("backend", Text(f"{info.backend}, {offloaded}/{info.n_layer} layers offloaded"))

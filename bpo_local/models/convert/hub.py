@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import DownloadError
+from ...errors import DownloadError
 from .reader import SAFETENSORS_INDEX, TORCH_INDEX
 
 DEFAULT_SOURCE = "THUDM/BPO"
@@ -50,8 +50,13 @@ def fetch_source(source: str = DEFAULT_SOURCE, *, revision: str | None = None,
         raise DownloadError(f"{source!r} is neither a folder nor a Hub repo id like {DEFAULT_SOURCE}")
 
     from huggingface_hub import HfApi, snapshot_download
-    from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, OfflineModeIsEnabled,
-                                        RepositoryNotFoundError, RevisionNotFoundError)
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     try:
         info = HfApi().model_info(source, revision=revision)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConversionError
+from ...errors import ConversionError
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Iterator
 import gguf
 import numpy as np
 
-from ..errors import ConversionError
+from ...errors import ConversionError
 from .arch import OutputTensor, register
 from .hparams import HParams
 from .reader import SourceTensor

@@ -9,7 +9,7 @@ from typing import Protocol
 import gguf
 import numpy as np
 
-from ..errors import ConversionError
+from ...errors import ConversionError
 from .hparams import HParams
 from .reader import SourceTensor
 

@@ -1,12 +1,17 @@
-"""Plain data the engine takes and returns. Nothing here knows about BPO."""
+"""The neutral backend contract: what a generation backend takes, returns and must provide.
+
+The local llama.cpp engine and every remote client implement ``Backend``; the optimizer speaks only
+this module. Nothing here knows about BPO, and nothing here imports a backend.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
-from ..errors import BpoLocalError
+from .errors import BpoLocalError
 
 FinishReason = Literal["stop", "length", "cancelled"]
 
@@ -95,18 +100,60 @@ class RequestDone:
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """What ``doctor`` and the REPL banner show about a loaded model."""
+    """What results, logs, ``doctor`` and the REPL banner say about the model a backend serves.
 
-    path: Path
-    size_bytes: int
-    architecture: str
+    ``name`` is how results and the run log name the model (a GGUF's file name, a server's model id);
+    the local-file facts (``path``, size, quant, layers) are unknown (None, 0) for a remote model.
+    """
+
     name: str
-    n_params: int
-    file_type: str
-    n_ctx_train: int
     n_ctx: int
-    n_layer: int
-    gpu_layers: int
     backend: str
-    chat_template: str | None
+    """Where it runs: "CPU", "CUDA", or a server's kind and address."""
+    path: Path | None = None
+    title: str = ""
+    """The model's own name (GGUF ``general.name``), if it has one."""
+    size_bytes: int = 0
+    architecture: str = "unknown"
+    n_params: int = 0
+    file_type: str = ""
+    n_ctx_train: int = 0
+    n_layer: int = 0
+    gpu_layers: int = 0
+    chat_template: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+
+
+class Generation(Protocol):
+    """A running generation: iterate for token events; ``result`` once finished or cancelled."""
+
+    result: GenerationResult
+
+    def __iter__(self) -> Iterator[TokenEvent]: ...
+
+    def cancel(self) -> None: ...
+
+
+class BatchGeneration(Protocol):
+    """Several requests in flight: (request index, token event) per token, RequestDone per request."""
+
+    def __iter__(self) -> Iterator[tuple[int, TokenEvent] | RequestDone]: ...
+
+    def cancel(self) -> None: ...
+
+
+class Backend(Protocol):
+    """What a generation backend provides: a tokenizer, token-level generation, and its model's facts."""
+
+    info: ModelInfo
+    eos_token: int
+
+    def tokenize(self, text: str, *, add_bos: bool, parse_special: bool = False) -> list[int]: ...
+
+    def token_for_piece(self, piece: str) -> int | None: ...
+
+    def generate(self, request: Request) -> Generation: ...
+
+    def generate_many(self, requests: Iterable[Request], *, max_sequences: int | None = None) -> BatchGeneration: ...
+
+    def close(self) -> None: ...

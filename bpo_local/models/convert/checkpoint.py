@@ -21,7 +21,7 @@ from typing import BinaryIO
 import gguf
 import numpy as np
 
-from ..errors import ConversionError
+from ...errors import ConversionError
 from .arch import Architecture, OutputTensor, for_hparams
 from .hparams import HParams
 from .reader import read_tensors

@@ -8,7 +8,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import BpoLocalError, ModelLoadError, ModelNotFound, PromptTooLong, UsageError
+from ...backend import ModelInfo, Request, RequestDone
+from ...errors import BpoLocalError, ModelLoadError, ModelNotFound, PromptTooLong, UsageError
 from . import sampling
 from .context import Context
 from .generation import BatchGeneration, Generation
@@ -16,7 +17,6 @@ from .info import model_info
 from .job import Job
 from .native import llama, set_verbose
 from .system import gpu_backend, physical_cores
-from .types import ModelInfo, Request, RequestDone
 from .vocab import Vocab
 
 if TYPE_CHECKING:

@@ -6,8 +6,8 @@ import ctypes
 from collections.abc import Callable
 from pathlib import Path
 
+from ...backend import ModelInfo
 from .native import llama
-from .types import ModelInfo
 
 
 def read_metadata(model: object) -> dict[str, str]:
@@ -35,10 +35,11 @@ def model_info(model: object, path: Path, *, n_ctx: int, gpu_layers: int, backen
     meta = read_metadata(model)
     template = lib.llama_model_chat_template(model, None)
     return ModelInfo(
+        name=path.name,
         path=path,
+        title=meta.get("general.name") or path.stem,
         size_bytes=path.stat().st_size,
         architecture=meta.get("general.architecture", "unknown"),
-        name=meta.get("general.name") or path.stem,
         n_params=lib.llama_model_n_params(model),
         file_type=file_type_name(lib.llama_model_ftype(model)),
         n_ctx_train=lib.llama_model_n_ctx_train(model),

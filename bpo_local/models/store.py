@@ -26,9 +26,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from .atomic import write_text_atomic
+from ..atomic import write_text_atomic
+from ..errors import ModelNotFound, StoreError
 from .digest import file_sha256
-from .errors import ModelNotFound, StoreError
 from .gguf_header import read_header
 
 DEFAULT_ORDER = (

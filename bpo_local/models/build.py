@@ -15,11 +15,11 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import __version__
+from .. import __version__
+from ..errors import ConversionError
+from ..presets import CHAT_TEMPLATE_JINJA, PRESETS
 from .convert.hub import DEFAULT_SOURCE
-from .errors import ConversionError
 from .gguf_header import read_header
-from .presets import CHAT_TEMPLATE_JINJA, PRESETS
 from .quantize import DEFAULT_QUANTS, quantize
 from .store import Build, ModelStore, model_name
 
@@ -114,7 +114,7 @@ def offer_default_build(console: Console) -> Path | None:
         return None
     from rich.prompt import Confirm
 
-    from .config import models_dir
+    from ..config import models_dir
 
     store = ModelStore(models_dir())
     console.print(f"No BPO model is built yet. Building one downloads {DEFAULT_SOURCE} ({DEFAULT_DOWNLOAD}), "

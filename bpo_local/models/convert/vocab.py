@@ -14,7 +14,7 @@ from typing import Any
 
 import gguf
 
-from ..errors import ConversionError
+from ...errors import ConversionError
 
 _SPIECE_SPACE = "\u2581"
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConversionError
+from ...errors import ConversionError
 from .reader import SourceTensor
 
 _MADV_DONTNEED = 4

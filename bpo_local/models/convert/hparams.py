@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConversionError
+from ...errors import ConversionError
 
 _ALIASES: dict[str, tuple[str, ...]] = {
     "vocab_size": ("vocab_size", "n_vocab"),

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConversionError
+from ...errors import ConversionError
 from .reader import SourceTensor, bf16_to_f32
 
 _DTYPES: dict[str, np.dtype] = {

@@ -6,8 +6,8 @@ import hashlib
 import json
 from pathlib import Path
 
-from .atomic import write_text_atomic
-from .config import state_dir
+from ..atomic import write_text_atomic
+from ..config import state_dir
 
 CHUNK = 1 << 20
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable, Sequence
 
-from ..errors import UsageError
+from ...backend import Request, Sampling
+from ...errors import UsageError
 from .native import llama
-from .types import Request, Sampling
 
 _SEED_MODULUS = 0xFFFFFFFF
 """Seeds live in [0, 2**32 - 1): llama.cpp reads 0xFFFFFFFF (LLAMA_DEFAULT_SEED) as "random"."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
-from ..errors import GenerationError
+from ...errors import GenerationError
 from .native import llama
 
 if TYPE_CHECKING:

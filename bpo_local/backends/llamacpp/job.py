@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ...backend import Completion, FinishReason, GenerationResult, Request, Timings, TokenEvent
 from .context import Context
 from .sampling import Bans, SamplerChain, sequence_seed
-from .types import Completion, FinishReason, GenerationResult, Request, Timings, TokenEvent
 from .vocab import TextStream, Vocab
 
 _NEG_INF = float("-inf")

@@ -14,9 +14,9 @@ import bisect
 import time
 from collections.abc import Iterator
 
+from ...backend import GenerationResult, RequestDone, TokenEvent
 from .context import Context, Entry
 from .job import Job, Slot
-from .types import GenerationResult, RequestDone, TokenEvent
 
 Event = tuple[int, TokenEvent] | RequestDone
 """What a BatchGeneration yields: (request index, token event), or a finished request."""

@@ -6,7 +6,8 @@ registered under its ``config.json`` name (see ``llama.py``).
 """
 
 from . import llama, mistral  # noqa: F401  (each architecture registers itself)
-from .arch import Architecture, supported as supported_architectures
+from .arch import Architecture
+from .arch import supported as supported_architectures
 from .checkpoint import OUTTYPES, ConversionReport, TensorCallback, convert_checkpoint
 from .hparams import HParams
 from .hub import DEFAULT_SOURCE, Progress, SourceCheckout, fetch_source

@@ -19,13 +19,13 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import UsageError
-from .presets import build_prompt
+from ..errors import UsageError
+from ..presets import build_prompt
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from .engine import Engine
+    from ..backends.llamacpp import Engine
 
 DEFAULT_DATA = "bpo_eval.jsonl"
 """Shipped in ``bpo_local/data``: 32 pairs of BPO's test split (see its README)."""
@@ -173,7 +173,7 @@ def compare(path: Path, reference: Reference, *, threads: int | None = None, gpu
 
 
 def _open(path: Path, *, n_ctx: int | None, threads: int | None, gpu_layers: int | None) -> Engine:
-    from .engine import Engine
+    from ..backends.llamacpp import Engine
 
     return Engine(path, n_ctx=n_ctx, n_threads=threads, n_gpu_layers=gpu_layers)
 
