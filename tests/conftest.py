@@ -81,3 +81,13 @@ def run_cli() -> CliRunner:
         )
 
     return run
+
+
+@pytest.fixture(scope="session")
+def llama_server(smollm2_gguf: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A real llama-server (llama.cpp's C++ server, from the xllamacpp wheel) serving SmolLM2 on 127.0.0.1,
+    2 slots, 1 thread; shared by the session's tests (start your own to kill one)."""
+    from _llama_server import LlamaServer
+
+    with LlamaServer.start(smollm2_gguf, slots=2, log_dir=tmp_path_factory.mktemp("llama-server")) as server:
+        yield server
