@@ -56,6 +56,8 @@ class Config:
     gpu_layers: int | None = None
     ctx: int | None = None
     threads: int | None = None
+    cpu_buffers: str | None = None
+    """"auto", "all" or "none": which extra CPU weight buffer types llama.cpp may use (see ``--cpu-buffers``)."""
 
 
 def load_config(path: Path | None = None) -> Config:
@@ -71,6 +73,11 @@ def load_config(path: Path | None = None) -> Config:
     unknown = sorted(set(raw) - set(known))
     if unknown:
         raise UsageError(f"unknown key(s) {', '.join(unknown)} in {path}; known: {', '.join(Config.__dataclass_fields__)}")
+    if "cpu_buffers" in known:
+        from .backends.llamacpp.buffers import POLICIES
+
+        if known["cpu_buffers"] not in POLICIES:
+            raise UsageError(f"cpu_buffers = {known['cpu_buffers']!r} in {path} is not one of {', '.join(POLICIES)}")
     return Config(**known)
 
 

@@ -258,12 +258,17 @@ def load(
     gpu_layers: int | None = None,
     ctx: int | None = None,
     threads: int | None = None,
+    cpu_buffers: str | None = None,
     verbose: bool = False,
 ) -> Optimizer:
-    """Load a BPO model: a GGUF path, a store name such as ``bpo:q4_k_m``, or None for the default."""
+    """Load a BPO model: a GGUF path, a store name such as ``bpo:q4_k_m``, or None for the default.
+
+    ``cpu_buffers`` ("auto", "all", "none"; None = "auto") picks llama.cpp's extra CPU weight buffer types:
+    "auto" leaves out the ones known to crash (AMX), "all" opts back in."""
     from .backends.llamacpp import Engine
     from .models.resolve import resolve_model
 
     path = resolve_model(os.fspath(model) if model is not None else None)
-    return Optimizer(Engine(path, n_ctx=ctx, n_gpu_layers=gpu_layers, n_threads=threads, verbose=verbose))
+    return Optimizer(Engine(path, n_ctx=ctx, n_gpu_layers=gpu_layers, n_threads=threads,
+                            cpu_buffers=cpu_buffers or "auto", verbose=verbose))
 

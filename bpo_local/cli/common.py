@@ -16,11 +16,17 @@ if TYPE_CHECKING:
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     """``--model --gpu-layers --ctx --threads``, with the config file and environment as fallbacks."""
+    from ..backends.llamacpp.buffers import POLICIES
+
     group = parser.add_argument_group("model")
     group.add_argument("-m", "--model", help="GGUF path or store name such as bpo:q4_k_m (default: best build)")
     group.add_argument("--gpu-layers", type=int, metavar="N", help="layers to offload (default: all; 0 = CPU only)")
     group.add_argument("--ctx", type=int, metavar="TOKENS", help="context size (default: the model's, capped at 4096)")
     group.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: physical cores)")
+    group.add_argument("--cpu-buffers", choices=POLICIES,
+                       help="llama.cpp's extra CPU weight layouts: auto leaves out AMX, which crashes on quantized "
+                            "models; all opts back in once your llama.cpp is fixed; none uses plain buffers "
+                            "(default: auto, or cpu_buffers in config.toml)")
 
 
 def status_console() -> Console:
@@ -43,6 +49,7 @@ def load_optimizer(args: argparse.Namespace) -> Optimizer:
             gpu_layers=_first(args.gpu_layers, config.gpu_layers),
             ctx=_first(args.ctx, config.ctx),
             threads=_first(args.threads, config.threads),
+            cpu_buffers=args.cpu_buffers or config.cpu_buffers,
             verbose=args.debug,
         )
 

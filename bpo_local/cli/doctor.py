@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    llama = _llama_cpp()
+    llama = _llama_cpp(args)
     report = {"versions": _versions(llama), "llama.cpp": llama, "paths": _paths(), "model": _model(args)}
     if args.json:
         print(json.dumps(report, ensure_ascii=False, indent=2))
@@ -55,12 +55,15 @@ def _versions(llama: dict[str, Any]) -> dict[str, str]:
     }
 
 
-def _llama_cpp() -> dict[str, Any]:
-    """llama.cpp's build and devices, or ``{"error": why}`` when its library cannot load."""
+def _llama_cpp(args: argparse.Namespace) -> dict[str, Any]:
+    """llama.cpp's build, devices and CPU weight buffers, or ``{"error": why}`` when its library cannot load."""
+    from ..backends.llamacpp import buffers
     from ..backends.llamacpp.system import system_info
+    from ..config import load_config
 
     try:
         info = system_info()
+        choice = buffers.choose(args.cpu_buffers or load_config().cpu_buffers or "auto")
     except (ImportError, OSError) as exc:
         return {"error": f"llama-cpp-python cannot load ({exc}); reinstall it: pip install --force-reinstall llama-cpp-python"}
     return {
@@ -69,6 +72,8 @@ def _llama_cpp() -> dict[str, Any]:
         "devices": [asdict(d) for d in info.devices],
         "physical_cores": info.physical_cores,
         "features": info.features.strip(" |"),
+        "cpu_buffers": {"policy": choice.policy, "used": list(choice.offered), "left_out": list(choice.excluded),
+                        "why": list(choice.reasons)},
     }
 
 
@@ -150,7 +155,14 @@ def _llama_rows(llama: dict[str, Any]) -> dict[str, str]:
         "devices": devices or "none found",
         "physical cores": str(llama["physical_cores"]),
         "features": llama["features"],
+        "CPU weight buffers": _buffer_row(llama["cpu_buffers"]),
     }
+
+
+def _buffer_row(buffers: dict[str, Any]) -> str:
+    used = ", ".join(buffers["used"]) or "plain CPU only"
+    left_out = "; ".join(f"{name} left out: {why}" for name, why in zip(buffers["left_out"], buffers["why"]))
+    return f"{used} (--cpu-buffers {buffers['policy']}" + (f"; {left_out})" if left_out else ")")
 
 
 def _model_rows(model: dict[str, Any]) -> dict[str, str]:
