@@ -8,7 +8,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ...backend import ModelInfo, Request, RequestDone
+from ...backend import Capabilities, ModelInfo, Request, RequestDone
 from ...errors import BpoLocalError, ModelLoadError, ModelNotFound, PromptTooLong, UsageError
 from . import buffers, sampling
 from .context import Context
@@ -71,6 +71,7 @@ class Engine:
             raise
         self.bos_token: int | None = self._vocab.bos_token
         self.eos_token: int = self._vocab.eos_token
+        self.capabilities = Capabilities(notes=("llama.cpp in this process: every setting natively",))
 
     def _new_context(self, path: Path, n_ctx: int | None, n_threads: int | None, n_seq_max: int) -> Context:
         lib = self._lib
