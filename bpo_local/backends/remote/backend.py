@@ -16,7 +16,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ...backend import GenerationResult, ModelInfo, Request, RequestDone, TokenEvent
 from ...errors import BpoLocalError, PromptTooLong, ServerError, UsageError
-from .endpoint import Endpoint
 from .fleet import Fleet
 from .http import Rejected
 
