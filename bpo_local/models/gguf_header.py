@@ -61,6 +61,10 @@ class GGUFFile:
     tensors: tuple[TensorInfo, ...]
     data_offset: int
 
+    @property
+    def n_params(self) -> int:
+        return sum(prod(t.shape) for t in self.tensors)
+
     def byte_strings(self, key: str) -> list[bytes]:
         """The string array ``key``, undecoded (llama.cpp compares the bytes and never checks the UTF-8)."""
         array = self.arrays[key]
@@ -83,7 +87,7 @@ class GGUFHeader:
 def read_header(path: Path) -> GGUFHeader:
     """``path``'s metadata and weight count; ValueError if it is not a sound GGUF."""
     gguf = read_gguf(path)
-    return GGUFHeader(gguf.metadata, sum(prod(t.shape) for t in gguf.tensors))
+    return GGUFHeader(gguf.metadata, gguf.n_params)
 
 
 def read_gguf(path: Path) -> GGUFFile:
