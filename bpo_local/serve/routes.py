@@ -12,7 +12,8 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from ..errors import BpoLocalError
 from . import openai, parse
-from .errors import ClientGone, from_library
+from .errors import ClientGone, error_body, from_library
+from .owner import QueueFull, ServerClosing
 from .rewrite import rewrite
 
 T = TypeVar("T")
@@ -40,28 +41,46 @@ async def optimize(request: Request) -> Response:
     body = await parse.json_body(request, state.settings.max_body_bytes)
     prompts = parse.prompts(body)
     how = parse.optimization(body, state.settings.mode)
-    tickets = []
+    if "prompts" not in body:
+        ticket = state.owner.submit(prompts[0], mode=how.mode, seed=how.seed, overrides=how.overrides)
+        return JSONResponse((await until_disconnect(request, ticket.result())).to_dict())
+    tickets = _submit_each(state.owner, prompts, how)
+    outcomes = await until_disconnect(request, asyncio.gather(*(_outcome(t) for t in tickets)))
+    return JSONResponse({"results": [_item(o) for o in outcomes]})
+
+
+def _submit_each(owner: Any, prompts: list[str], how: parse.Optimization) -> list[Any]:
+    """A ticket per prompt, or the error that prompt alone got; a full queue fails them all."""
+    tickets: list[Any] = []
     try:
         for prompt in prompts:
-            tickets.append(state.owner.submit(prompt, mode=how.mode, seed=how.seed, overrides=how.overrides))
+            try:
+                tickets.append(owner.submit(prompt, mode=how.mode, seed=how.seed, overrides=how.overrides))
+            except (QueueFull, ServerClosing):
+                raise
+            except BpoLocalError as err:
+                tickets.append(err)
     except BaseException:
         for ticket in tickets:
-            ticket.cancel()
+            if not isinstance(ticket, BpoLocalError):
+                ticket.cancel()
         raise
-    outcomes = await until_disconnect(request, asyncio.gather(*(t.result() for t in tickets), return_exceptions=True))
-    if "prompts" not in body:
-        if isinstance(outcomes[0], BaseException):
-            raise outcomes[0]
-        return JSONResponse(outcomes[0].to_dict())
-    return JSONResponse({"results": [_item(o) for o in outcomes]})
+    return tickets
+
+
+async def _outcome(ticket: Any) -> Any:
+    if isinstance(ticket, BpoLocalError):
+        return ticket
+    try:
+        return await ticket.result()
+    except BpoLocalError as err:
+        return err
 
 
 def _item(outcome: Any) -> dict[str, Any]:
     if isinstance(outcome, BpoLocalError):
         err = from_library(outcome)
-        return {"error": {"message": err.message, "type": err.type, "code": err.code}}
-    if isinstance(outcome, BaseException):
-        raise outcome
+        return error_body(err.message, err.type, err.code)
     return outcome.to_dict()
 
 
