@@ -64,6 +64,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     net.add_argument("--no-log", action="store_true", help="do not record the rewrites in the run log")
     bpo = parser.add_argument_group("BPO")
     bpo.add_argument("--mode", choices=MODES, default="stable", help="default mode (requests may choose their own)")
+    bpo.add_argument("--seed", type=int, help="BPO's seed where a request gives none, e.g. the proxy's rewrites "
+                     "(default: random)")
     bpo.add_argument("--parallel", type=_positive_int, default=DEFAULT_PARALLEL, metavar="K",
                      help=f"optimizations decoded together (default {DEFAULT_PARALLEL})")
     bpo.add_argument("--max-tokens", type=_positive_int, default=1024, metavar="N",
@@ -89,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--upstream {args.upstream!r} is not an http(s) URL; give a base URL such as "
                          "http://127.0.0.1:11434/v1")
     sock = _listen(args.host, args.port)
-    settings = Settings(mode=args.mode, parallel=args.parallel, queue_size=args.queue, max_tokens=args.max_tokens,
+    settings = Settings(mode=args.mode, seed=args.seed, parallel=args.parallel, queue_size=args.queue, max_tokens=args.max_tokens,
                         max_body_bytes=args.max_body, api_key=args.api_key, upstream=args.upstream,
                         upstream_key=args.upstream_key, upstream_timeout=args.upstream_timeout, log=not args.no_log)
     with load_optimizer(args) as optimizer:

@@ -24,6 +24,8 @@ class Settings:
     the limits, the key clients must send, and the upstream (None: BPO itself is the model)."""
 
     mode: str = "stable"
+    seed: int | None = None
+    """BPO's seed where a request gives none (the proxy's rewrites always); None: random."""
     parallel: int = 4
     queue_size: int = 64
     max_tokens: int = 1024

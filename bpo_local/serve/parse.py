@@ -50,7 +50,8 @@ def _too_large(size: int, limit: int) -> ApiError:
     return ApiError(413, f"the body is {size} bytes; this server takes at most {limit}", code="body_too_large")
 
 
-def optimization(body: dict[str, Any], default_mode: str, *, max_tokens_key: tuple[str, ...] = ("max_tokens",)) -> Optimization:
+def optimization(body: dict[str, Any], default_mode: str, default_seed: int | None = None, *,
+                 max_tokens_key: tuple[str, ...] = ("max_tokens",)) -> Optimization:
     """BPO's settings from a body: ``mode`` and the overrides n, temperature, top_p, top_k, max_tokens, seed."""
     mode = body.get("mode", default_mode)
     if mode not in MODES:
@@ -68,6 +69,7 @@ def optimization(body: dict[str, Any], default_mode: str, *, max_tokens_key: tup
             raise ApiError(400, f"{key} must be a number, got {value!r}", code="invalid_value")
         values[key] = value
     seed = values.pop("seed")
+    seed = default_seed if seed is None else seed
     return Optimization(mode, seed, {k: v for k, v in values.items() if v is not None})
 
 

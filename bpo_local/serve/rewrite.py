@@ -39,13 +39,13 @@ class Rewrite:
         return headers
 
 
-async def rewrite(owner: EngineOwner, text: str, mode: str, upstream_model: Any) -> Rewrite:
+async def rewrite(owner: EngineOwner, text: str, mode: str, seed: int | None, upstream_model: Any) -> Rewrite:
     """Optimize ``text`` with ``mode`` (aggressive: the first candidate); an empty or failed rewrite
     keeps the original. A full queue or a closing server is raised: the request is not forwarded."""
     if mode == OFF:
         return Rewrite(mode, text)
     try:
-        ticket = owner.submit(text, mode=mode, note={"upstream_model": upstream_model})
+        ticket = owner.submit(text, mode=mode, seed=seed, note={"upstream_model": upstream_model})
         result = await ticket.result()
     except (QueueFull, ServerClosing):
         raise

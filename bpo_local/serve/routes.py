@@ -40,7 +40,7 @@ async def optimize(request: Request) -> Response:
     state = request.app.state.bpo
     body = await parse.json_body(request, state.settings.max_body_bytes)
     prompts = parse.prompts(body)
-    how = parse.optimization(body, state.settings.mode)
+    how = parse.optimization(body, state.settings.mode, state.settings.seed)
     if "prompts" not in body:
         ticket = state.owner.submit(prompts[0], mode=how.mode, seed=how.seed, overrides=how.overrides)
         return JSONResponse((await until_disconnect(request, ticket.result())).to_dict())
@@ -90,7 +90,8 @@ async def chat_completions(request: Request) -> Response:
         return await _proxy_chat(request, state)
     body = await parse.json_body(request, state.settings.max_body_bytes)
     _, text = parse.last_user_turn(body)
-    how = parse.optimization(body, state.settings.mode, max_tokens_key=("max_tokens", "max_completion_tokens"))
+    how = parse.optimization(body, state.settings.mode, state.settings.seed,
+                             max_tokens_key=("max_tokens", "max_completion_tokens"))
     return await _answer(request, state, "chat", text, how, parse.wants_stream(body))
 
 
@@ -98,7 +99,7 @@ async def completions(request: Request) -> Response:
     state = request.app.state.bpo
     body = await parse.json_body(request, state.settings.max_body_bytes)
     prompts = parse.prompts({"prompt": body.get("prompt")})
-    how = parse.optimization(body, state.settings.mode)
+    how = parse.optimization(body, state.settings.mode, state.settings.seed)
     return await _answer(request, state, "text", prompts[0], how, parse.wants_stream(body))
 
 
@@ -118,8 +119,8 @@ async def _proxy_chat(request: Request, state: Any) -> Response:
     body = await parse.json_body(request, state.settings.max_body_bytes)
     message, text = parse.last_user_turn(body)
     stream = parse.wants_stream(body)
-    done = await until_disconnect(request, rewrite(state.owner, text, parse.header_mode(request, state.settings.mode),
-                                                   body.get("model")))
+    mode = parse.header_mode(request, state.settings.mode)
+    done = await until_disconnect(request, rewrite(state.owner, text, mode, state.settings.seed, body.get("model")))
     if done.optimized is not None:
         body = {**body, "messages": [parse.with_text(m, done.optimized) if m is message else m for m in body["messages"]]}
     reply = await until_disconnect(request, state.upstream.send("POST", "/chat/completions", request.headers, body))
