@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import signal
 import socket
 import sys
 
@@ -102,6 +103,9 @@ def run(args: argparse.Namespace) -> int:
         where = f"[{host}]" if ":" in host else host
         print(f"serving {optimizer.info.name} on http://{where}:{port}"
               + (f", proxying {args.upstream}" if args.upstream else ""), file=sys.stderr, flush=True)
+        # uvicorn handles SIGTERM (a graceful shutdown), then raises it again for the previous handler:
+        # make that one a no-op so a server stopped on purpose exits 0.
+        signal.signal(signal.SIGTERM, lambda *_: None)
         server.run(sockets=[sock])
         if not server.started:
             raise BpoLocalError("the server did not start (see the messages above)")
