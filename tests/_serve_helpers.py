@@ -33,7 +33,7 @@ class BpoServer:
                     **(env or {})}
         with open(log, "wb") as out:
             process = subprocess.Popen(
-                [sys.executable, "-m", "bpo_local", "serve", "--model", str(model), "--threads", "1", "--port", "0",
+                [sys.executable, "-m", "bpo_local", "serve", "--model", str(model), "--port", "0", "--threads", "1",
                  *args], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=full_env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
