@@ -52,6 +52,18 @@ class BpoServer:
     def base_url(self) -> str:
         return f"{self.url}/v1"
 
+    def logged(self, search: str | None = None, timeout: float = 30) -> list[dict]:
+        """Run-log entries matching ``search``, waiting for the first (the owner logs after answering)."""
+        from bpo_local.runlog import RunLog
+
+        deadline = time.monotonic() + timeout
+        while True:
+            with RunLog.open(self.home / "logs.db") as log:
+                entries = log.query(search)
+            if entries or time.monotonic() > deadline:
+                return entries
+            time.sleep(0.1)
+
     def terminate(self, timeout: float = 30) -> int:
         """SIGTERM; the exit code."""
         if self.process.poll() is None:

@@ -15,7 +15,6 @@ from _cli_helpers import assert_one_line_error, model_args
 from _llama_server import free_port
 from _serve_helpers import BpoServer
 
-from bpo_local.runlog import RunLog
 
 PROMPT = "tell me a joke"
 SETTINGS = {"seed": 1, "max_tokens": 40}
@@ -108,8 +107,7 @@ def test_optimize_many_prompts_answers_each_in_order(server: BpoServer) -> None:
 
 def test_every_run_is_in_the_run_log(server: BpoServer, client: openai.OpenAI) -> None:
     client.chat.completions.create(model="bpo", messages=[{"role": "user", "content": "log me please"}], **SETTINGS)
-    with RunLog.open(server.home / "logs.db") as log:
-        entries = log.query("log me please")
+    entries = server.logged("log me please")
     assert entries and entries[0]["prompt"] == "log me please" and entries[0]["params"]["seed"] == 1
 
 

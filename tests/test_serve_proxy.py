@@ -11,7 +11,6 @@ import pytest
 from _llama_server import free_port
 from _serve_helpers import BpoServer
 
-from bpo_local.runlog import RunLog
 
 PROMPT = "tell me a joke"
 GREEDY = {"temperature": 0, "seed": 0, "max_tokens": 24}
@@ -51,8 +50,7 @@ def test_the_upstream_answers_the_rewritten_prompt(client: openai.OpenAI, proxy:
     assert raw.headers["x-bpo-status"] == "optimized" and unquote(raw.headers["x-bpo-optimized-prompt"]) == optimized
     expected = direct(llama_server, [{"role": "system", "content": "Be brief."}, {"role": "user", "content": optimized}])
     assert reply.choices[0].message.content == expected
-    with RunLog.open(proxy.home / "logs.db") as log:
-        entry = log.query()[0]
+    entry = proxy.logged(PROMPT)[0]
     assert entry["prompt"] == PROMPT and entry["output"] == optimized and entry["params"]["upstream_model"] == "target"
 
 
