@@ -161,6 +161,10 @@ class BatchGeneration(Protocol):
 
     def cancel(self) -> None: ...
 
+    def cancel_request(self, index: int) -> None:
+        """Stop request ``index`` alone (it ends "cancelled", its RequestDone follows); the others go on."""
+        ...
+
 
 class Backend(Protocol):
     """What a generation backend provides: a tokenizer, token-level generation, and its model's facts."""
@@ -177,6 +181,9 @@ class Backend(Protocol):
 
     def generate(self, request: Request) -> Generation: ...
 
-    def generate_many(self, requests: Iterable[Request], *, max_sequences: int | None = None) -> BatchGeneration: ...
+    def generate_many(self, requests: Iterable[Request | None], *, max_sequences: int | None = None) -> BatchGeneration:
+        """Decode ``requests`` together as they come; a None from the iterable means "nothing to start
+        now" (the live ones go on; with none live it is asked again at once, so it should wait)."""
+        ...
 
     def close(self) -> None: ...

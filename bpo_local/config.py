@@ -42,6 +42,15 @@ def state_dir() -> Path:
     return _home() or platformdirs.user_state_path(APP_NAME)
 
 
+def private_file(path: Path) -> Path:
+    """Create ``path`` (and its folder, if missing) for this user only: 0600 in a 0700 folder. An
+    existing file is narrowed to 0600 too. The run log and the REPL history hold every prompt."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+    os.chmod(path, 0o600)
+    return path
+
+
 def config_path() -> Path:
     return config_dir() / "config.toml"
 

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import data_dir
+from .config import data_dir, private_file
 from .errors import BpoLocalError
 
 if TYPE_CHECKING:
@@ -109,7 +109,7 @@ class RunLog:
     def open(cls, path: Path | None = None) -> RunLog:
         path = path or default_path()
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            private_file(path)  # SQLite gives its -wal and -shm files the database's mode
             db = sqlite3.connect(path, isolation_level=None, timeout=10)
         except (OSError, sqlite3.Error) as exc:
             raise _log_error(path, exc) from exc

@@ -152,6 +152,52 @@ def test_requests_are_pulled_only_when_they_can_start(tiny: Engine, bpo_prompts)
     batch.cancel()
 
 
+def test_a_feed_with_nothing_to_start_yet_lets_later_requests_join_the_running_batch(tiny: Engine, bpo_prompts) -> None:
+    """A server's queue: None means "nothing now"; a request that arrives later joins mid-flight."""
+    requests = [Request(p, 24, GREEDY) for p in bpo_prompts[:3]]
+    tokens_of_first = []
+
+    def feed():
+        yield requests[0]
+        while len(tokens_of_first) < 5:
+            yield None
+        yield from requests[1:]
+
+    batch = tiny.generate_many(feed())
+    joined_while_live = False
+    for event in batch:
+        if isinstance(event, tuple) and event[0] == 0:
+            tokens_of_first.append(event[1].token)
+        if isinstance(event, tuple) and event[0] == 2 and 0 not in batch.results:
+            joined_while_live = True
+    assert len(tokens_of_first) == 24 and joined_while_live
+    assert [outcome(batch.results[i]) for i in range(3)] == sequential(tiny, requests)
+
+
+def test_cancel_request_stops_one_request_and_the_others_go_on(tiny: Engine, bpo_prompts) -> None:
+    requests = [Request(p, 30, GREEDY) for p in bpo_prompts[:3]] + [Request(bpo_prompts[3], 30, GREEDY, n=5)]
+    batch = tiny.generate_many(requests)
+    done = {}
+    for event in batch:
+        if isinstance(event, RequestDone):
+            done[event.index] = event.result
+        elif event[0] == 1 and 1 not in done:
+            batch.cancel_request(1)
+            batch.cancel_request(3)  # not pulled yet (3 slots are busy): it never runs
+    assert sorted(done) == [0, 1, 2, 3]
+    cancelled = done[1].completions[0]
+    assert cancelled.finish_reason == "cancelled" and 1 <= len(cancelled.tokens) < 30
+    assert [c.finish_reason for c in done[3].completions] == ["cancelled"] * 5
+    assert all(not c.tokens for c in done[3].completions)
+    expected = sequential(tiny, [requests[0], requests[2]])
+    assert [outcome(done[0]), outcome(done[2])] == expected
+    assert cancelled.tokens == expected_prefix(tiny, requests[1], len(cancelled.tokens))
+
+
+def expected_prefix(engine: Engine, request: Request, n: int) -> tuple[int, ...]:
+    return engine.generate(request).run().completions[0].tokens[:n]
+
+
 # on a real model
 
 

@@ -14,6 +14,8 @@ from prompt_toolkit.filters import is_searching
 from prompt_toolkit.history import FileHistory
 from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 
+from ..config import private_file
+
 BLOCK = '"""'
 
 
@@ -52,7 +54,7 @@ def _bindings() -> KeyBindings:
 
 
 def prompt_session(history_file: Path) -> PromptSession[str]:
-    history_file.parent.mkdir(parents=True, exist_ok=True)
+    private_file(history_file)
     return PromptSession(
         history=FileHistory(str(history_file)),
         key_bindings=_bindings(),

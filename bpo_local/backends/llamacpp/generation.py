@@ -21,6 +21,8 @@ from .job import Job, Slot
 Event = tuple[int, TokenEvent] | RequestDone
 """What a BatchGeneration yields: (request index, token event), or a finished request."""
 
+_END = object()
+
 
 class _Clock:
     """Time spent inside the generator, not while the caller holds a yielded event."""
@@ -44,7 +46,10 @@ class BatchGeneration:
     """Iterate for ``(request index, TokenEvent)`` per sampled token and a ``RequestDone`` per request
     as it finishes; requests are numbered from 0 in the order given.
 
-    Requests are pulled from the iterable only when there is room to start them, so it may be lazy.
+    Requests are pulled from the iterable only when there is room to start them, so it may be lazy;
+    it may also yield None for "nothing to start now": the live sequences go on and it is asked again
+    at the next step (at once when nothing is live, so it should then wait until it has a request).
+    The batch ends when the iterable is exhausted and nothing is live.
     At most ``max_sequences`` sequences (all slots when None) are live at once; a request with more
     candidates runs in waves. A request starts only when the context can hold every live sequence at
     its max_new_tokens, so running beside others never cuts a sequence short; a request alone that
@@ -67,6 +72,8 @@ class BatchGeneration:
         self._known: dict[int, Job] = {}
         self._clock = _Clock()
         self._cancel_requested = False
+        self._cancelling: set[int] = set()
+        self._exhausted = False
         self.results: dict[int, GenerationResult] = {}
         self.finished = False
         self._events = self._run()
@@ -88,6 +95,12 @@ class BatchGeneration:
             return  # called from inside the loop (e.g. another thread): it stops at the next step
         self._events.close()  # a suspended loop cleans up in its finally; an unstarted one never runs
         self.finished = True
+
+    def cancel_request(self, index: int) -> None:
+        """Stop request ``index`` alone at the next step: it ends "cancelled" (sequences already
+        finished keep their reason) and its RequestDone follows; the others go on. Call it from the
+        thread that iterates, between events. One not pulled yet never runs; a finished one is left as is."""
+        self._cancelling.add(index)
 
     def run(self) -> dict[int, GenerationResult]:
         """Drain the events and return ``results`` (also after an interrupt, which is re-raised)."""
@@ -123,9 +136,12 @@ class BatchGeneration:
 
     def _phases(self) -> Iterator[Event]:
         while True:
+            yield from self._drop_cancelled()
             yield from self._admit()
             if not self._live and self._staged is None:
-                return  # with nothing live, _admit stages the next request: none is left
+                if self._exhausted:
+                    return  # with nothing live, _admit stages the next request: none is left
+                continue  # the iterable had nothing to start yet
             self._fit_context()
             yield from self._settle()
             if self._live or self._staged is not None:
@@ -143,6 +159,9 @@ class BatchGeneration:
             if isinstance(job, RequestDone):
                 yield job
                 continue
+            if job.index in self._cancelling:  # cancelled before it was pulled: it never runs
+                yield from self._drop_cancelled()
+                continue
             self._head = job
             wave = min(job.waiting, self._limit)
             if self._live and (len(self._live) + wave > self._limit or not self._fits(job, wave)):
@@ -152,10 +171,33 @@ class BatchGeneration:
             self._stage(job, wave)
 
     def _pull(self) -> Job | RequestDone | None:
-        job = next(self._jobs, None)
+        job = next(self._jobs, _END)
+        if job is _END:
+            self._exhausted = True
+            return None
         if isinstance(job, Job):
             self._known[job.index] = job
-        return job
+        return job  # type: ignore[return-value]
+
+    def _drop_cancelled(self) -> Iterator[Event]:
+        """End the requests ``cancel_request`` named; report each one that has nothing left to run."""
+        if not self._cancelling:
+            return
+        staged = self._staged[0].index if self._staged else None
+        for index in sorted(self._cancelling - {staged}):  # a staged prompt is decoded first, then cancelled
+            job = self._known.get(index)
+            if job is None:
+                if index in self.results:
+                    self._cancelling.discard(index)
+                continue  # not pulled yet: cancelled when it is
+            self._cancelling.discard(index)
+            job.cancel()
+            if self._head is job:
+                self._head = None
+            if not job.live:
+                del self._known[index]
+                yield RequestDone(index, self._close(job))
+        yield from self._settle()
 
     def _fits(self, job: Job, wave: int) -> bool:
         """Whether the context holds every prompt cell plus every live sequence, and ``wave`` new

@@ -58,13 +58,21 @@ class Job:
         self.started = 0
         """Sequences given a KV slot so far (they start in waves when there are too few slots)."""
         self.live = 0
+        self.cancelled = False
         self.cells: frozenset[int] = frozenset()
         """KV cells of the prompt its live sequences share (released when none is live)."""
         self.marks = _Marks()
 
     @property
     def waiting(self) -> int:
-        return len(self.slots) - self.started
+        return 0 if self.cancelled else len(self.slots) - self.started
+
+    def cancel(self) -> None:
+        """Start no more sequences; the live ones end "cancelled" at the next step."""
+        self.cancelled = True
+        for slot in self.slots:
+            if slot.seq_id is not None and slot.finish is None:
+                slot.finish = "cancelled"
 
     @property
     def done(self) -> bool:

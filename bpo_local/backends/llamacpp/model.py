@@ -125,8 +125,11 @@ class Engine:
         job = self._job(0, request)
         return Generation(BatchGeneration(self._live_context(), iter([job]), None), job)
 
-    def generate_many(self, requests: Iterable[Request], *, max_sequences: int | None = None) -> BatchGeneration:
+    def generate_many(self, requests: Iterable[Request | None], *, max_sequences: int | None = None) -> BatchGeneration:
         """Continuous batching: a lazy BatchGeneration of ``requests``, decoded together.
+
+        ``requests`` may yield None for "nothing to start now" (see BatchGeneration), so a server can
+        feed it from a queue; ``cancel_request(index)`` stops one request and leaves the others running.
 
         Each request is generated exactly as ``generate`` would (its own seeds, bans, stops, limits
         and timings); at most ``max_sequences`` sequences are live at once (None: every slot). A
@@ -137,12 +140,17 @@ class Engine:
             raise UsageError(f"max_sequences must be at least 1 (got {max_sequences})")
         return BatchGeneration(self._live_context(), self._jobs(requests), max_sequences)
 
-    def _jobs(self, requests: Iterable[Request]) -> Iterator[Job | RequestDone]:
-        for index, request in enumerate(requests):
+    def _jobs(self, requests: Iterable[Request | None]) -> Iterator[Job | RequestDone | None]:
+        index = 0
+        for request in requests:
+            if request is None:  # nothing to start now
+                yield None
+                continue
             try:
                 yield self._job(index, request)
             except BpoLocalError as err:
                 yield RequestDone(index, error=err)
+            index += 1
 
     def _job(self, index: int, request: Request) -> Job:
         """Request ``index``, checked and seeded."""

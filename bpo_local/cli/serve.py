@@ -1,0 +1,143 @@
+"""`bpo-local serve`: BPO behind an OpenAI-compatible HTTP API, or as a proxy in front of one."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import signal
+import socket
+import sys
+
+from ..errors import BpoLocalError, UsageError
+from ..presets import MODES
+from .common import add_model_options, load_optimizer
+from .optimize import DEFAULT_PARALLEL, _positive_int
+
+API_KEY_ENV = "BPO_LOCAL_API_KEY"
+UPSTREAM_KEY_ENV = "BPO_LOCAL_UPSTREAM_KEY"
+GRACE_SECONDS = 10
+"""On SIGTERM, in-flight requests get this long to finish before they are cancelled."""
+
+EPILOG = f"""\
+routes:
+  GET  /health               no key needed
+  GET  /v1/models            BPO's model, or the upstream's models
+  POST /v1/optimize          {{"prompt"}} or {{"prompts": [...]}}, mode, n, temperature, top_p, top_k,
+                             max_tokens, seed -> what `optimize --json` prints
+  POST /v1/chat/completions  BPO as the model (the last user message is rewritten), or with
+                             --upstream: the rewritten request forwarded, the upstream's answer back
+  POST /v1/completions       BPO as the model for {{"prompt"}}
+
+proxy (--upstream URL, an OpenAI-compatible base URL such as http://127.0.0.1:11434/v1):
+  X-BPO-Mode: stable|aggressive|off picks the rewrite per request (default --mode; aggressive forwards
+  the first candidate). The answer carries a "bpo" field (original and optimized prompt) and the
+  X-BPO-Status / X-BPO-Optimized-Prompt headers; an empty or failed rewrite forwards the original and
+  says why. The upstream key is --upstream-key (or ${UPSTREAM_KEY_ENV}); without it the client's own
+  Authorization is passed on, unless --api-key is set.
+
+safety:
+  Listening beyond loopback needs --api-key (or ${API_KEY_ENV}); then every route but /health wants
+  "Authorization: Bearer KEY". A full queue answers 429 with Retry-After. SIGTERM lets in-flight
+  requests finish for {GRACE_SECONDS} s, cancels the rest and exits 0.
+
+examples:
+  bpo-local serve --port 8000
+  bpo-local serve --upstream http://127.0.0.1:11434/v1 --mode aggressive
+  BPO_LOCAL_API_KEY=secret bpo-local serve --host 0.0.0.0 --upstream https://api.openai.com/v1
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "serve", help="serve BPO over an OpenAI-compatible HTTP API, or proxy an upstream LLM",
+        description="Serve BPO as an OpenAI-compatible model, or put it in front of any OpenAI-compatible server.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    net = parser.add_argument_group("server")
+    net.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    net.add_argument("--port", type=_port, default=8000, help="port (default 8000; 0 picks a free one)")
+    net.add_argument("--api-key", default=os.environ.get(API_KEY_ENV), help=f"key clients must send (or ${API_KEY_ENV})")
+    net.add_argument("--queue", type=_positive_int, default=64, metavar="N",
+                     help="requests that may wait for the engine before 429 (default 64)")
+    net.add_argument("--max-body", type=_positive_int, default=1 << 20, metavar="BYTES",
+                     help="largest request body (default 1 MiB)")
+    net.add_argument("--no-log", action="store_true", help="do not record the rewrites in the run log")
+    bpo = parser.add_argument_group("BPO")
+    bpo.add_argument("--mode", choices=MODES, default="stable", help="default mode (requests may choose their own)")
+    bpo.add_argument("--seed", type=int, help="BPO's seed where a request gives none, e.g. the proxy's rewrites "
+                     "(default: random)")
+    bpo.add_argument("--parallel", type=_positive_int, default=DEFAULT_PARALLEL, metavar="K",
+                     help=f"optimizations decoded together (default {DEFAULT_PARALLEL})")
+    bpo.add_argument("--max-tokens", type=_positive_int, default=1024, metavar="N",
+                     help="most new tokens a request may ask BPO for (default 1024, the presets')")
+    up = parser.add_argument_group("proxy")
+    up.add_argument("--upstream", metavar="URL", help="OpenAI-compatible base URL to forward chat requests to")
+    up.add_argument("--upstream-key", default=os.environ.get(UPSTREAM_KEY_ENV),
+                    help=f"key for the upstream (or ${UPSTREAM_KEY_ENV})")
+    up.add_argument("--upstream-timeout", type=float, default=300.0, metavar="SECONDS",
+                    help="how long an upstream call may take (default 300)")
+    add_model_options(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from ..serve import Settings, create_app
+
+    if not _is_loopback(args.host) and not args.api_key:
+        raise UsageError(f"listening on {args.host} exposes BPO beyond this machine: set --api-key or ${API_KEY_ENV}")
+    if args.upstream and not args.upstream.startswith(("http://", "https://")):
+        raise UsageError(f"--upstream {args.upstream!r} is not an http(s) URL; give a base URL such as "
+                         "http://127.0.0.1:11434/v1")
+    sock = _listen(args.host, args.port)
+    settings = Settings(mode=args.mode, seed=args.seed, parallel=args.parallel, queue_size=args.queue, max_tokens=args.max_tokens,
+                        max_body_bytes=args.max_body, api_key=args.api_key, upstream=args.upstream,
+                        upstream_key=args.upstream_key, upstream_timeout=args.upstream_timeout, log=not args.no_log)
+    with load_optimizer(args) as optimizer:
+        config = uvicorn.Config(create_app(optimizer, settings), log_level="info" if args.debug else "warning",
+                                access_log=args.debug, timeout_graceful_shutdown=GRACE_SECONDS, lifespan="on")
+        server = uvicorn.Server(config)
+        host, port = sock.getsockname()[:2]
+        where = f"[{host}]" if ":" in host else host
+        print(f"serving {optimizer.info.name} on http://{where}:{port}"
+              + (f", proxying {args.upstream}" if args.upstream else ""), file=sys.stderr, flush=True)
+        # uvicorn handles SIGTERM (a graceful shutdown), then raises it again for the previous handler:
+        # make that one a no-op so a server stopped on purpose exits 0.
+        signal.signal(signal.SIGTERM, lambda *_: None)
+        server.run(sockets=[sock])
+        if not server.started:
+            raise BpoLocalError("the server did not start (see the messages above)")
+    return 0
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port, so a port in use is one line and the real port is known."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # IPPROTO_TCP said out loud: asyncio sets TCP_NODELAY only on sockets that say it, and without it
+    # Nagle holds each response's body behind its headers until the client's delayed ACK (~40 ms).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise BpoLocalError(f"cannot listen on {host}:{port}: {exc.strerror}; pick another with --port") from None
+    return sock
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (0-65535)")
+    return int(text)

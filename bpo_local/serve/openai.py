@@ -1,0 +1,100 @@
+"""BPO as an OpenAI model: results rendered as chat and text completions, whole or as SSE chunks.
+
+The content is exactly what ``bpo-local optimize`` prints: the rewrite, or the candidates separated
+by a ``---`` line. Streams send only text no later token can change (see ``settled``), and the rest
+when the result is ready, so the chunks add up to the same content.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+from ..optimizer import OptimizeResult
+from ..presets import REFERENCE_SPLIT, Preset
+from .owner import Ticket
+
+Kind = Literal["chat", "text"]
+DONE = b"data: [DONE]\n\n"
+
+
+def content(result: OptimizeResult) -> str:
+    from ..cli.render import format_candidates
+
+    return format_candidates(result.candidates)
+
+
+def finish_reason(result: OptimizeResult) -> str:
+    return "length" if "length" in result.finish_reasons else "stop"
+
+
+def usage(result: OptimizeResult) -> dict[str, int]:
+    t = result.timings
+    return {"prompt_tokens": t.prompt_tokens, "completion_tokens": t.generated_tokens,
+            "total_tokens": t.prompt_tokens + t.generated_tokens}
+
+
+def completion(kind: Kind, result: OptimizeResult) -> dict[str, Any]:
+    """The whole answer: a ``chat.completion`` or a ``text_completion``, plus BPO's own ``bpo`` record."""
+    text = content(result)
+    choice: dict[str, Any] = {"index": 0, "finish_reason": finish_reason(result)}
+    if kind == "chat":
+        choice["message"] = {"role": "assistant", "content": text}
+    else:
+        choice.update(text=text, logprobs=None)
+    return {**_head(kind, result.model), "choices": [choice], "usage": usage(result), "bpo": result.to_dict()}
+
+
+async def chunks(kind: Kind, ticket: Ticket, model: str) -> AsyncIterator[bytes]:
+    """SSE events for ``ticket``: the first candidate's settled text as it grows, then the rest, a final
+    chunk with the finish reason, and ``data: [DONE]``. Leaving early cancels the ticket."""
+    head = _head(kind, model)
+    if kind == "chat":
+        yield _event(head, {"role": "assistant", "content": ""}, None, kind)
+    raw, sent = "", ""
+    async for delta in ticket.deltas():
+        if delta.index != 0:
+            continue
+        raw += delta.text
+        now = settled(raw, ticket.preset)
+        if len(now) > len(sent):
+            yield _event(head, now[len(sent):], None, kind)
+            sent = now
+    result = await ticket.result()
+    rest = content(result)[len(sent):]
+    if rest:
+        yield _event(head, rest, None, kind)
+    yield _event(head, "", finish_reason(result), kind, usage=usage(result))
+    yield DONE
+
+
+def settled(raw: str, preset: Preset) -> str:
+    """The longest prefix of ``postprocess(raw)`` that no text generated after ``raw`` can change.
+
+    ``postprocess`` cuts at the first marker ([/INST], the preset's cut markers) and strips; text
+    that could still become the start of a marker, and trailing whitespace, are held back.
+    """
+    markers = (REFERENCE_SPLIT, *preset.cut_markers)
+    hold = max(len(m) for m in markers) - 1
+    cut = min([raw.find(m) for m in markers if m in raw] + [max(0, len(raw) - hold)])
+    return raw[:cut].strip()
+
+
+def _head(kind: Kind, model: str) -> dict[str, Any]:
+    prefix, obj = ("chatcmpl", "chat.completion") if kind == "chat" else ("cmpl", "text_completion")
+    return {"id": f"{prefix}-{uuid.uuid4().hex}", "object": obj, "created": int(time.time()), "model": model}
+
+
+def _event(head: dict[str, Any], delta: Any, finish: str | None, kind: Kind, **extra: Any) -> bytes:
+    if kind == "chat":
+        obj = "chat.completion.chunk"
+        choice = {"index": 0, "delta": delta if isinstance(delta, dict) else ({"content": delta} if delta else {}),
+                  "finish_reason": finish}
+    else:
+        obj = "text_completion"
+        choice = {"index": 0, "text": delta, "finish_reason": finish, "logprobs": None}
+    chunk = {**head, "object": obj, "choices": [choice], **extra}
+    return b"data: " + json.dumps(chunk, ensure_ascii=False).encode("utf-8") + b"\n\n"

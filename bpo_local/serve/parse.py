@@ -1,0 +1,134 @@
+"""Request bodies in, typed values out: every 400 a malformed body can earn is raised here."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.requests import Request
+
+from ..presets import MODES
+from .errors import ApiError
+
+MODE_HEADER = "x-bpo-mode"
+OFF = "off"
+
+_INTS = ("n", "top_k", "max_tokens", "seed")
+_FLOATS = ("temperature", "top_p")
+
+
+@dataclass(frozen=True)
+class Optimization:
+    """What to optimize and how: BPO's mode, the sampling overrides the CLI takes, and the seed."""
+
+    mode: str
+    seed: int | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+async def json_body(request: Request, limit: int) -> dict[str, Any]:
+    """The body as a JSON object, at most ``limit`` bytes (413 beyond it, 400 if it is not JSON)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_large(int(declared), limit)
+    data = bytearray()
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > limit:
+            raise _too_large(len(data), limit)
+    try:
+        body = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, f"the body is not valid JSON: {exc}", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "the body must be a JSON object", code="invalid_json")
+    return body
+
+
+def _too_large(size: int, limit: int) -> ApiError:
+    return ApiError(413, f"the body is {size} bytes; this server takes at most {limit}", code="body_too_large")
+
+
+def optimization(body: dict[str, Any], default_mode: str, default_seed: int | None = None, *,
+                 max_tokens_key: tuple[str, ...] = ("max_tokens",)) -> Optimization:
+    """BPO's settings from a body: ``mode`` and the overrides n, temperature, top_p, top_k, max_tokens, seed."""
+    mode = body.get("mode", default_mode)
+    if mode not in MODES:
+        raise ApiError(400, f"unknown mode {mode!r}; choose from: {', '.join(MODES)}", code="invalid_value")
+    values: dict[str, Any] = {}
+    for key in _INTS:
+        names = max_tokens_key if key == "max_tokens" else (key,)
+        value = next((body[k] for k in names if body.get(k) is not None), None)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ApiError(400, f"{names[0]} must be an integer, got {value!r}", code="invalid_value")
+        values[key] = value
+    for key in _FLOATS:
+        value = body.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ApiError(400, f"{key} must be a number, got {value!r}", code="invalid_value")
+        values[key] = value
+    seed = values.pop("seed")
+    seed = default_seed if seed is None else seed
+    return Optimization(mode, seed, {k: v for k, v in values.items() if v is not None})
+
+
+def header_mode(request: Request, default_mode: str) -> str:
+    """The proxy's mode for this request: ``X-BPO-Mode`` (stable, aggressive or off), else the default."""
+    mode = request.headers.get(MODE_HEADER, default_mode).strip().lower()
+    if mode != OFF and mode not in MODES:
+        raise ApiError(400, f"X-BPO-Mode {mode!r} is not one of: {', '.join((*MODES, OFF))}", code="invalid_value")
+    return mode
+
+
+def prompts(body: dict[str, Any]) -> list[str]:
+    """``prompt`` (a string) or ``prompts`` (a list of strings) of /v1/optimize or /v1/completions."""
+    if "prompts" in body:
+        items = body["prompts"]
+        if not isinstance(items, list) or not items or not all(isinstance(p, str) for p in items):
+            raise ApiError(400, "prompts must be a non-empty list of strings", code="invalid_value")
+        return items
+    prompt = body.get("prompt")
+    if isinstance(prompt, list) and len(prompt) == 1:
+        prompt = prompt[0]
+    if not isinstance(prompt, str):
+        raise ApiError(400, "missing prompt: give \"prompt\" as a string", code="missing_prompt")
+    return [prompt]
+
+
+def last_user_turn(body: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """The last user message of ``messages`` and its text (text parts joined by newlines)."""
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise ApiError(400, "missing messages: give \"messages\" as a non-empty list", code="missing_messages")
+    for message in reversed(messages):
+        if isinstance(message, dict) and message.get("role") == "user":
+            return message, message_text(message)
+    raise ApiError(400, "messages hold no user message to optimize", code="invalid_value")
+
+
+def message_text(message: dict[str, Any]) -> str:
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = [p.get("text") for p in content if isinstance(p, dict) and p.get("type") == "text"]
+        if parts and all(isinstance(p, str) for p in parts):
+            return "\n".join(parts)
+    raise ApiError(400, "the last user message has no text content", code="invalid_value")
+
+
+def with_text(message: dict[str, Any], text: str) -> dict[str, Any]:
+    """``message`` with its text replaced by ``text`` (other content parts, such as images, kept)."""
+    content = message.get("content")
+    if isinstance(content, list):
+        others = [p for p in content if not (isinstance(p, dict) and p.get("type") == "text")]
+        return {**message, "content": [{"type": "text", "text": text}, *others]}
+    return {**message, "content": text}
+
+
+def wants_stream(body: dict[str, Any]) -> bool:
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise ApiError(400, f"stream must be true or false, got {stream!r}", code="invalid_value")
+    return stream

@@ -1,0 +1,58 @@
+"""The proxy's rewrite of one user turn, and how a client sees it (a ``bpo`` record and headers)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from ..errors import BpoLocalError
+from .owner import EngineOwner, QueueFull, ServerClosing
+from .parse import OFF
+
+
+@dataclass(frozen=True)
+class Rewrite:
+    """``optimized`` is what was forwarded in place of ``original``; None when the original went
+    (mode off, or an empty or failed rewrite, with the ``reason``)."""
+
+    mode: str
+    original: str
+    optimized: str | None = None
+    reason: str | None = None
+
+    @property
+    def status(self) -> str:
+        return OFF if self.mode == OFF else "optimized" if self.optimized is not None else "original"
+
+    def record(self) -> dict[str, Any]:
+        return {"mode": self.mode, "status": self.status, "original_prompt": self.original,
+                "optimized_prompt": self.optimized, "reason": self.reason}
+
+    def headers(self) -> dict[str, str]:
+        """``X-BPO-Status``, ``X-BPO-Mode``, and the forwarded prompt (percent-encoded UTF-8) or the reason."""
+        headers = {"X-BPO-Status": self.status, "X-BPO-Mode": self.mode}
+        if self.optimized is not None:
+            headers["X-BPO-Optimized-Prompt"] = quote(self.optimized)
+        if self.reason:
+            headers["X-BPO-Reason"] = quote(self.reason)
+        return headers
+
+
+async def rewrite(owner: EngineOwner, text: str, mode: str, seed: int | None, upstream_model: Any) -> Rewrite:
+    """Optimize ``text`` with ``mode`` (aggressive: the first candidate); an empty or failed rewrite
+    keeps the original. A full queue or a closing server is raised: the request is not forwarded."""
+    if mode == OFF:
+        return Rewrite(mode, text)
+    try:
+        ticket = owner.submit(text, mode=mode, seed=seed, note={"upstream_model": upstream_model})
+        result = await ticket.result()
+    except (QueueFull, ServerClosing):
+        raise
+    except BpoLocalError as err:
+        return Rewrite(mode, text, reason=f"rewrite failed: {err}")
+    if result.cancelled:
+        return Rewrite(mode, text, reason="rewrite cancelled")
+    if not result.text:
+        return Rewrite(mode, text, reason="the rewrite was empty")
+    return Rewrite(mode, text, result.text)

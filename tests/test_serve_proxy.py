@@ -1,0 +1,118 @@
+"""`bpo-local serve --upstream`: BPO rewrites the last user turn in front of a real llama-server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import unquote
+
+import httpx
+import openai
+import pytest
+from _llama_server import free_port
+from _serve_helpers import BpoServer
+
+
+PROMPT = "tell me a joke"
+GREEDY = {"temperature": 0, "seed": 0, "max_tokens": 24}
+
+
+@pytest.fixture(scope="module")
+def proxy(smollm2_gguf: Path, llama_server, tmp_path_factory: pytest.TempPathFactory):
+    """BPO (SmolLM2 stands in) in front of llama-server (SmolLM2 as the target); seed 1 rewrites PROMPT."""
+    with BpoServer.start(smollm2_gguf, "--ctx", "1024", "--seed", "1", "--upstream", f"{llama_server.url}/v1",
+                         home=tmp_path_factory.mktemp("proxy-home")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def client(proxy: BpoServer) -> openai.OpenAI:
+    return openai.OpenAI(base_url=proxy.base_url, api_key="client-key", max_retries=0)
+
+
+def direct(llama_server, messages: list[dict]) -> str:
+    upstream = openai.OpenAI(base_url=f"{llama_server.url}/v1", api_key="x", max_retries=0)
+    return upstream.chat.completions.create(model="target", messages=messages, **GREEDY).choices[0].message.content
+
+
+def ask(client: openai.OpenAI, mode: str, **kw):
+    return client.chat.completions.with_raw_response.create(
+        model="target", messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": PROMPT}],
+        extra_headers={"X-BPO-Mode": mode}, **GREEDY, **kw)
+
+
+def test_the_upstream_answers_the_rewritten_prompt(client: openai.OpenAI, proxy: BpoServer, llama_server) -> None:
+    raw = ask(client, "stable")
+    reply = raw.parse()
+    bpo = reply.model_extra["bpo"]
+    assert bpo["status"] == "optimized" and bpo["original_prompt"] == PROMPT and bpo["mode"] == "stable"
+    optimized = bpo["optimized_prompt"]
+    assert optimized and optimized != PROMPT
+    assert raw.headers["x-bpo-status"] == "optimized" and unquote(raw.headers["x-bpo-optimized-prompt"]) == optimized
+    expected = direct(llama_server, [{"role": "system", "content": "Be brief."}, {"role": "user", "content": optimized}])
+    assert reply.choices[0].message.content == expected
+    entry = proxy.logged(PROMPT)[0]
+    assert entry["prompt"] == PROMPT and entry["output"] == optimized and entry["params"]["upstream_model"] == "target"
+
+
+def test_mode_off_forwards_the_original(client: openai.OpenAI, llama_server) -> None:
+    raw = ask(client, "off")
+    assert raw.headers["x-bpo-status"] == "off" and raw.parse().model_extra["bpo"]["optimized_prompt"] is None
+    expected = direct(llama_server, [{"role": "system", "content": "Be brief."}, {"role": "user", "content": PROMPT}])
+    assert raw.parse().choices[0].message.content == expected
+
+
+def test_aggressive_forwards_the_first_candidate(client: openai.OpenAI) -> None:
+    bpo = ask(client, "aggressive").parse().model_extra["bpo"]
+    assert bpo["mode"] == "aggressive" and bpo["status"] in ("optimized", "original")
+
+
+def test_streaming_passes_the_upstreams_chunks_through(client: openai.OpenAI, llama_server) -> None:
+    with client.chat.completions.with_streaming_response.create(
+            model="target", messages=[{"role": "user", "content": PROMPT}], stream=True,
+            extra_headers={"X-BPO-Mode": "stable"}, **GREEDY) as response:
+        optimized = unquote(response.headers["x-bpo-optimized-prompt"])
+        chunks = list(response.parse())
+    assert len(chunks) > 3
+    text = "".join(c.choices[0].delta.content or "" for c in chunks)
+    assert text == direct(llama_server, [{"role": "user", "content": optimized}])
+
+
+def test_models_are_the_upstreams(client: openai.OpenAI, llama_server) -> None:
+    ours = [m.id for m in client.models.list()]
+    theirs = httpx.get(f"{llama_server.url}/v1/models").json()
+    assert ours == [m["id"] for m in theirs["data"]]
+
+
+def test_a_failed_rewrite_forwards_the_original_and_says_why(client: openai.OpenAI) -> None:
+    long = "please summarise: " + "word " * 1100  # over BPO's 1024-token context, within the upstream's
+    raw = client.chat.completions.with_raw_response.create(
+        model="target", messages=[{"role": "user", "content": long}], max_tokens=4)
+    bpo = raw.parse().model_extra["bpo"]
+    assert bpo["status"] == "original" and bpo["optimized_prompt"] is None
+    assert "1024" in bpo["reason"] and raw.headers["x-bpo-status"] == "original"
+
+
+def test_an_upstream_error_keeps_its_status(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.APIStatusError) as caught:
+        client.chat.completions.create(model="target", messages=[{"role": "user", "content": PROMPT}],
+                                       extra_headers={"X-BPO-Mode": "off"}, n=3)
+    assert 400 <= caught.value.status_code < 600
+
+
+def test_bad_mode_header_is_400(proxy: BpoServer) -> None:
+    response = httpx.post(f"{proxy.base_url}/chat/completions", headers={"X-BPO-Mode": "wild"},
+                          json={"messages": [{"role": "user", "content": "hi"}]})
+    assert response.status_code == 400 and "X-BPO-Mode" in response.json()["error"]["message"]
+
+
+def test_an_unreachable_upstream_is_502(smollm2_gguf: Path, tmp_path: Path) -> None:
+    with BpoServer.start(smollm2_gguf, "--ctx", "512", "--upstream", f"http://127.0.0.1:{free_port()}/v1",
+                         home=tmp_path) as server:
+        bad = openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0)
+        with pytest.raises(openai.APIStatusError) as caught:
+            bad.chat.completions.create(model="t", messages=[{"role": "user", "content": "hi"}],
+                                        extra_headers={"X-BPO-Mode": "off"})
+        assert caught.value.status_code == 502 and caught.value.body["code"] == "upstream_unreachable"
+        with pytest.raises(openai.APIStatusError) as caught:
+            bad.models.list()
+        assert caught.value.status_code == 502
