@@ -11,6 +11,7 @@ from __future__ import annotations
 import queue
 import random
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -20,6 +21,8 @@ from .fleet import Fleet
 from .http import Rejected
 
 _END = object()
+_IDLE_SECONDS = 0.005
+"""How long the feeder waits when the requests say "nothing to start now"."""
 
 
 class RemoteBackend:
@@ -49,7 +52,7 @@ class RemoteBackend:
     def generate(self, request: Request) -> RemoteGeneration:
         return RemoteGeneration(self.fleet, request)
 
-    def generate_many(self, requests: Iterable[Request], *, max_sequences: int | None = None) -> RemoteBatch:
+    def generate_many(self, requests: Iterable[Request | None], *, max_sequences: int | None = None) -> RemoteBatch:
         return RemoteBatch(self.fleet, requests, max_sequences)
 
     def close(self) -> None:
@@ -108,45 +111,60 @@ class RemoteGeneration:
 
 
 class RemoteBatch:
-    """Requests spread over the fleet; yields one ``RequestDone`` per request as it finishes.
-    A request's own error (too long, rejected) is its RequestDone; a fleet that cannot go on raises."""
+    """Requests spread over the fleet: (request index, TokenEvent) per token as it streams, one
+    ``RequestDone`` per request as it finishes. A request's own error (too long, rejected) is its
+    RequestDone; a fleet that cannot go on raises. A request is retried on another server only while it
+    has shown nothing."""
 
-    def __init__(self, fleet: Fleet, requests: Iterable[Request], max_sequences: int | None) -> None:
+    def __init__(self, fleet: Fleet, requests: Iterable[Request | None], max_sequences: int | None) -> None:
         self._fleet = fleet
         self._done: queue.Queue[object] = queue.Queue()
         self._cancelled = threading.Event()
+        self._stops: dict[int, threading.Event] = {}
         self._submitted = 0
         workers = (max_sequences or 1) * len(fleet.endpoints)
         self._pool = ThreadPoolExecutor(workers)
         self._feeder = threading.Thread(target=self._feed, args=(iter(requests), max_sequences), daemon=True)
         self._feeder.start()
 
-    def _feed(self, requests: Iterator[Request], limit: int | None) -> None:
+    def _feed(self, requests: Iterator[Request | None], limit: int | None) -> None:
+        index = 0
         try:
-            for index, request in enumerate(requests):
+            for request in requests:
+                if request is None:  # nothing to start now: ask again shortly
+                    time.sleep(_IDLE_SECONDS)
+                    continue
                 server = self._fleet.acquire(request.n, limit)
                 if self._cancelled.is_set():
                     self._fleet.release(server, request.n, failed=False)
                     return
+                stop = self._stops.setdefault(index, threading.Event())
                 self._submitted += 1
-                self._pool.submit(self._one, index, request, limit, server)
+                self._pool.submit(self._one, index, request, limit, server, stop)
+                index += 1
         except BaseException as exc:  # e.g. tokenizing failed on every server: the batch cannot go on
             self._done.put(exc)
         finally:
             self._done.put(_END)
 
-    def _one(self, index: int, request: Request, limit: int | None, server: int) -> None:
+    def _one(self, index: int, request: Request, limit: int | None, server: int, stop: threading.Event) -> None:
         seed = _seed(request)
+        shown = threading.Event()
+
+        def emit(event: TokenEvent) -> None:
+            shown.set()
+            self._done.put((index, event))
+
         try:
-            result = self._fleet.run(request.n, limit,
-                                     lambda e: e.run(request, seed, lambda _: None, self._cancelled), first=server)
+            result = self._fleet.run(request.n, limit, lambda e: e.run(request, seed, emit, stop),
+                                     retryable=lambda: not shown.is_set(), first=server)
             self._done.put(RequestDone(index, result=result))
         except (Rejected, PromptTooLong, UsageError) as exc:  # this request's own fault: the others go on
             self._done.put(RequestDone(index, error=exc))
         except BaseException as exc:
             self._done.put(exc)
 
-    def __iter__(self) -> Iterator[RequestDone]:
+    def __iter__(self) -> Iterator[tuple[int, TokenEvent] | RequestDone]:
         fed = False
         answered = 0
         while not fed or answered < self._submitted:
@@ -157,10 +175,16 @@ class RemoteBatch:
                 self.cancel()
                 raise item
             else:
-                answered += 1
+                answered += isinstance(item, RequestDone)
                 yield item  # type: ignore[misc]
+
+    def cancel_request(self, index: int) -> None:
+        """Stop request ``index`` alone: it ends "cancelled" at its next token; the others go on."""
+        self._stops.setdefault(index, threading.Event()).set()
 
     def cancel(self) -> None:
         """Stop: nothing new starts, requests in flight stop at their next token."""
         self._cancelled.set()
+        for stop in list(self._stops.values()):
+            stop.set()
         self._pool.shutdown(wait=False, cancel_futures=True)
