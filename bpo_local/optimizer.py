@@ -151,10 +151,9 @@ class Optimizer:
         if not prompt.strip():
             raise UsageError("empty prompt; pass the prompt as an argument or on stdin")
         preset = self.preset(mode, seed=seed, **overrides)
-        request = self._request(prompt, preset, seed)
-        adaptations = self._plan(preset)[1]
+        request = self.request_for(prompt, preset, seed)
         return OptimizeStream(self.backend.generate(request), preset,
-                              lambda result: self._result(prompt, preset, result, adaptations))
+                              lambda result: self.result_for(prompt, preset, result))
 
     def optimize(self, prompt: str, *, mode: str = "stable", seed: int | None = None, **overrides: Any) -> OptimizeResult:
         """Optimize ``prompt`` and return the finished result."""
@@ -182,14 +181,14 @@ class Optimizer:
         done: dict[int, OptimizeResult | BpoLocalError] = {}  # by input position, until emitted in order
         texts: list[str] = []
         sent: list[int] = []  # the input position of each request handed to the backend
-        adaptations = self._plan(preset)[1]  # a refusal is raised here, before any prompt runs
+        self._plan(preset)  # a refusal (Unsupported) is raised here, before any prompt runs
 
         def requests() -> Iterator[Request]:
             for prompt in prompts:
                 texts.append(prompt)
                 if prompt.strip():
                     sent.append(len(texts) - 1)
-                    yield self._request(prompt, preset, seed)
+                    yield self.request_for(prompt, preset, seed)
                 else:
                     done[len(texts) - 1] = UsageError("empty prompt; give every input a non-empty prompt")
 
@@ -207,15 +206,14 @@ class Optimizer:
             for event in batch:
                 if isinstance(event, RequestDone):
                     at = sent[event.index]
-                    done[at] = event.error or self._result(texts[at], preset, event.result,  # type: ignore[arg-type]
-                                                           adaptations)
+                    done[at] = event.error or self.result_for(texts[at], preset, event.result)  # type: ignore[arg-type]
                 yield from ready()
         finally:
             batch.cancel()
         yield from ready()  # empty prompts after the last request
 
-    def _result(self, prompt: str, preset: Preset, result: GenerationResult,
-                adaptations: tuple[str, ...]) -> OptimizeResult:
+    def result_for(self, prompt: str, preset: Preset, result: GenerationResult) -> OptimizeResult:
+        """The OptimizeResult of a finished backend result for ``prompt`` under ``preset``."""
         raw = tuple(c.text for c in result.completions)
         return OptimizeResult(
             prompt=prompt,
@@ -227,7 +225,7 @@ class Optimizer:
             timings=result.timings,
             seed=result.seed,
             raw=raw,
-            adaptations=adaptations,
+            adaptations=self._plan(preset)[1],
         )
 
     def _plan(self, preset: Preset) -> tuple[tuple[tuple[int, ...], ...], tuple[str, ...]]:
@@ -261,8 +259,9 @@ class Optimizer:
             raise Unsupported(f"{where} cannot ban the multi-token sequences of the {preset.name} mode")
         return (SKIPPED_BANS,)
 
-    def _request(self, prompt: str, preset: Preset, seed: int | None) -> Request:
-        """The backend request for ``prompt`` (bans as ``_plan`` adapts them)."""
+    def request_for(self, prompt: str, preset: Preset, seed: int | None) -> Request:
+        """The backend request for ``prompt`` under ``preset`` (bans as ``_plan`` adapts them); with
+        ``result_for``, what a caller driving ``backend.generate_many`` itself needs (the HTTP server)."""
         banned = self._plan(preset)[0]
         tokenize = self.backend.tokenize
         stops = {self.backend.eos_token}

@@ -44,7 +44,7 @@ def test_tokens_come_from_the_server_and_user_text_stays_plain(remote, llama_ser
 
 def test_greedy_equals_the_faithful_request_sent_by_hand(remote, llama_server) -> None:
     result = remote.optimize("how do I bake bread", temperature=0, max_tokens=24, seed=5)
-    request = remote._request("how do I bake bread", remote.preset("stable", temperature=0, max_tokens=24), 5)
+    request = remote.request_for("how do I bake bread", remote.preset("stable", temperature=0, max_tokens=24), 5)
     body = {**completion_body(request, request.prompt, seed=5, n_predict=24, hold_stops=False), "stream": False}
     by_hand = httpx.post(f"{llama_server.url}/completion", json=body, timeout=120).json()
     assert list(request.prompt[:3]) != [] and request.prompt == tuple(
@@ -95,7 +95,7 @@ def test_hot_sampling_through_the_server_follows_transformers_order(remote, llam
 def test_aggressive_candidates_obey_min_length_and_the_newline_stop(remote) -> None:
     prompt = "tell me a joke"
     preset = remote.preset("aggressive", max_tokens=48)
-    request = remote._request(prompt, preset, 3)
+    request = remote.request_for(prompt, preset, 3)
     newline = remote.backend.token_for_piece("\n")
     assert newline in request.stop_tokens and request.min_new_tokens > 5
     assert request.banned == ()  # multi-token bans are skipped, and said so

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from ..backend import BatchGeneration, Request, RequestDone
 from ..errors import BpoLocalError, UsageError
 from ..optimizer import CandidateDelta, Optimizer, OptimizeResult
+from ..presets import Overrides
 
 if TYPE_CHECKING:
     from ..presets import Preset
@@ -157,7 +158,7 @@ class EngineOwner:
         if asked is not None and asked > self.max_tokens:
             raise UsageError(f"max_tokens {asked} is over this server's limit of {self.max_tokens}")
         preset = self.optimizer.preset(mode, **overrides)
-        return preset.with_overrides(max_new_tokens=min(preset.max_new_tokens, self.max_tokens))
+        return preset.with_overrides(Overrides(max_tokens=min(preset.max_new_tokens, self.max_tokens)))
 
     def stop(self, timeout: float | None = None) -> None:
         """Take no more work, cancel what is queued or running, and wait for the thread to leave."""
@@ -198,7 +199,7 @@ class EngineOwner:
                 if event.error is not None:
                     ticket._send(event.error)
                     continue
-                result = self.optimizer._result(ticket.prompt, ticket.preset, event.result)  # type: ignore[arg-type]
+                result = self.optimizer.result_for(ticket.prompt, ticket.preset, event.result)  # type: ignore[arg-type]
                 ticket._send(result)
                 if log is not None:
                     self._record(log, _noted(result, ticket.note))
@@ -231,7 +232,7 @@ class EngineOwner:
                 ticket._send(BpoLocalError("cancelled before it started"))
                 continue
             try:
-                request = self.optimizer._request(ticket.prompt, ticket.preset, ticket.seed)
+                request = self.optimizer.request_for(ticket.prompt, ticket.preset, ticket.seed)
             except BpoLocalError as err:
                 ticket._send(err)
                 continue
