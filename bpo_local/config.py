@@ -20,7 +20,7 @@ APP_NAME = "bpo-local"
 HOME_ENV = "BPO_LOCAL_HOME"
 MODEL_ENV = "BPO_LOCAL_MODEL"
 SERVER_ENV = "BPO_LOCAL_SERVER"
-API_KEY_ENV = "BPO_LOCAL_API_KEY"
+SERVER_KEY_ENV = "BPO_LOCAL_SERVER_KEY"
 
 
 def _home() -> Path | None:
@@ -72,7 +72,7 @@ class Config:
     server: tuple[str, ...] = ()
     """llama-server / vLLM URLs to use instead of a local model (``server = ["http://h:8080"]``)."""
     server_kind: str | None = None
-    api_key: str | None = None
+    server_key: str | None = None
 
 
 def load_config(path: Path | None = None) -> Config:
@@ -135,5 +135,5 @@ def configured_servers(args: list[str] | None, model_arg: str | None, config: Co
     return config.server
 
 
-def configured_api_key(arg: str | None, config: Config) -> str | None:
-    return arg or os.environ.get(API_KEY_ENV) or config.api_key or None
+def configured_server_key(arg: str | None, config: Config) -> str | None:
+    return arg or os.environ.get(SERVER_KEY_ENV) or config.server_key or None

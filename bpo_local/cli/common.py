@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     """``--model --gpu-layers --ctx --threads --cpu-buffers`` for a local model, ``--server --server-kind
-    --api-key`` for running servers; the config file and environment are fallbacks."""
+    --server-key`` for running servers; the config file and environment are fallbacks."""
     from ..backends.llamacpp.buffers import POLICIES
 
     group = parser.add_argument_group("model")
@@ -27,7 +27,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                        help="use a running llama-server or vLLM serving BPO instead of a local model; repeat or "
                             "comma-separate for several (requests spread, retried elsewhere; env BPO_LOCAL_SERVER)")
     group.add_argument("--server-kind", choices=("llama-server", "vllm"), help="skip detecting the servers' kind")
-    group.add_argument("--api-key", metavar="KEY", help="Bearer token for the servers (env BPO_LOCAL_API_KEY)")
+    group.add_argument("--server-key", metavar="KEY", help="Bearer token for the servers (env BPO_LOCAL_SERVER_KEY)")
     group.add_argument("--gpu-layers", type=int, metavar="N", help="layers to offload (default: all; 0 = CPU only)")
     group.add_argument("--ctx", type=int, metavar="TOKENS", help="context size (default: the model's, capped at 4096)")
     group.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: physical cores)")
@@ -58,7 +58,7 @@ def choose_backend(args: argparse.Namespace) -> tuple[str, ...] | Path:
 def load_optimizer(args: argparse.Namespace, choice: tuple[str, ...] | Path | None = None) -> Optimizer:
     """Load the model the options name (or ``choice`` from ``choose_backend``), with a spinner on a
     terminal: a local GGUF, or the servers given by --server."""
-    from ..config import configured_api_key, load_config
+    from ..config import configured_server_key, load_config
     from ..optimizer import connect, load
 
     config = load_config()
@@ -66,7 +66,7 @@ def load_optimizer(args: argparse.Namespace, choice: tuple[str, ...] | Path | No
     if isinstance(path, tuple):
         with status_console().status(f"connecting to {', '.join(path)}"):
             return connect(path, kind=args.server_kind or config.server_kind,
-                           api_key=configured_api_key(args.api_key, config))
+                           api_key=configured_server_key(args.server_key, config))
     with status_console().status(f"loading {path.name}"):
         return load(
             path,
@@ -110,6 +110,6 @@ def advice(exc: BaseException) -> str:
         return "; run BPO on llama.cpp's llama-server or vLLM, or locally with --model"
     if isinstance(exc, ServerError):
         if "API key" in str(exc):
-            return "; pass the right --api-key (or BPO_LOCAL_API_KEY)"
+            return "; pass the right --server-key (or BPO_LOCAL_SERVER_KEY)"
         return "; check --server (or BPO_LOCAL_SERVER / `server` in config.toml); with --resume, rerun to continue"
     return ""

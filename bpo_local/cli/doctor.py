@@ -139,7 +139,7 @@ BPO_PROBE_IDS = [1, 518, 25580, 29962]
 def _servers(urls: tuple[str, ...], args: argparse.Namespace) -> dict[str, Any]:
     """Each server's kind, version, model, context, slots, and whether BPO runs there exactly."""
     from ..backends.remote import probe
-    from ..config import configured_api_key, load_config
+    from ..config import configured_server_key, load_config
     from ..optimizer import Optimizer
     from ..presets import AGGRESSIVE, CHAT_TEMPLATE_JINJA, STABLE
 
@@ -148,7 +148,7 @@ def _servers(urls: tuple[str, ...], args: argparse.Namespace) -> dict[str, Any]:
     for url in urls:
         try:
             endpoint = probe(url, kind=args.server_kind or config.server_kind,
-                             api_key=configured_api_key(args.api_key, config))
+                             api_key=configured_server_key(args.server_key, config))
         except BpoLocalError as exc:
             servers.append({"url": url, "error": str(exc)})
             continue
