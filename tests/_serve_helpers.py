@@ -24,17 +24,18 @@ class BpoServer:
     home: Path
 
     @classmethod
-    def start(cls, model: Path, *args: str, home: Path, env: dict[str, str] | None = None,
+    def start(cls, model: Path | None, *args: str, home: Path, env: dict[str, str] | None = None,
               timeout: float = 120) -> BpoServer:
-        """``bpo-local serve --model MODEL --port 0 ARGS`` with its data in ``home``; waits for /health."""
+        """``bpo-local serve --model MODEL --port 0 ARGS`` with its data in ``home``; waits for /health.
+        ``model`` None leaves --model out (pass ``--server URL`` in ``args``)."""
         home.mkdir(parents=True, exist_ok=True)
         log = home / f"serve-{time.monotonic_ns()}.log"
         full_env = {**os.environ, "OMP_WAIT_POLICY": "passive", "NO_COLOR": "1", "BPO_LOCAL_HOME": str(home),
                     **(env or {})}
         with open(log, "wb") as out:
             process = subprocess.Popen(
-                [sys.executable, "-m", "bpo_local", "serve", "--model", str(model), "--port", "0", "--threads", "1",
-                 *args], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=full_env)
+                [sys.executable, "-m", "bpo_local", "serve", *(("--model", str(model)) if model else ()), "--port", "0",
+                 "--threads", "1", *args], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=full_env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if process.poll() is not None:

@@ -208,3 +208,22 @@ def test_a_network_address_with_a_key_serves(smollm2_gguf: Path, tmp_path: Path)
 
 def test_free_port_helper_is_free() -> None:
     assert 0 < free_port() < 65536
+
+
+def test_serve_in_front_of_a_remote_bpo_answers_what_optimize_prints(llama_server, run_cli, tmp_path: Path) -> None:
+    """``serve --server URL``: BPO runs on a llama-server; a chat client (whole or streamed) gets exactly what
+    ``optimize --server`` prints for the same greedy settings."""
+    remote = BpoServer.start(None, "--server", llama_server.url, home=tmp_path / "home")
+    try:
+        client = openai.OpenAI(base_url=remote.base_url, api_key="unused")
+        ask = {"model": "bpo", "messages": [{"role": "user", "content": "how do I bake bread"}],
+               "temperature": 0, "max_tokens": 24}
+        answer = client.chat.completions.create(**ask).choices[0].message.content
+        streamed = "".join(chunk.choices[0].delta.content or "" for chunk in
+                           client.chat.completions.create(**ask, stream=True) if chunk.choices)
+    finally:
+        remote.stop()
+    printed = run_cli("optimize", "--server", llama_server.url, "--temperature", "0", "--max-tokens", "24",
+                      "--no-log", "how do I bake bread")
+    assert printed.returncode == 0, printed.stderr
+    assert answer == streamed == printed.stdout.rstrip("\n")
