@@ -35,21 +35,21 @@ def test_request_is_the_reference_one(llama2_bpo: bpo_local.Optimizer, llama2_to
     """Token ids as transformers' LlamaTokenizer gives them: BOS + template, bad words without BOS,
     eos_token_id=[eos, 13], min_length = prompt + len(user prompt ids with BOS) + 5."""
     sp = sentencepiece.SentencePieceProcessor(model_file=str(llama2_tokenizer))
-    request = llama2_bpo._request(PROMPT, AGGRESSIVE, seed=7)
+    request = llama2_bpo.request_for(PROMPT, AGGRESSIVE, seed=7)
     assert request.prompt == tuple([sp.bos_id(), *sp.encode(build_prompt(PROMPT))])
     assert request.banned == tuple(tuple(sp.encode(word)) for word in AGGRESSIVE.banned_strings)
     assert request.stop_tokens == {sp.eos_id(), 13}
     assert request.min_new_tokens == 1 + len(sp.encode(PROMPT)) + 5
     assert (request.n, request.sampling.temperature, request.sampling.top_p, request.sampling.top_k) == (5, 0.9, 0.9, 50)
 
-    stable = llama2_bpo._request(PROMPT, STABLE, seed=7)
+    stable = llama2_bpo.request_for(PROMPT, STABLE, seed=7)
     assert stable.stop_tokens == {sp.eos_id()} and stable.banned == () and stable.min_new_tokens == 0
     assert (stable.n, stable.sampling.temperature, stable.max_new_tokens) == (1, 0.6, 1024)
 
 
 def test_aggressive_candidates_respect_min_length_and_stops(llama2_bpo: bpo_local.Optimizer) -> None:
     result = llama2_bpo.optimize(PROMPT, mode="aggressive", seed=3, max_tokens=40)
-    request = llama2_bpo._request(PROMPT, AGGRESSIVE, seed=3)
+    request = llama2_bpo.request_for(PROMPT, AGGRESSIVE, seed=3)
     assert len(result.candidates) == 5 and result.timings.prompt_tokens == len(request.prompt)
     for raw, reason in zip(result.raw, result.finish_reasons):
         generated = llama2_bpo.backend.tokenize(raw, add_bos=False)

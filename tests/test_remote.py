@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from _engine_helpers import chi_square_pvalue, llama_cpp_python_distribution, transformers_distribution
 
-from bpo_local.backend import Request, Sampling
+from bpo_local.backend import Request, RequestDone, Sampling
 from bpo_local.backends.llamacpp import Engine
 from bpo_local.backends.remote import connect
 from bpo_local.backends.remote.llama_server import completion_body
@@ -85,8 +85,8 @@ def test_hot_sampling_through_the_server_follows_transformers_order(remote, llam
                       stop_tokens=frozenset({2}))
     requests = [Request(prompt, 1, Sampling(1.5, 0.9, 50, seed=1234 + i), stop_tokens=request.stop_tokens)
                 for i in range(DRAWS)]
-    draws = [done.result.completions[0].tokens[0]
-             for done in remote.backend.generate_many(requests, max_sequences=8) if done.result.completions[0].tokens]
+    finished = [e for e in remote.backend.generate_many(requests, max_sequences=8) if isinstance(e, RequestDone)]
+    draws = [done.result.completions[0].tokens[0] for done in finished if done.result.completions[0].tokens]
     assert len(draws) > 0.95 * DRAWS and len(Counter(draws)) > 10
     assert chi_square_pvalue(draws, ours) > 1e-3
     assert chi_square_pvalue(draws, theirs) < 1e-6
