@@ -44,3 +44,12 @@ class DownloadError(BpoLocalError):
 
 class StoreError(BpoLocalError):
     """The local model store is unusable or a build in it is missing or damaged."""
+
+
+class TargetError(BpoLocalError):
+    """A chat model answering as a target or judge refused one request (an HTTP error, a prompt it
+    cannot take); other requests may still succeed."""
+
+
+class TargetUnreachable(TargetError):
+    """A target or judge server cannot be reached, or refuses the credentials: no request can succeed."""
