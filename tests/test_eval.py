@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 from _cli_helpers import assert_one_line_error, cli_command, cli_env
 from _llama_server import LlamaServer, free_port
-
 from conftest import CliRunner
 
 LIMIT = 2

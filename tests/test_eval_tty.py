@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pexpect
 from _cli_helpers import cli_env
-from test_eval import LIMIT, cache_lines, eval_args
-
 from conftest import CliRunner
+from test_eval import LIMIT, cache_lines, eval_args
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 

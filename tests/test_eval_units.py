@@ -22,7 +22,7 @@ from bpo_local.eval.report import _fenced, bootstrap
     ("Both answers are fine.", None, "no verdict"),
     ("[[ b ]]", "B", None),
     ("[[A]] A is better, I repeat: [[A]]", "A", None),
-    ("Output \"[[A]]\" if A is better, \"[[B]]\" if B is better.\n\nMy verdict: [[B]]", "B", None),  # echo, then verdict
+    ("Output \"[[A]]\" if A is better, \"[[B]]\" if B is better.\n\nMy verdict: [[B]]", "B", None),  # echoed format
     ("[[A]] ... on reflection [[B]]", None, "conflicting verdicts [[A]] [[B]]"),
     ("\"[[A]]\" if A is better, \"[[B]]\" if B is better, \"[[C]]\" for a tie", None,
      "conflicting verdicts [[A]] [[B]] [[C]]"),
@@ -62,7 +62,9 @@ def test_shipped_sets_have_the_papers_sizes_and_prompts() -> None:
     assert wordy.id == "user_oriented_task_0" and "\nIf you have any questions" in wordy.prompt
     no_context = load_dataset("self_instruct_eval").items[5]
     assert no_context.prompt.endswith("it would be greatly appreciated.")  # empty context: no trailing newline
-    assert load_dataset("vicuna_eval", limit=2).items[1].prompt == "What are the most effective ways to deal with stress?"
+    vicuna = load_dataset("vicuna_eval", limit=2).items
+    assert [i.id for i in vicuna] == ["1", "2"]
+    assert vicuna[1].prompt == "What are the most effective ways to deal with stress?"
 
 
 def test_shipped_bpo_test_is_the_shared_copy(bpo_test_data: Path) -> None:

@@ -49,7 +49,8 @@ def test_prompt_follows_the_gguf_template_with_its_default_system_message(chat: 
 
 def test_a_system_message_replaces_the_default_one(chat: LocalChat) -> None:
     messages = [{"role": "system", "content": "Judge."}, *user_message("Hi")]
-    assert chat.format(messages) == "<|im_start|>system\nJudge.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    expected = "<|im_start|>system\nJudge.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    assert chat.format(messages) == expected
 
 
 def test_answer_stops_at_the_end_of_turn_and_reuses_the_template_prefix(chat: LocalChat) -> None:

@@ -72,10 +72,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--temperature", type=float, default=0.7, help="the target's temperature (default: 0.7)")
     run.add_argument("--top-p", type=float, default=1.0, help="the target's top-p (default: 1.0)")
     run.add_argument("--max-tokens", type=int, default=1024, metavar="N", help="answer length cap (default: 1024)")
-    run.add_argument("--judge-max-tokens", type=int, default=512, metavar="N", help="judgment length cap (default: 512)")
+    run.add_argument("--judge-max-tokens", type=int, default=512, metavar="N",
+                     help="judgment length cap (default: 512)")
     run.add_argument("--bpo-max-tokens", type=int, metavar="N", help="rewrite length cap (default: the mode's)")
     run.add_argument("--parallel", type=int, default=4, metavar="K", help="prompts BPO rewrites together (default: 4)")
-    run.add_argument("--out", type=Path, default=Path(DEFAULT_OUT), help=f"report and cache folder (default: {DEFAULT_OUT})")
+    run.add_argument("--out", type=Path, default=Path(DEFAULT_OUT),
+                     help=f"report and cache folder (default: {DEFAULT_OUT})")
     run.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.set_defaults(func=run_eval_command)
 

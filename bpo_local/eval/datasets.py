@@ -68,7 +68,8 @@ def _records(text: str, source: str) -> list[Any]:
             return array if isinstance(array, list) else [array]
         return [json.loads(line) for line in text.splitlines() if line.strip()]
     except json.JSONDecodeError as exc:
-        raise UsageError(f"data set {source} is neither a JSON array nor JSONL: {exc.msg} at line {exc.lineno}") from exc
+        raise UsageError(f"data set {source} is neither a JSON array nor JSONL: {exc.msg} at line {exc.lineno}") \
+            from exc
 
 
 def _item(dataset: str, position: int, record: Any, source: str) -> EvalItem:

@@ -93,7 +93,7 @@ def bootstrap(outcomes: list[str], seed: int, resamples: int = RESAMPLES) -> dic
     codes = np.array([OUTCOMES.index(o) for o in outcomes])  # type: ignore[arg-type]
     rng = np.random.default_rng(seed)
     samples = codes[rng.integers(0, len(codes), size=(resamples, len(codes)))]
-    rates = {}
+    rates: dict[str, Rate] = {}
     for code, name in enumerate(OUTCOMES):
         shares = (samples == code).mean(axis=1)
         low, high = np.percentile(shares, [2.5, 97.5])
@@ -147,7 +147,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         "# BPO evaluation", "",
         f"- BPO: `{s['bpo']['model']}`, {s['bpo']['mode']} mode, seed {s['bpo']['seed']}",
         f"- target: `{s['target']['model']}` ({_settings_text(s['target'])})",
-        f"- judge: `{s['judge']['model']}`, {s['judge']['prompt']} prompt in both orders ({_settings_text(s['judge'])})",
+        f"- judge: `{s['judge']['model']}`, {s['judge']['prompt']} prompt in both orders "
+        f"({_settings_text(s['judge'])})",
         f"- data: {', '.join(s['data'])}" + (f", first {s['limit']} of each" if s["limit"] else ""),
         f"- intervals: 95% bootstrap, {s['bootstrap']['resamples']} resamples, seed {s['bootstrap']['seed']}", "",
         "| data set | pairs | judged | BPO win | tie | BPO loss | no verdict | consistency | errors |",
@@ -181,7 +182,8 @@ def _settings_text(model: dict[str, Any]) -> str:
            f"seed {model['seed']}"
 
 
-_TITLES = {"original_first": "Judge, the original's answer as A", "optimized_first": "Judge, the optimized's answer as A"}
+_TITLES = {"original_first": "Judge, the original's answer as A",
+           "optimized_first": "Judge, the optimized's answer as A"}
 
 
 def _pair_markdown(pair: dict[str, Any]) -> list[str]:

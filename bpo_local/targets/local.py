@@ -10,14 +10,15 @@ from __future__ import annotations
 import ctypes
 import os
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import ModelLoadError
 from . import ChatAnswer, ChatSettings, Message
 
 if TYPE_CHECKING:
-    from ..backend import Generation, ModelInfo
-    from ..backends.llamacpp import Engine
+    from ..backend import ModelInfo
+    from ..backends.llamacpp import Engine, Generation
 
 
 def format_chat(template: str, messages: Sequence[Message], *, bos_token: str = "", eos_token: str = "") -> str:
@@ -89,6 +90,7 @@ class LocalChat:
                  threads: int | None = None, verbose: bool = False) -> None:
         from ..backends.llamacpp import Engine
 
+        self._path = Path(model)
         self._engine: Engine = Engine(model, n_ctx=ctx, n_gpu_layers=gpu_layers, n_threads=threads, verbose=verbose)
         template = self.info.chat_template
         if not template:
@@ -107,7 +109,7 @@ class LocalChat:
     def identity(self) -> str:
         from ..models.digest import file_sha256
 
-        return f"gguf:{file_sha256(self.info.path)}"
+        return f"gguf:{file_sha256(self._path)}"
 
     def format(self, messages: Sequence[Message]) -> str:
         """The text the model sees for ``messages``: its chat template, ready for the answer."""
