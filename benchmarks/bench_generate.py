@@ -78,7 +78,11 @@ def run_ours(spec: dict) -> dict:
 
 def run_llama_cpp_python(spec: dict) -> dict:
     from llama_cpp import Llama
+    from llama_cpp import llama_cpp as lib
 
+    from bpo_local.backends.llamacpp import buffers
+
+    buffers.apply("auto", lib.llama_model_default_params())  # Llama() then loads without AMX weight buffers too
     llm = Llama(spec["model"], n_ctx=N_CTX, n_threads=spec["threads"], n_threads_batch=spec["threads"],
                 verbose=False)
     rows = []
@@ -113,8 +117,12 @@ def _quiet_bindings() -> tuple:
 
 def _bare_context(spec: dict) -> tuple:
     """(bindings, context, greedy sampler): the plain C-API setup both bare loops measure."""
+    from bpo_local.backends.llamacpp import buffers
+
     lib, _ = _quiet_bindings()
-    model = lib.llama_model_load_from_file(spec["model"].encode(), lib.llama_model_default_params())
+    model_params = lib.llama_model_default_params()
+    buffers.apply("auto", model_params)  # what the engine loads: no AMX weight buffers (they crash)
+    model = lib.llama_model_load_from_file(spec["model"].encode(), model_params)
     params = lib.llama_context_default_params()
     params.n_ctx, params.n_threads, params.n_threads_batch = N_CTX, spec["threads"], spec["threads"]
     return lib, lib.llama_init_from_model(model, params), lib.llama_sampler_init_greedy()

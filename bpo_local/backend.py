@@ -6,7 +6,7 @@ this module. Nothing here knows about BPO, and nothing here imports a backend.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
@@ -124,6 +124,26 @@ class ModelInfo:
     metadata: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend reproduces exactly. Where one is False the optimizer adapts explicitly (and says
+    so in the result) or refuses with an error naming the setting; it never changes semantics silently.
+    """
+
+    sampler_order: bool = True
+    """Sampling runs temperature, then top-k, then top-p, then the draw (transformers' order)."""
+    min_new_tokens: bool = True
+    """``Request.min_new_tokens`` holds the stop tokens back exactly (natively or in two phases)."""
+    multi_token_bans: bool = True
+    """``Request.banned`` sequences longer than one token are honoured (one-token bans always are)."""
+    n_candidates: bool = True
+    """``Request.n > 1``: candidates k use seeds seed+k (or the server's own per-candidate seeding)."""
+    token_prompts: bool = True
+    """``Request.prompt`` token ids are evaluated as given (no BOS added, no re-tokenization)."""
+    notes: tuple[str, ...] = ()
+    """How the backend reaches these (e.g. "min-length in two phases"), for doctor and the docs."""
+
+
 class Generation(Protocol):
     """A running generation: iterate for token events; ``result`` once finished or cancelled."""
 
@@ -147,8 +167,11 @@ class Backend(Protocol):
 
     info: ModelInfo
     eos_token: int
+    capabilities: Capabilities
 
     def tokenize(self, text: str, *, add_bos: bool, parse_special: bool = False) -> list[int]: ...
+
+    def detokenize(self, tokens: Sequence[int], *, skip_special: bool = True) -> str: ...
 
     def token_for_piece(self, piece: str) -> int | None: ...
 

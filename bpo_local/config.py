@@ -19,6 +19,8 @@ else:  # pragma: no cover - exercised on 3.10 only
 APP_NAME = "bpo-local"
 HOME_ENV = "BPO_LOCAL_HOME"
 MODEL_ENV = "BPO_LOCAL_MODEL"
+SERVER_ENV = "BPO_LOCAL_SERVER"
+API_KEY_ENV = "BPO_LOCAL_API_KEY"
 
 
 def _home() -> Path | None:
@@ -56,6 +58,12 @@ class Config:
     gpu_layers: int | None = None
     ctx: int | None = None
     threads: int | None = None
+    cpu_buffers: str | None = None
+    """"auto", "all" or "none": which extra CPU weight buffer types llama.cpp may use (see ``--cpu-buffers``)."""
+    server: tuple[str, ...] = ()
+    """llama-server / vLLM URLs to use instead of a local model (``server = ["http://h:8080"]``)."""
+    server_kind: str | None = None
+    api_key: str | None = None
 
 
 def load_config(path: Path | None = None) -> Config:
@@ -71,6 +79,17 @@ def load_config(path: Path | None = None) -> Config:
     unknown = sorted(set(raw) - set(known))
     if unknown:
         raise UsageError(f"unknown key(s) {', '.join(unknown)} in {path}; known: {', '.join(Config.__dataclass_fields__)}")
+    if "cpu_buffers" in known:
+        from .backends.llamacpp.buffers import POLICIES
+
+        if known["cpu_buffers"] not in POLICIES:
+            raise UsageError(f"cpu_buffers = {known['cpu_buffers']!r} in {path} is not one of {', '.join(POLICIES)}")
+    if isinstance(known.get("server"), str):
+        known["server"] = (known["server"],)
+    if "server" in known:
+        if not isinstance(known["server"], list | tuple) or not all(isinstance(u, str) for u in known["server"]):
+            raise UsageError(f"`server` in {path} must be a URL or a list of URLs")
+        known["server"] = tuple(known["server"])
     return Config(**known)
 
 
@@ -83,3 +102,29 @@ NO_MODEL_HELP = (
 def configured_model(arg: str | None, config: Config) -> str | None:
     """The model named by ``--model``, else ``$BPO_LOCAL_MODEL``, else the config; None if none is."""
     return arg or os.environ.get(MODEL_ENV) or config.model or None
+
+
+def split_urls(values: list[str] | tuple[str, ...] | str | None) -> tuple[str, ...]:
+    """URLs given repeatedly and/or comma-separated, in order, without blanks."""
+    if values is None:
+        return ()
+    items = [values] if isinstance(values, str) else list(values)
+    return tuple(u.strip() for item in items for u in item.split(",") if u.strip())
+
+
+def configured_servers(args: list[str] | None, model_arg: str | None, config: Config) -> tuple[str, ...]:
+    """The servers to use: ``--server``, else (unless ``--model`` is given) ``$BPO_LOCAL_SERVER``, else
+    (unless a model is set in the environment) the config's ``server``; empty: use a local model."""
+    if args:
+        return split_urls(args)
+    if model_arg:
+        return ()
+    if os.environ.get(SERVER_ENV):
+        return split_urls(os.environ[SERVER_ENV])
+    if os.environ.get(MODEL_ENV):
+        return ()
+    return config.server
+
+
+def configured_api_key(arg: str | None, config: Config) -> str | None:
+    return arg or os.environ.get(API_KEY_ENV) or config.api_key or None

@@ -46,6 +46,14 @@ class StoreError(BpoLocalError):
     """The local model store is unusable or a build in it is missing or damaged."""
 
 
+class ServerError(BpoLocalError):
+    """A remote server cannot be reached, refused the request, or sent a reply that cannot be used."""
+
+
+class Unsupported(UsageError):
+    """The backend cannot reproduce a setting exactly (e.g. a server's sampler order)."""
+
+
 class TargetError(BpoLocalError):
     """A chat model answering as a target or judge refused one request (an HTTP error, a prompt it
     cannot take); other requests may still succeed."""

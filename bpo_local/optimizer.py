@@ -14,8 +14,11 @@ from types import MappingProxyType
 from typing import Any
 
 from .backend import Backend, Generation, GenerationResult, ModelInfo, Request, RequestDone, Sampling, Timings
-from .errors import BpoLocalError, UsageError
-from .presets import PRESETS, Preset, build_prompt, postprocess
+from .errors import BpoLocalError, Unsupported, UsageError
+from .presets import PRESETS, Overrides, Preset, bans_follow_cuts, build_prompt, postprocess
+
+SKIPPED_BANS = ("banned sequences not applied (this backend cannot ban multi-token sequences; each can only "
+                "follow a cut marker, so the candidates are unchanged, while raw may hold text BPO would have banned)")
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,8 @@ class OptimizeResult:
     seed: int
     raw: tuple[str, ...] = field(default=(), repr=False)
     """The decoded generations before post-processing."""
+    adaptations: tuple[str, ...] = ()
+    """How this backend reached BPO's semantics by other means than the reference (empty: none)."""
 
     @property
     def text(self) -> str:
@@ -61,6 +66,7 @@ class OptimizeResult:
             "params": dict(self.params),
             "model": self.model,
             "finish_reasons": list(self.finish_reasons),
+            **({"adaptations": list(self.adaptations)} if self.adaptations else {}),
             "timings": {
                 "prompt_tokens": t.prompt_tokens,
                 "cached_prompt_tokens": t.cached_prompt_tokens,
@@ -106,6 +112,7 @@ class Optimizer:
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
         self._sha256: str | None = None
+        self._plans: dict[Preset, tuple[tuple[tuple[int, ...], ...], tuple[str, ...]]] = {}
 
     @property
     def info(self) -> ModelInfo:
@@ -117,30 +124,37 @@ class Optimizer:
         SentencePiece vocabulary the lookup scans every token."""
         return self.backend.token_for_piece("\n")
 
-    def model_sha256(self) -> str:
-        """sha256 of the model file (cached across runs by path, size and mtime)."""
-        if self._sha256 is None:
+    def model_sha256(self) -> str | None:
+        """sha256 of the model file (cached across runs by path, size and mtime); None when the backend
+        serves a model without a local file (a server)."""
+        if self._sha256 is None and self.info.path is not None:
             from .models.digest import file_sha256
 
             self._sha256 = file_sha256(self.info.path)
         return self._sha256
 
     def preset(self, mode: str = "stable", **overrides: Any) -> Preset:
-        """The preset for ``mode`` with overrides (n, temperature, top_p, top_k, max_tokens) applied."""
+        """The preset for ``mode`` with overrides (``Overrides``' fields: n, temperature, top_p, top_k,
+        max_tokens) applied and checked; None values keep the preset's."""
         if mode not in PRESETS:
             raise UsageError(f"unknown mode {mode!r}; choose from: {', '.join(PRESETS)}")
-        if "max_tokens" in overrides:
-            overrides["max_new_tokens"] = overrides.pop("max_tokens")
-        return PRESETS[mode].with_overrides(**overrides)
+        try:
+            checked = Overrides(**overrides)
+        except TypeError:
+            unknown = sorted(set(overrides) - set(Overrides.__dataclass_fields__))
+            raise UsageError(f"unknown setting(s) {', '.join(unknown)}; known: "
+                             f"{', '.join(Overrides.__dataclass_fields__)}") from None
+        return PRESETS[mode].with_overrides(checked)
 
     def stream(self, prompt: str, *, mode: str = "stable", seed: int | None = None, **overrides: Any) -> OptimizeStream:
         """Start optimizing ``prompt``; iterate the stream for text as it is generated."""
         if not prompt.strip():
             raise UsageError("empty prompt; pass the prompt as an argument or on stdin")
-        preset = self.preset(mode, **overrides)
+        preset = self.preset(mode, seed=seed, **overrides)
         request = self._request(prompt, preset, seed)
+        adaptations = self._plan(preset)[1]
         return OptimizeStream(self.backend.generate(request), preset,
-                              lambda result: self._result(prompt, preset, result))
+                              lambda result: self._result(prompt, preset, result, adaptations))
 
     def optimize(self, prompt: str, *, mode: str = "stable", seed: int | None = None, **overrides: Any) -> OptimizeResult:
         """Optimize ``prompt`` and return the finished result."""
@@ -160,7 +174,7 @@ class Optimizer:
         """
         if parallel < 1:
             raise UsageError(f"--parallel must be at least 1 (got {parallel})")
-        preset = self.preset(mode, **overrides)
+        preset = self.preset(mode, seed=seed, **overrides)
         return self._optimize_many(prompts, preset, seed, parallel)
 
     def _optimize_many(self, prompts: Iterable[str], preset: Preset, seed: int | None,
@@ -168,6 +182,7 @@ class Optimizer:
         done: dict[int, OptimizeResult | BpoLocalError] = {}  # by input position, until emitted in order
         texts: list[str] = []
         sent: list[int] = []  # the input position of each request handed to the backend
+        adaptations = self._plan(preset)[1]  # a refusal is raised here, before any prompt runs
 
         def requests() -> Iterator[Request]:
             for prompt in prompts:
@@ -192,13 +207,15 @@ class Optimizer:
             for event in batch:
                 if isinstance(event, RequestDone):
                     at = sent[event.index]
-                    done[at] = event.error or self._result(texts[at], preset, event.result)  # type: ignore[arg-type]
+                    done[at] = event.error or self._result(texts[at], preset, event.result,  # type: ignore[arg-type]
+                                                           adaptations)
                 yield from ready()
         finally:
             batch.cancel()
         yield from ready()  # empty prompts after the last request
 
-    def _result(self, prompt: str, preset: Preset, result: GenerationResult) -> OptimizeResult:
+    def _result(self, prompt: str, preset: Preset, result: GenerationResult,
+                adaptations: tuple[str, ...]) -> OptimizeResult:
         raw = tuple(c.text for c in result.completions)
         return OptimizeResult(
             prompt=prompt,
@@ -210,9 +227,43 @@ class Optimizer:
             timings=result.timings,
             seed=result.seed,
             raw=raw,
+            adaptations=adaptations,
         )
 
+    def _plan(self, preset: Preset) -> tuple[tuple[tuple[int, ...], ...], tuple[str, ...]]:
+        """The bans to send for ``preset`` and the adaptations that carries, worked out once per preset."""
+        if preset not in self._plans:
+            adaptations = self._adaptations(preset)
+            banned = tuple(tuple(self.backend.tokenize(s, add_bos=False)) for s in preset.banned_strings)
+            self._plans[preset] = tuple(b for b in banned if len(b) == 1 or not adaptations), adaptations
+        return self._plans[preset]
+
+    def _adaptations(self, preset: Preset) -> tuple[str, ...]:
+        """How the backend will run ``preset`` differently from the reference but with the same
+        candidates; Unsupported naming the setting when it cannot."""
+        caps = self.backend.capabilities
+        where = self.info.backend
+        sampled = preset.temperature > 0 and (preset.top_k > 0 or preset.top_p < 1)
+        problems = (
+            (not caps.token_prompts, "token-id prompts (BPO's template must be evaluated as tokenized)"),
+            (preset.n > 1 and not caps.n_candidates, f"n={preset.n} candidates per prompt"),
+            (sampled and not caps.sampler_order,
+             f"temperature {preset.temperature:g} before top_k {preset.top_k} and top_p {preset.top_p:g}"),
+            (preset.min_new_tokens_extra is not None and not caps.min_new_tokens,
+             f"the {preset.name} mode's minimum length"),
+        )
+        for bad, setting in problems:
+            if bad:
+                raise Unsupported(f"{where} cannot reproduce {setting}")
+        if not preset.banned_strings or caps.multi_token_bans:
+            return ()
+        if not bans_follow_cuts(preset, lambda s: self.backend.tokenize(s, add_bos=False), self.backend.detokenize):
+            raise Unsupported(f"{where} cannot ban the multi-token sequences of the {preset.name} mode")
+        return (SKIPPED_BANS,)
+
     def _request(self, prompt: str, preset: Preset, seed: int | None) -> Request:
+        """The backend request for ``prompt`` (bans as ``_plan`` adapts them)."""
+        banned = self._plan(preset)[0]
         tokenize = self.backend.tokenize
         stops = {self.backend.eos_token}
         if preset.stop_on_newline and self._newline is not None:
@@ -228,7 +279,7 @@ class Optimizer:
             n=preset.n,
             stop_tokens=frozenset(stops),
             min_new_tokens=min_new,
-            banned=tuple(tuple(tokenize(s, add_bos=False)) for s in preset.banned_strings),
+            banned=banned,
         )
 
     def close(self) -> None:
@@ -258,12 +309,30 @@ def load(
     gpu_layers: int | None = None,
     ctx: int | None = None,
     threads: int | None = None,
+    cpu_buffers: str | None = None,
     verbose: bool = False,
 ) -> Optimizer:
-    """Load a BPO model: a GGUF path, a store name such as ``bpo:q4_k_m``, or None for the default."""
+    """Load a BPO model: a GGUF path, a store name such as ``bpo:q4_k_m``, or None for the default.
+
+    ``cpu_buffers`` ("auto", "all", "none"; None = "auto") picks llama.cpp's extra CPU weight buffer types:
+    "auto" leaves out the ones known to crash (AMX), "all" opts back in."""
     from .backends.llamacpp import Engine
     from .models.resolve import resolve_model
 
     path = resolve_model(os.fspath(model) if model is not None else None)
-    return Optimizer(Engine(path, n_ctx=ctx, n_gpu_layers=gpu_layers, n_threads=threads, verbose=verbose))
+    return Optimizer(Engine(path, n_ctx=ctx, n_gpu_layers=gpu_layers, n_threads=threads,
+                            cpu_buffers=cpu_buffers or "auto", verbose=verbose))
+
+
+def connect(servers: str | Iterable[str], *, kind: str | None = None, api_key: str | None = None,
+            timeout: float | None = None) -> Optimizer:
+    """BPO on one or more running servers serving BPO's model (llama.cpp's llama-server or vLLM).
+
+    ``servers`` is a URL or several (requests spread over them, retried on another when one fails);
+    ``kind`` ("llama-server", "vllm") skips detection; ``api_key`` is sent as a Bearer token.
+    """
+    from .backends.remote import connect as connect_servers
+
+    urls = [servers] if isinstance(servers, str) else list(servers)
+    return Optimizer(connect_servers(urls, kind=kind, api_key=api_key, timeout=timeout))
 

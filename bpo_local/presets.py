@@ -6,6 +6,7 @@ any backend: the local llama.cpp engine and any future remote backend serve the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from .errors import UsageError
@@ -50,24 +51,83 @@ class Preset:
     cut_markers: tuple[str, ...] = field(default=())
     """Each candidate is cut at the first of these markers, in this order."""
 
-    def with_overrides(self, **overrides: object) -> Preset:
-        """This preset with every non-None override applied (``n``, ``temperature``, ...), checked."""
-        preset = replace(self, **{k: v for k, v in overrides.items() if v is not None})
-        preset.check()
-        return preset
+    def with_overrides(self, overrides: Overrides) -> Preset:
+        """This preset with every set field of ``overrides`` applied (already range-checked)."""
+        changes = {("max_new_tokens" if k == "max_tokens" else k): v
+                   for k, v in overrides.changes().items() if k != "seed"}
+        return replace(self, **changes)
 
-    def check(self) -> None:
-        """Raise UsageError naming the first out-of-range number."""
-        problems = (
-            (self.n < 1, f"n must be at least 1, got {self.n}"),
-            (self.temperature < 0, f"temperature must be >= 0, got {self.temperature}"),
-            (not 0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}"),
-            (self.top_k < 0, f"top_k must be >= 0 (0 = off), got {self.top_k}"),
-            (self.max_new_tokens < 1, f"max tokens must be at least 1, got {self.max_new_tokens}"),
-        )
-        for bad, message in problems:
-            if bad:
-                raise UsageError(message)
+
+@dataclass(frozen=True)
+class Limit:
+    """The range of one tunable number; every face parses and checks it here."""
+
+    kind: type
+    low: float
+    high: float | None = None
+    low_open: bool = False
+    note: str = ""
+
+    def describe(self) -> str:
+        word = "a whole number" if self.kind is int else "a number"
+        if self.high is not None:
+            return f"{word} in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}]"
+        return f"{word} {'>' if self.low_open else '>='} {self.low:g}{self.note}"
+
+    def ok(self, value: float) -> bool:
+        above = value > self.low if self.low_open else value >= self.low
+        return above and (self.high is None or value <= self.high)
+
+
+LIMITS: dict[str, Limit] = {
+    "n": Limit(int, 1),
+    "temperature": Limit(float, 0, note=" (0 = greedy)"),
+    "top_p": Limit(float, 0, 1, low_open=True),
+    "top_k": Limit(int, 0, note=" (0 = off)"),
+    "max_tokens": Limit(int, 1),
+    "seed": Limit(int, 0, 2**32 - 1),
+}
+"""The one set of names and ranges for the overrides (library, CLI flags and REPL commands)."""
+
+
+def check_parameter(name: str, value: object) -> None:
+    """Raise UsageError naming ``name``, its range and the value when ``value`` is out of range."""
+    limit = LIMITS[name]
+    number_ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if limit.kind is int and not isinstance(value, int):
+        number_ok = False
+    if not number_ok or not limit.ok(value):  # type: ignore[arg-type]
+        raise UsageError(f"{name} must be {limit.describe()}, got {value!r}")
+
+
+def parse_parameter(name: str, text: str) -> int | float:
+    """``text`` as the value of ``name``, checked; UsageError otherwise."""
+    try:
+        value = LIMITS[name].kind(text)
+    except ValueError:
+        raise UsageError(f"{name} must be {LIMITS[name].describe()}, got {text!r}") from None
+    check_parameter(name, value)
+    return value
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """The user's changes to a preset; None keeps the preset's value. Checked when made."""
+
+    n: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    max_tokens: int | None = None
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        for name, value in self.changes().items():
+            check_parameter(name, value)
+
+    def changes(self) -> dict[str, int | float]:
+        """The fields that are set, by name."""
+        return {f: getattr(self, f) for f in LIMITS if getattr(self, f) is not None}
 
 
 STABLE = Preset(
@@ -111,3 +171,20 @@ def postprocess(generated: str, preset: Preset) -> str:
     for marker in preset.cut_markers:
         text = text.split(marker, 1)[0]
     return text.strip()
+
+
+def bans_follow_cuts(preset: Preset, tokenize: Callable[[str], list[int]],
+                     detokenize: Callable[[list[int]], str]) -> bool:
+    """Whether skipping the preset's multi-token bans leaves every final candidate unchanged.
+
+    A ban acts only once the tokens before its last one were generated; when their text already
+    holds a cut marker (or ``[/INST]``), ``postprocess`` drops everything from there on. True in
+    aggressive mode: ``[PRO``, ``[KE`` and ``[INS`` precede every banned token. ``tokenize`` is
+    without BOS, as the bans are.
+    """
+    markers = (*preset.cut_markers, REFERENCE_SPLIT)
+    for banned in preset.banned_strings:
+        ids = tokenize(banned)
+        if len(ids) > 1 and not any(m in detokenize(ids[:-1]) for m in markers):
+            return False
+    return True

@@ -58,7 +58,38 @@ def _m002_search(db: sqlite3.Connection) -> None:
         _index(db, row_id, prompt, json.loads(candidates))
 
 
-MIGRATIONS: list[Migration] = [_m001_runs, _m002_search]
+def _m003_optional_fingerprint(db: sqlite3.Connection) -> None:
+    """``model_sha256`` may be NULL (a remote model has no file to hash); ``backend`` says where it ran.
+    SQLite cannot drop NOT NULL in place, so the table is rebuilt with the same ids (the FTS rowids)."""
+    db.execute(
+        """
+        CREATE TABLE runs_new (
+            id INTEGER PRIMARY KEY,
+            created TEXT NOT NULL,
+            model TEXT NOT NULL,
+            model_sha256 TEXT,
+            backend TEXT,
+            mode TEXT NOT NULL,
+            prompt TEXT NOT NULL,
+            output TEXT NOT NULL,
+            candidates TEXT NOT NULL,
+            finish_reasons TEXT NOT NULL,
+            params TEXT NOT NULL,
+            seed INTEGER,
+            timings TEXT NOT NULL,
+            interrupted INTEGER NOT NULL DEFAULT 0
+        )
+        """
+    )
+    columns = "id, created, model, model_sha256, mode, prompt, output, candidates, finish_reasons, params, seed, " \
+              "timings, interrupted"
+    db.execute(f"INSERT INTO runs_new ({columns}) SELECT {columns} FROM runs")
+    db.execute("DROP TABLE runs")
+    db.execute("ALTER TABLE runs_new RENAME TO runs")
+    db.execute("CREATE INDEX runs_created ON runs (created)")
+
+
+MIGRATIONS: list[Migration] = [_m001_runs, _m002_search, _m003_optional_fingerprint]
 """Append only: a database at ``user_version`` k has applied ``MIGRATIONS[:k]``."""
 
 
@@ -94,13 +125,15 @@ class RunLog:
             raise
         return cls(db, path)
 
-    def record(self, result: OptimizeResult, model_sha256: str) -> int:
-        """Store one optimization (interrupted ones too, flagged); returns its id. Committed at once."""
+    def record(self, result: OptimizeResult, model_sha256: str | None = None, backend: str | None = None) -> int:
+        """Store one optimization (interrupted ones too, flagged); returns its id. Committed at once.
+        ``model_sha256`` is the model file's digest when the backend has a file (None for a server)."""
         timings = result.to_dict()["timings"]
         row = {
             "created": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
             "model": result.model,
             "model_sha256": model_sha256,
+            "backend": backend,
             "mode": result.mode,
             "prompt": result.prompt,
             "output": result.text,

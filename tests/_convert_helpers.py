@@ -31,6 +31,10 @@ class LlamaCpp:
         params = lc.llama_model_default_params()
         params.vocab_only = vocab_only
         params.n_gpu_layers = 0
+        if not vocab_only:
+            from bpo_local.backends.llamacpp import buffers
+
+            buffers.apply("auto", params)  # the engine's default: no AMX weight buffers (they crash)
         self.model = lc.llama_model_load_from_file(str(path).encode(), params)
         if not self.model:
             raise RuntimeError(f"llama.cpp could not load {path}")

@@ -19,7 +19,11 @@ def plain_greedy(path: Path, prompt: Sequence[int], n_tokens: int, n_threads: in
     """Reference: the simplest llama.cpp loop (llama_batch_get_one + greedy sampler), no stops."""
     import llama_cpp.llama_cpp as lib
 
-    model = lib.llama_model_load_from_file(str(path).encode(), lib.llama_model_default_params())
+    from bpo_local.backends.llamacpp import buffers
+
+    model_params = lib.llama_model_default_params()
+    buffers.apply("auto", model_params)  # the engine's default: no AMX weight buffers (they crash)
+    model = lib.llama_model_load_from_file(str(path).encode(), model_params)
     params = lib.llama_context_default_params()
     params.n_ctx, params.n_threads, params.n_threads_batch = 1024, n_threads, n_threads
     ctx = lib.llama_init_from_model(model, params)

@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from bpo_local.errors import UsageError
-from bpo_local.presets import AGGRESSIVE, PRESETS, STABLE, TEMPLATE, build_prompt, postprocess
+from bpo_local.presets import (
+    AGGRESSIVE,
+    PRESETS,
+    STABLE,
+    TEMPLATE,
+    Overrides,
+    bans_follow_cuts,
+    build_prompt,
+    parse_parameter,
+    postprocess,
+)
 
 REFERENCE_TEMPLATE = (
     "[INST] You are an expert prompt engineer. Please help me improve this prompt to get a more helpful "
@@ -54,8 +66,27 @@ def test_reference_numbers() -> None:
 
 
 def test_overrides_apply_and_are_checked() -> None:
-    assert AGGRESSIVE.with_overrides(n=2, temperature=None).n == 2
-    assert AGGRESSIVE.with_overrides(n=2).temperature == 0.9
-    for bad in ({"n": 0}, {"temperature": -1.0}, {"top_p": 0.0}, {"top_p": 1.5}, {"top_k": -1}, {"max_new_tokens": 0}):
-        with pytest.raises(UsageError):
-            STABLE.with_overrides(**bad)
+    assert AGGRESSIVE.with_overrides(Overrides(n=2, temperature=None)).n == 2
+    assert AGGRESSIVE.with_overrides(Overrides(n=2)).temperature == 0.9
+    assert STABLE.with_overrides(Overrides(max_tokens=7, seed=3)).max_new_tokens == 7
+    for bad in ({"n": 0}, {"temperature": -1.0}, {"top_p": 0.0}, {"top_p": 1.5}, {"top_k": -1}, {"max_tokens": 0},
+                {"seed": -1}, {"n": 1.5}):
+        with pytest.raises(UsageError, match=next(iter(bad))):
+            Overrides(**bad)
+
+
+def test_parameters_parse_with_one_set_of_ranges() -> None:
+    assert parse_parameter("top_p", "1") == 1.0 and parse_parameter("top_k", "0") == 0
+    for name, text in (("top_p", "0"), ("n", "x"), ("temperature", "-0.1"), ("max_tokens", "0")):
+        with pytest.raises(UsageError, match=f"{name} must be"):
+            parse_parameter(name, text)
+
+
+def test_aggressive_bans_only_follow_cut_markers(llama2_tokenizer) -> None:
+    """The fact that lets a backend without multi-token bans run aggressive mode unchanged."""
+    import sentencepiece
+
+    sp = sentencepiece.SentencePieceProcessor(model_file=str(llama2_tokenizer))
+    assert bans_follow_cuts(AGGRESSIVE, sp.encode, sp.decode)
+    unguarded = replace(AGGRESSIVE, cut_markers=("[KE",))
+    assert not bans_follow_cuts(unguarded, sp.encode, sp.decode)

@@ -82,6 +82,28 @@ def test_old_schema_migrates_forward_and_keeps_entries(bpo_home: Path) -> None:
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
 
 
+def test_a_run_on_a_server_is_logged_without_a_file_digest(bpo_home: Path) -> None:
+    """Schema 2 (NOT NULL digest) migrates to 3; an old entry keeps its id, digest and search entry."""
+    path = bpo_home / "logs.db"
+    db = sqlite3.connect(path)
+    for migration in MIGRATIONS[:2]:
+        migration(db)
+    db.execute("PRAGMA user_version = 2")
+    db.commit()
+    db.close()
+    with RunLog.open(path) as log:
+        old = log.record(make_result("local prompt", "local answer"), "ab" * 32)
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA user_version = 2")  # as if written before the upgrade
+    db.commit()
+    db.close()
+    with RunLog.open(path) as log:
+        new = log.record(make_result("remote prompt", "remote answer"), None, backend="llama-server http://h:8080")
+        entries = {e["id"]: e for e in log.query("answer")}
+    assert entries[old]["model_sha256"] == "ab" * 32 and entries[old]["prompt"] == "local prompt"
+    assert entries[new]["model_sha256"] is None and entries[new]["backend"] == "llama-server http://h:8080"
+
+
 def test_newer_schema_is_refused_with_a_fix(bpo_home: Path) -> None:
     path = bpo_home / "logs.db"
     db = sqlite3.connect(path)

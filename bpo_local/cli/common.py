@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..errors import UsageError
+
 if TYPE_CHECKING:
     from rich.console import Console
 
@@ -15,12 +17,24 @@ if TYPE_CHECKING:
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
-    """``--model --gpu-layers --ctx --threads``, with the config file and environment as fallbacks."""
+    """``--model --gpu-layers --ctx --threads --cpu-buffers`` for a local model, ``--server --server-kind
+    --api-key`` for running servers; the config file and environment are fallbacks."""
+    from ..backends.llamacpp.buffers import POLICIES
+
     group = parser.add_argument_group("model")
     group.add_argument("-m", "--model", help="GGUF path or store name such as bpo:q4_k_m (default: best build)")
+    group.add_argument("--server", action="append", metavar="URL",
+                       help="use a running llama-server or vLLM serving BPO instead of a local model; repeat or "
+                            "comma-separate for several (requests spread, retried elsewhere; env BPO_LOCAL_SERVER)")
+    group.add_argument("--server-kind", choices=("llama-server", "vllm"), help="skip detecting the servers' kind")
+    group.add_argument("--api-key", metavar="KEY", help="Bearer token for the servers (env BPO_LOCAL_API_KEY)")
     group.add_argument("--gpu-layers", type=int, metavar="N", help="layers to offload (default: all; 0 = CPU only)")
     group.add_argument("--ctx", type=int, metavar="TOKENS", help="context size (default: the model's, capped at 4096)")
     group.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: physical cores)")
+    group.add_argument("--cpu-buffers", choices=POLICIES,
+                       help="llama.cpp's extra CPU weight layouts: auto leaves out AMX, which crashes on quantized "
+                            "models; all opts back in once your llama.cpp is fixed; none uses plain buffers "
+                            "(default: auto, or cpu_buffers in config.toml)")
 
 
 def status_console() -> Console:
@@ -30,19 +44,36 @@ def status_console() -> Console:
     return Console(stderr=True, quiet=not sys.stderr.isatty())
 
 
-def load_optimizer(args: argparse.Namespace) -> Optimizer:
-    """Resolve and load the model the options name, with a spinner on a terminal."""
-    from ..config import load_config
-    from ..optimizer import load
+def choose_backend(args: argparse.Namespace) -> tuple[str, ...] | Path:
+    """What the options name, resolved once: the servers' URLs, or the local model's path."""
+    from ..config import configured_servers, load_config
 
     config = load_config()
-    path = _resolve_or_offer_build(args.model, config)
+    if args.model and args.server:
+        raise UsageError("--model and --server name two different backends; give one")
+    servers = configured_servers(args.server, args.model, config)
+    return servers if servers else _resolve_or_offer_build(args.model, config)
+
+
+def load_optimizer(args: argparse.Namespace, choice: tuple[str, ...] | Path | None = None) -> Optimizer:
+    """Load the model the options name (or ``choice`` from ``choose_backend``), with a spinner on a
+    terminal: a local GGUF, or the servers given by --server."""
+    from ..config import configured_api_key, load_config
+    from ..optimizer import connect, load
+
+    config = load_config()
+    path = choice if choice is not None else choose_backend(args)
+    if isinstance(path, tuple):
+        with status_console().status(f"connecting to {', '.join(path)}"):
+            return connect(path, kind=args.server_kind or config.server_kind,
+                           api_key=configured_api_key(args.api_key, config))
     with status_console().status(f"loading {path.name}"):
         return load(
             path,
             gpu_layers=_first(args.gpu_layers, config.gpu_layers),
             ctx=_first(args.ctx, config.ctx),
             threads=_first(args.threads, config.threads),
+            cpu_buffers=args.cpu_buffers or config.cpu_buffers,
             verbose=args.debug,
         )
 
@@ -69,3 +100,16 @@ def _resolve_or_offer_build(model: str | None, config: Config) -> Path:
 
 def _first(*values: int | None) -> int | None:
     return next((v for v in values if v is not None), None)
+
+
+def advice(exc: BaseException) -> str:
+    """What the CLI adds to a library error: the flag or setting that changes the outcome."""
+    from ..errors import ServerError, Unsupported
+
+    if isinstance(exc, Unsupported):
+        return "; run BPO on llama.cpp's llama-server or vLLM, or locally with --model"
+    if isinstance(exc, ServerError):
+        if "API key" in str(exc):
+            return "; pass the right --api-key (or BPO_LOCAL_API_KEY)"
+        return "; check --server (or BPO_LOCAL_SERVER / `server` in config.toml); with --resume, rerun to continue"
+    return ""

@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    llama = _llama_cpp()
+    llama = _llama_cpp(args)
     report = {"versions": _versions(llama), "llama.cpp": llama, "paths": _paths(), "model": _model(args)}
     if args.json:
         print(json.dumps(report, ensure_ascii=False, indent=2))
@@ -55,12 +55,15 @@ def _versions(llama: dict[str, Any]) -> dict[str, str]:
     }
 
 
-def _llama_cpp() -> dict[str, Any]:
-    """llama.cpp's build and devices, or ``{"error": why}`` when its library cannot load."""
+def _llama_cpp(args: argparse.Namespace) -> dict[str, Any]:
+    """llama.cpp's build, devices and CPU weight buffers, or ``{"error": why}`` when its library cannot load."""
+    from ..backends.llamacpp import buffers
     from ..backends.llamacpp.system import system_info
+    from ..config import load_config
 
     try:
         info = system_info()
+        choice = buffers.choose(args.cpu_buffers or load_config().cpu_buffers or "auto")
     except (ImportError, OSError) as exc:
         return {"error": f"llama-cpp-python cannot load ({exc}); reinstall it: pip install --force-reinstall llama-cpp-python"}
     return {
@@ -69,6 +72,8 @@ def _llama_cpp() -> dict[str, Any]:
         "devices": [asdict(d) for d in info.devices],
         "physical_cores": info.physical_cores,
         "features": info.features.strip(" |"),
+        "cpu_buffers": {"policy": choice.policy, "used": list(choice.offered), "left_out": list(choice.excluded),
+                        "why": list(choice.reasons)},
     }
 
 
@@ -89,19 +94,22 @@ def _model(args: argparse.Namespace) -> dict[str, Any]:
     """The model optimize would load: its facts, ``{"none": why}`` when none is set up, or ``{"error": why}``."""
     from ..config import configured_model, load_config
     from ..errors import ModelNotFound
-    from ..models.resolve import resolve_model
     from ..presets import CHAT_TEMPLATE_JINJA
+
+    from .common import choose_backend
 
     try:
         config = load_config()
         configured = configured_model(args.model, config)
-        resolve_model(args.model, config)
+        choice = choose_backend(args)
     except ModelNotFound as exc:
         return {"error": str(exc)} if configured else {"none": str(exc)}
     except BpoLocalError as exc:
         return {"error": str(exc)}
+    if isinstance(choice, tuple):
+        return _servers(choice, args)
     try:
-        with load_optimizer(args) as opt:
+        with load_optimizer(args, choice) as opt:
             info = opt.info
     except BpoLocalError as exc:
         return {"error": str(exc)}
@@ -121,6 +129,52 @@ def _model(args: argparse.Namespace) -> dict[str, Any]:
         "bpo_chat_template": template == CHAT_TEMPLATE_JINJA,
         "chat_template": "BPO's" if template == CHAT_TEMPLATE_JINJA else ("none" if template is None else "another"),
     }
+
+
+BPO_PROBE = "[INST]"
+BPO_PROBE_IDS = [1, 518, 25580, 29962]
+"""BOS + "[INST]" in BPO's (Llama-2's) vocabulary: a server whose tokenizer gives these serves BPO's vocabulary."""
+
+
+def _servers(urls: tuple[str, ...], args: argparse.Namespace) -> dict[str, Any]:
+    """Each server's kind, version, model, context, slots, and whether BPO runs there exactly."""
+    from ..backends.remote import probe
+    from ..config import configured_api_key, load_config
+    from ..optimizer import Optimizer
+    from ..presets import AGGRESSIVE, CHAT_TEMPLATE_JINJA, STABLE
+
+    config = load_config()
+    servers = []
+    for url in urls:
+        try:
+            endpoint = probe(url, kind=args.server_kind or config.server_kind,
+                             api_key=configured_api_key(args.api_key, config))
+        except BpoLocalError as exc:
+            servers.append({"url": url, "error": str(exc)})
+            continue
+        from ..backends.remote import Fleet, RemoteBackend
+
+        facts = endpoint.facts
+        with Optimizer(RemoteBackend(Fleet([endpoint]))) as opt:
+            modes = {}
+            for preset in (STABLE, AGGRESSIVE):
+                try:
+                    notes = opt._plan(preset)[1]
+                    modes[preset.name] = "exact" if not notes else "same candidates (" + "; ".join(notes) + ")"
+                except BpoLocalError as exc:
+                    modes[preset.name] = f"cannot: {exc}"
+            try:
+                bpo_vocab = endpoint.tokenize(BPO_PROBE, add_bos=True, parse_special=False) == BPO_PROBE_IDS
+            except BpoLocalError:
+                bpo_vocab = False
+        servers.append({
+            "url": facts.url, "kind": facts.kind, "version": facts.version, "model": facts.model,
+            "context": facts.n_ctx, "slots": facts.slots, "bpo_vocabulary": bpo_vocab,
+            "bpo_chat_template": facts.chat_template == CHAT_TEMPLATE_JINJA if facts.chat_template else None,
+            "modes": modes, "how": list(endpoint.capabilities.notes),
+        })
+    failed = [s["error"] for s in servers if "error" in s]
+    return {"servers": servers, **({"error": failed[0]} if failed else {})}
 
 
 def _print(report: dict[str, Any]) -> None:
@@ -150,10 +204,19 @@ def _llama_rows(llama: dict[str, Any]) -> dict[str, str]:
         "devices": devices or "none found",
         "physical cores": str(llama["physical_cores"]),
         "features": llama["features"],
+        "CPU weight buffers": _buffer_row(llama["cpu_buffers"]),
     }
 
 
+def _buffer_row(buffers: dict[str, Any]) -> str:
+    used = ", ".join(buffers["used"]) or "plain CPU only"
+    left_out = "; ".join(f"{name} left out: {why}" for name, why in zip(buffers["left_out"], buffers["why"]))
+    return f"{used} (--cpu-buffers {buffers['policy']}" + (f"; {left_out})" if left_out else ")")
+
+
 def _model_rows(model: dict[str, Any]) -> dict[str, str]:
+    if "servers" in model:
+        return _server_rows(model["servers"])
     if "none" in model:
         return {"status": model["none"]}
     if "error" in model:
@@ -173,3 +236,17 @@ def _model_rows(model: dict[str, Any]) -> dict[str, str]:
             "another": "not BPO's (other runtimes will format prompts differently)",
         }[model["chat_template"]],
     }
+
+
+def _server_rows(servers: list[dict[str, Any]]) -> dict[str, str]:
+    rows: dict[str, str] = {}
+    for s in servers:
+        if "error" in s:
+            rows[s["url"]] = f"error: {s['error']}"
+            continue
+        rows[s["url"]] = f"{s['kind']} {s['version']}, model {s['model']}, context {s['context']}" + \
+            (f", {s['slots']} slots" if s["slots"] else "")
+        rows[f"{s['url']} BPO vocabulary"] = "yes" if s["bpo_vocabulary"] else "no (this server does not serve BPO's Llama-2 model)"
+        for mode, verdict in s["modes"].items():
+            rows[f"{s['url']} {mode}"] = verdict
+    return rows

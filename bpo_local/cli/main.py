@@ -44,7 +44,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BpoLocalError as exc:
         if args.debug:
             traceback.print_exc()
-        print(f"error: {exc}", file=sys.stderr)
+        from .common import advice
+
+        print(f"error: {exc}{advice(exc)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         if args.debug:

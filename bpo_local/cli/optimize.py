@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError
-from ..presets import MODES
+from ..presets import MODES, parse_parameter
 from .common import add_model_options, load_optimizer, status_console
 
 if TYPE_CHECKING:
@@ -63,12 +63,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           help="stable: one careful rewrite; aggressive: 5 bolder candidates")
     sampling.add_argument("-a", "--aggressive", dest="mode", action="store_const", const="aggressive",
                           help="same as --mode aggressive")
-    sampling.add_argument("-n", type=_positive_int, metavar="K", help="number of candidates")
-    sampling.add_argument("--temperature", type=_non_negative_float, metavar="T", help="0 = greedy")
-    sampling.add_argument("--top-p", type=_probability, metavar="P")
-    sampling.add_argument("--top-k", type=_non_negative_int, metavar="K", help="0 = off")
-    sampling.add_argument("--max-tokens", type=_positive_int, metavar="N", help="new tokens per candidate")
-    sampling.add_argument("--seed", type=int, help="same seed and model -> same output")
+    sampling.add_argument("-n", type=parameter("n"), metavar="K", help="number of candidates")
+    sampling.add_argument("--temperature", type=parameter("temperature"), metavar="T", help="0 = greedy")
+    sampling.add_argument("--top-p", type=parameter("top_p"), metavar="P")
+    sampling.add_argument("--top-k", type=parameter("top_k"), metavar="K", help="0 = off")
+    sampling.add_argument("--max-tokens", type=parameter("max_tokens"), metavar="N", help="new tokens per candidate")
+    sampling.add_argument("--seed", type=parameter("seed"), help="same seed and model -> same output")
     output = parser.add_argument_group("input and output")
     batch = output.add_mutually_exclusive_group()
     batch.add_argument("--jsonl", action="store_true", help="batch: JSON objects, one per line")
@@ -159,7 +159,7 @@ def _optimize_one(opt: Optimizer, prompt: str, args: argparse.Namespace, log: Ru
 def _record(opt: Optimizer, result: OptimizeResult, log: RunLog | None) -> None:
     """Log ``result`` (finished or interrupted) unless --no-log."""
     if log is not None:
-        log.record(result, opt.model_sha256())
+        log.record(result, opt.model_sha256(), backend=opt.info.backend)
 
 
 def _format(result: OptimizeResult) -> str:
@@ -230,26 +230,22 @@ def _read_input(arg: str | None) -> bytes:
 
 
 def _positive_int(text: str) -> int:
-    return _checked(int, text, lambda v: v >= 1, "a whole number >= 1")
-
-
-def _non_negative_int(text: str) -> int:
-    return _checked(int, text, lambda v: v >= 0, "a whole number >= 0")
-
-
-def _non_negative_float(text: str) -> float:
-    return _checked(float, text, lambda v: v >= 0, "a number >= 0")
-
-
-def _probability(text: str) -> float:
-    return _checked(float, text, lambda v: 0 < v <= 1, "a number in (0, 1]")
-
-
-def _checked(kind: type, text: str, ok: Any, expected: str) -> Any:
     try:
-        value = kind(text)
+        value = int(text)
     except ValueError:
-        value = None
-    if value is None or not ok(value):
-        raise argparse.ArgumentTypeError(f"{text!r} is not {expected}")
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
     return value
+
+
+def parameter(name: str) -> Any:
+    """An argparse type for the preset parameter ``name``: its range from ``presets.LIMITS``."""
+
+    def parse(text: str) -> int | float:
+        try:
+            return parse_parameter(name, text)
+        except UsageError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse

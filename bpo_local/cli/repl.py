@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _load_model(args: argparse.Namespace, name: str) -> Optimizer:
-    return load_optimizer(argparse.Namespace(**{**vars(args), "model": name}))
+    return load_optimizer(argparse.Namespace(**{**vars(args), "model": name, "server": None}))
 
 
 def _load_target(args: argparse.Namespace, name: str) -> ChatTarget:

@@ -128,7 +128,7 @@ class Repl:
         if self._model_sha256 is None:
             with self.console.status("hashing the model file for the run log (once per file)"):
                 self._model_sha256 = self.optimizer.model_sha256()
-        self.log.record(result, self._model_sha256)
+        self.log.record(result, self._model_sha256, backend=self.optimizer.info.backend)
 
     def compare(self, target: str | None) -> None:
         """Answer the last prompt and its optimized version with the target model, side by side."""

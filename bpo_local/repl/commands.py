@@ -8,12 +8,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from rich.text import Text
 
 from ..errors import UsageError
-from ..presets import MODES
+from ..presets import MODES, parse_parameter
 from . import view
 from .external import copy_to_clipboard, edit_text
 
@@ -21,9 +21,6 @@ if TYPE_CHECKING:
     from .app import Repl
 
 Handler = Callable[["Repl", str], None]
-
-MAX_CANDIDATES = 15
-"""The engine keeps one of its 16 sequences for the prompt cache."""
 
 STATS_TURNS = 10
 
@@ -59,25 +56,17 @@ def dispatch(repl: Repl, line: str) -> None:
 # sampling settings
 
 
-def _number(kind: type, low: float, high: float) -> Callable[[str], Any]:
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            value = None
-        if value is None or not low <= value <= high:
-            raise UsageError(f"expected {kind.__name__} in [{low}, {high}] or `default`, got {text!r}")
-        return value
-
-    return parse
-
-
-def _setting(name: str, field: str, usage: str, help: str, parse: Callable[[str], Any]) -> None:
-    """Register ``/name VALUE`` for ``Settings.field``: sets it, ``default`` clears it, no value shows it."""
+def _setting(name: str, field: str, usage: str, help: str) -> None:
+    """Register ``/name VALUE`` for ``Settings.field`` (range from ``presets.LIMITS``): sets it,
+    ``default`` clears it, no value shows it."""
 
     def handle(repl: Repl, arg: str) -> None:
         if arg:
-            setattr(repl.settings, field, None if arg.lower() in ("default", "random") else parse(arg))
+            try:
+                value = None if arg.lower() in ("default", "random") else parse_parameter(field, arg)
+            except UsageError as exc:
+                raise UsageError(f"/{name}: {exc} (or `default`)") from None
+            setattr(repl.settings, field, value)
         repl.show_params()
 
     command(name, usage, help)(handle)
@@ -97,12 +86,12 @@ def _mode(repl: Repl, arg: str) -> None:
     repl.show_params()
 
 
-_setting("n", "n", "K", "number of candidates (`default`: the mode's)", _number(int, 1, MAX_CANDIDATES))
-_setting("temp", "temperature", "T", "sampling temperature, 0 = greedy", _number(float, 0.0, 5.0))
-_setting("top_p", "top_p", "P", "nucleus sampling mass", _number(float, 0.0, 1.0))
-_setting("top_k", "top_k", "K", "sample from the K likeliest tokens, 0 = off", _number(int, 0, 1_000_000))
-_setting("max", "max_tokens", "N", "most tokens to generate (also caps /compare answers)", _number(int, 1, 1_000_000))
-_setting("seed", "seed", "N|random", "fixed seed for reproducible turns, or random", _number(int, 0, 2**32 - 1))
+_setting("n", "n", "K", "number of candidates (`default`: the mode's)")
+_setting("temp", "temperature", "T", "sampling temperature, 0 = greedy")
+_setting("top_p", "top_p", "P", "nucleus sampling mass, in (0, 1]")
+_setting("top_k", "top_k", "K", "sample from the K likeliest tokens, 0 = off")
+_setting("max", "max_tokens", "N", "most tokens to generate (also caps /compare answers)")
+_setting("seed", "seed", "N|random", "fixed seed for reproducible turns, or random")
 
 
 @command("params", "", "show the sampling parameters of the next turn")

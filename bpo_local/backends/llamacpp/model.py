@@ -8,9 +8,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ...backend import ModelInfo, Request, RequestDone
+from ...backend import Capabilities, ModelInfo, Request, RequestDone
 from ...errors import BpoLocalError, ModelLoadError, ModelNotFound, PromptTooLong, UsageError
-from . import sampling
+from . import buffers, sampling
 from .context import Context
 from .generation import BatchGeneration, Generation
 from .info import model_info
@@ -31,12 +31,14 @@ class Engine:
 
     ``n_gpu_layers`` None offloads every layer when the build supports a GPU, else 0 (CPU);
     ``n_threads`` None uses the physical cores; ``n_ctx`` None is the training context capped at 4096;
-    ``n_seq_max`` bounds the sequences decoded together (one is reserved for the prompt cache).
+    ``n_seq_max`` bounds the sequences decoded together (one is reserved for the prompt cache);
+    ``cpu_buffers`` says which extra CPU weight buffer types llama.cpp may use (see ``buffers``).
     """
 
     def __init__(self, path: str | os.PathLike, *, n_ctx: int | None = None, n_gpu_layers: int | None = None,
-                 n_threads: int | None = None, n_seq_max: int = 16, verbose: bool = False) -> None:
-        _check_settings(n_ctx=n_ctx, n_threads=n_threads, n_seq_max=n_seq_max)
+                 n_threads: int | None = None, n_seq_max: int = 16, cpu_buffers: buffers.Policy = "auto",
+                 verbose: bool = False) -> None:
+        _check_settings(n_ctx=n_ctx, n_threads=n_threads, n_seq_max=n_seq_max, cpu_buffers=cpu_buffers)
         path = Path(path)
         _check_file(path)
         lib = llama()
@@ -49,6 +51,7 @@ class Engine:
             n_gpu_layers = -1 if gpu else 0
         params = lib.llama_model_default_params()
         params.n_gpu_layers = n_gpu_layers
+        self.buffers = buffers.apply(cpu_buffers, params)
         self._model = lib.llama_model_load_from_file(os.fsencode(path), params)
         if not self._model:
             if gpu and n_gpu_layers != 0:
@@ -68,6 +71,7 @@ class Engine:
             raise
         self.bos_token: int | None = self._vocab.bos_token
         self.eos_token: int = self._vocab.eos_token
+        self.capabilities = Capabilities(notes=("llama.cpp in this process: every setting natively",))
 
     def _new_context(self, path: Path, n_ctx: int | None, n_threads: int | None, n_seq_max: int) -> Context:
         lib = self._lib
@@ -190,13 +194,15 @@ class Engine:
             self.close()
 
 
-def _check_settings(*, n_ctx: int | None, n_threads: int | None, n_seq_max: int) -> None:
+def _check_settings(*, n_ctx: int | None, n_threads: int | None, n_seq_max: int, cpu_buffers: str) -> None:
     if n_ctx is not None and n_ctx < 1:
         raise UsageError(f"the context must hold at least 1 token (got --ctx {n_ctx})")
     if n_threads is not None and n_threads < 1:
         raise UsageError(f"--threads must be at least 1 (got {n_threads})")
     if n_seq_max < 2:
         raise UsageError(f"n_seq_max must be at least 2: one sequence holds the prompt cache (got {n_seq_max})")
+    if cpu_buffers not in buffers.POLICIES:
+        raise UsageError(f"unknown CPU buffer policy {cpu_buffers!r}; choose from: {', '.join(buffers.POLICIES)}")
 
 
 def _check_file(path: Path) -> None:
