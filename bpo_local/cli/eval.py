@@ -145,14 +145,16 @@ def _datasets(args: argparse.Namespace) -> list[Dataset]:
 
 def _open(args: argparse.Namespace, role: str, console: Console) -> ChatTarget:
     """The target or judge the flags name, loaded or connected now; its failure names the flag."""
+    from ..config import load_config
     from ..targets import open_target
 
     source = getattr(args, role)
+    cpu_buffers = args.cpu_buffers or load_config().cpu_buffers
     key = getattr(args, f"{role}_key") or os.environ.get("OPENAI_API_KEY")
     try:
         with console.status(f"opening {role} {source}"):
             return open_target(source, model=getattr(args, f"{role}_model"), key=key, gpu_layers=args.gpu_layers,
-                               threads=args.threads, verbose=args.debug)
+                               threads=args.threads, cpu_buffers=cpu_buffers, verbose=args.debug)
     except BpoLocalError as exc:
         raise type(exc)(f"--{role} {source}: {exc}") from exc
 

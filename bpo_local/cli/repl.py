@@ -73,8 +73,10 @@ def _load_model(args: argparse.Namespace, name: str) -> Optimizer:
 
 
 def _load_target(args: argparse.Namespace, name: str) -> ChatTarget:
+    from ..config import load_config
     from ..targets import open_target
 
+    cpu_buffers = args.cpu_buffers or load_config().cpu_buffers
     with status_console().status(f"loading target {name}"):
         return open_target(name, key=os.environ.get("OPENAI_API_KEY"), gpu_layers=args.gpu_layers, ctx=args.ctx,
-                           threads=args.threads, verbose=args.debug)
+                           threads=args.threads, cpu_buffers=cpu_buffers, verbose=args.debug)

@@ -83,7 +83,8 @@ def is_url(source: str) -> bool:
 
 
 def open_target(source: str, *, model: str | None = None, key: str | None = None, gpu_layers: int | None = None,
-                ctx: int | None = None, threads: int | None = None, verbose: bool = False) -> ChatTarget:
+                ctx: int | None = None, threads: int | None = None, cpu_buffers: str | None = None,
+                verbose: bool = False) -> ChatTarget:
     """Load the GGUF ``source`` (a path or store name) or connect to the server at URL ``source``.
 
     For a server, ``model`` is the model id to ask for (default: the first the server lists) and ``key``
@@ -98,7 +99,7 @@ def open_target(source: str, *, model: str | None = None, key: str | None = None
     from .local import LocalChat
 
     return LocalChat(resolve_model(os.fspath(source)), gpu_layers=gpu_layers, ctx=ctx, threads=threads,
-                     verbose=verbose)
+                     cpu_buffers=cpu_buffers, verbose=verbose)
 
 
 __all__ = ["ChatAnswer", "ChatSettings", "ChatStream", "ChatTarget", "Message", "complete", "is_url", "open_target",

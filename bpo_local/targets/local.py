@@ -87,11 +87,12 @@ class LocalChat:
     """A local GGUF chat model, loaded once; answers many conversations (the template prefix is cached)."""
 
     def __init__(self, model: str | os.PathLike[str], *, gpu_layers: int | None = None, ctx: int | None = None,
-                 threads: int | None = None, verbose: bool = False) -> None:
+                 threads: int | None = None, cpu_buffers: str | None = None, verbose: bool = False) -> None:
         from ..backends.llamacpp import Engine
 
         self._path = Path(model)
-        self._engine: Engine = Engine(model, n_ctx=ctx, n_gpu_layers=gpu_layers, n_threads=threads, verbose=verbose)
+        self._engine: Engine = Engine(model, n_ctx=ctx, n_gpu_layers=gpu_layers, n_threads=threads,
+                                      cpu_buffers=cpu_buffers or "auto", verbose=verbose)  # type: ignore[arg-type]
         template = self.info.chat_template
         if not template:
             self.close()
