@@ -118,15 +118,36 @@ def test_killed_mid_run_resumes_without_redoing_a_stage(first_run: tuple[Path, d
     assert results(resumed) == results(first_run[1])  # the same report as the run that was never killed
 
 
-def test_a_target_behind_an_openai_compatible_server(llama_server: LlamaServer, smollm2_gguf: Path, tmp_path: Path,
-                                                    run_cli: CliRunner) -> None:
-    proc = run_cli(*eval_args(smollm2_gguf, tmp_path / "out", "--limit", "1", target=llama_server.url))
+def test_bpo_and_the_target_behind_servers(llama_server: LlamaServer, smollm2_gguf: Path, tmp_path: Path,
+                                          run_cli: CliRunner) -> None:
+    args = eval_args(smollm2_gguf, tmp_path / "out", "--limit", "1", target=llama_server.url)
+    args[args.index("--model"):args.index("--model") + 2] = ["--server", llama_server.url]  # BPO on the server too
+    proc = run_cli(*args)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert report["settings"]["target"]["model"] == str(smollm2_gguf)  # the id llama-server lists
     (pair,) = report["pairs"]
-    assert pair["answers"]["original"] and pair["outcome"] is not None
-    assert report["stages"]["judge"]["computed"] == 2
+    assert pair["optimized_prompt"] is not None and pair["answers"]["original"] and pair["outcome"] is not None
+    assert [c["computed"] for c in report["stages"].values()] == [1, len({pair["prompt"], pair["optimized_prompt"]}), 2]
+
+
+def test_a_pair_that_fails_is_reported_retried_and_the_others_go_on(smollm2_gguf: Path, tmp_path: Path,
+                                                                   run_cli: CliRunner) -> None:
+    data = tmp_path / "mixed.jsonl"
+    long_prompt = "Summarise: " + "river stone cloud " * 400  # beyond BPO's 1024-token context
+    data.write_text(json.dumps({"prompt": "Name a colour."}) + "\n" + json.dumps({"prompt": long_prompt}) + "\n")
+    args = eval_args(smollm2_gguf, tmp_path / "out", "--data", str(data))
+    for _ in range(2):
+        proc = run_cli(*args)
+        assert proc.returncode == 1
+        assert proc.stderr.splitlines()[-1].startswith("error: 1 pair(s) failed before a verdict;")
+        report = json.loads(proc.stdout)
+        ok, failed = report["pairs"]
+        assert ok["outcome"] is not None and failed["outcome"] is None
+        assert failed["error"].startswith("optimize: prompt is") and "context" in failed["error"]
+        assert report["stages"]["optimize"]["failed"] == 1  # not cached: the second run tries it again
+        assert report["results"][0]["errors"] == 1 and report["results"][0]["judged"] == 1
+    assert "### Error" in (tmp_path / "out" / "report.md").read_text()
 
 
 def test_unreachable_judge_is_one_line_before_any_work(smollm2_gguf: Path, tmp_path: Path,
