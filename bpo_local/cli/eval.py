@@ -28,6 +28,7 @@ how it works:
   with the paper's pair-v2 prompt at temperature 0, once with each answer first. A verdict that flips
   with the order counts as a tie; a judgment without [[A]], [[B]] or [[C]] is counted as "no verdict".
   The table gives BPO's win / tie / loss rates over the judged pairs with 95% bootstrap intervals.
+  In aggressive mode the first of BPO's candidates is evaluated.
 
 target and judge:
   A GGUF path or store name (run locally with its own chat template), or the URL of an
@@ -68,15 +69,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--data", action="append", metavar="NAME|FILE", help=f"data set(s) (default: {DEFAULT_DATA})")
     run.add_argument("--limit", type=int, metavar="N", help="only the first N items of each data set")
     run.add_argument("--mode", choices=MODES, default="stable", help="BPO's mode (default: stable)")
-    run.add_argument("--seed", type=int, default=0, help="seed of BPO, the answers and the bootstrap (default: 0)")
-    run.add_argument("--temperature", type=float, default=0.7, help="the target's temperature (default: 0.7)")
-    run.add_argument("--top-p", type=float, default=1.0, help="the target's top-p (default: 1.0)")
+    run.add_argument("--seed", type=int, default=0, metavar="N",
+                     help="seed of BPO, the answers and the bootstrap (default: 0)")
+    run.add_argument("--temperature", type=float, default=0.7, metavar="T",
+                     help="the target's temperature (default: 0.7)")
+    run.add_argument("--top-p", type=float, default=1.0, metavar="P", help="the target's top-p (default: 1.0)")
     run.add_argument("--max-tokens", type=int, default=1024, metavar="N", help="answer length cap (default: 1024)")
     run.add_argument("--judge-max-tokens", type=int, default=512, metavar="N",
                      help="judgment length cap (default: 512)")
     run.add_argument("--bpo-max-tokens", type=int, metavar="N", help="rewrite length cap (default: the mode's)")
     run.add_argument("--parallel", type=int, default=4, metavar="K", help="prompts BPO rewrites together (default: 4)")
-    run.add_argument("--out", type=Path, default=Path(DEFAULT_OUT),
+    run.add_argument("--out", type=Path, default=Path(DEFAULT_OUT), metavar="DIR",
                      help=f"report and cache folder (default: {DEFAULT_OUT})")
     run.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.set_defaults(func=run_eval_command)

@@ -21,8 +21,17 @@ from ..errors import BpoLocalError, TargetUnreachable
 from ..targets import ChatSettings, ChatTarget, complete, user_message
 from .cache import StageCache, cache_key
 from .datasets import EvalItem
-from .judge import (ORDERS, Order, Outcome, ParsedVerdict, bpo_outcome, combine, judge_messages, judge_prompt,
-                    parse_verdict)
+from .judge import (
+    ORDERS,
+    Order,
+    Outcome,
+    ParsedVerdict,
+    bpo_outcome,
+    combine,
+    judge_messages,
+    judge_prompt,
+    parse_verdict,
+)
 
 if TYPE_CHECKING:
     from ..optimizer import Optimizer
