@@ -134,8 +134,8 @@ def run_eval(items: Sequence[EvalItem], optimizer: Optimizer, target: ChatTarget
             cache.close()
 
 
-Work = Callable[[str], dict[str, Any]]
-"""Do one unit (given its key) and return the record to cache."""
+Work = Callable[[], dict[str, Any]]
+"""Do one unit and return the record to cache."""
 
 
 def _stage(name: str, units: dict[str, Work], cache: StageCache, progress: Progress,
@@ -149,7 +149,7 @@ def _stage(name: str, units: dict[str, Work], cache: StageCache, progress: Progr
         if key in cache:
             continue
         try:
-            cache.put(key, work(key))
+            cache.put(key, work())
             count.computed += 1
         except TargetUnreachable:
             raise
@@ -171,7 +171,7 @@ def _optimize(pairs: list[Pair], optimizer: Optimizer, settings: EvalSettings, c
     results = iter(optimizer.optimize_many((prompts[k] for k in pending), parallel=settings.parallel,
                                            mode=settings.mode, seed=settings.seed, **overrides))
 
-    def work(key: str) -> dict[str, Any]:
+    def work() -> dict[str, Any]:
         result = next(results)
         if isinstance(result, BpoLocalError):
             raise result
@@ -249,7 +249,7 @@ def _ready(pairs: Iterable[Pair], ok: Callable[[Pair], bool]) -> list[Pair]:
 
 
 def _answer_work(model: ChatTarget, messages: list[Any], settings: ChatSettings) -> Work:
-    def work(key: str) -> dict[str, Any]:
+    def work() -> dict[str, Any]:
         answer = complete(model, messages, settings)
         return {"text": answer.text, "finish_reason": answer.finish_reason}
 
