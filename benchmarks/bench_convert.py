@@ -19,9 +19,7 @@ import os
 import shutil
 import subprocess
 import sys
-import tarfile
 import time
-from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +28,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO / "benchmarks"), str(REPO / "tests")]
 
 from _checkpoints import llama2_tokenizer_files, llama_config, save_safetensors, write_json  # noqa: E402
+from _convert_helpers import llama_cpp_converter  # noqa: E402
 from gguf_compare import differences  # noqa: E402
 
 HIDDEN, LAYERS, HEADS, KV_HEADS, FFN, VOCAB = 1024, 8, 16, 8, 2816, 32000
@@ -75,27 +74,6 @@ def build_checkpoint(folder: Path) -> Path:
     llama2_tokenizer_files(tmp, TOKENIZER, pad=False)
     tmp.rename(folder)
     return folder
-
-
-def llama_cpp_converter(workdir: Path) -> tuple[Path, dict[str, str]]:
-    """llama.cpp's convert_hf_to_gguf.py from the sdist of the installed llama-cpp-python, and its env."""
-    ver = version("llama_cpp_python")
-    root = workdir / f"llama_cpp_python-{ver}"
-    script = root / "vendor" / "llama.cpp" / "convert_hf_to_gguf.py"
-    deps = workdir / "their-deps"
-    if not script.is_file():
-        sdists = workdir / "sdist"
-        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
-                        f"llama-cpp-python=={ver}", "-d", str(sdists)], check=True)
-        (sdist,) = sdists.glob("llama_cpp_python-*.tar.gz")
-        with tarfile.open(sdist) as tar:
-            members = [m for m in tar.getmembers() if "/vendor/llama.cpp/" in m.name and
-                       ("/conversion/" in m.name or "/gguf-py/" in m.name or m.name.endswith("convert_hf_to_gguf.py"))]
-            tar.extractall(workdir, members=members, filter="data")
-    if not deps.is_dir():  # their converter imports transformers (AutoConfig) even for SentencePiece models
-        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(deps),
-                        "transformers", "tokenizers", "regex"], check=True)
-    return script, {"PYTHONPATH": str(deps)}
 
 
 _MEASURE = """

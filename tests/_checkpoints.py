@@ -169,6 +169,15 @@ def build_llama2_pad_safetensors(folder: Path, tokenizer_model: Path) -> Checkpo
 
 LLAMA3_REGEX = ("(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+"
                 "[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+")
+LLAMA3_PRE_TOKENIZER = {"type": "Sequence", "pretokenizers": [
+    {"type": "Split", "pattern": {"Regex": LLAMA3_REGEX}, "behavior": "Isolated", "invert": False},
+    {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}]}
+SMOLLM_PRE_TOKENIZER = {"type": "Sequence", "pretokenizers": [
+    {"type": "Digits", "individual_digits": True},
+    {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}]}
+"""SmolLM / SmolLM2's (HuggingFaceTB/SmolLM2-135M-Instruct tokenizer.json): digits one by one, then GPT-2."""
+
+
 BPE_MERGES = [("Ġ", "t"), ("h", "e"), ("Ġt", "he"), ("l", "l"), ("e", "ll"), ("Ġ", "w")]
 BPE_SPECIALS = ["<|begin_of_text|>", "<|end_of_text|>"]
 
@@ -187,6 +196,15 @@ def byte_level_alphabet() -> list[str]:
     return [chars[b] for b in range(256)]
 
 
+def bos_template(bos: str, bos_id: int) -> dict:
+    """Llama-3's tokenizer.json post-processor: BOS before the text (and before each of a pair)."""
+    return {"type": "TemplateProcessing",
+            "single": [{"SpecialToken": {"id": bos, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+            "pair": [{"SpecialToken": {"id": bos, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                     {"SpecialToken": {"id": bos, "type_id": 1}}, {"Sequence": {"id": "B", "type_id": 1}}],
+            "special_tokens": {bos: {"id": bos, "ids": [bos_id], "tokens": [bos]}}}
+
+
 def build_bpe_tied(folder: Path) -> Checkpoint:
     """(c) Llama-3 style byte-level BPE tokenizer.json, tied embeddings, f16 single safetensors."""
     folder.mkdir(parents=True)
@@ -200,19 +218,8 @@ def build_bpe_tied(folder: Path) -> Checkpoint:
         "added_tokens": [{"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False,
                           "normalized": False, "special": True} for t, i in specials.items()],
         "normalizer": None,
-        "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
-            {"type": "Split", "pattern": {"Regex": LLAMA3_REGEX}, "behavior": "Isolated", "invert": False},
-            {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}]},
-        "post_processor": {"type": "TemplateProcessing",
-                           "single": [{"SpecialToken": {"id": "<|begin_of_text|>", "type_id": 0}},
-                                      {"Sequence": {"id": "A", "type_id": 0}}],
-                           "pair": [{"SpecialToken": {"id": "<|begin_of_text|>", "type_id": 0}},
-                                    {"Sequence": {"id": "A", "type_id": 0}},
-                                    {"SpecialToken": {"id": "<|begin_of_text|>", "type_id": 1}},
-                                    {"Sequence": {"id": "B", "type_id": 1}}],
-                           "special_tokens": {"<|begin_of_text|>": {"id": "<|begin_of_text|>",
-                                                                    "ids": [specials["<|begin_of_text|>"]],
-                                                                    "tokens": ["<|begin_of_text|>"]}}},
+        "pre_tokenizer": LLAMA3_PRE_TOKENIZER,
+        "post_processor": bos_template("<|begin_of_text|>", specials["<|begin_of_text|>"]),
         "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
         "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
                   "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": True,
@@ -279,9 +286,14 @@ def _bf16_bits_to_f32(bits: np.ndarray) -> np.ndarray:
     return (bits.astype(np.uint32) << 16).view(np.float32)
 
 
-def build_from_vocab_gguf(folder: Path, vocab_gguf: Path) -> Checkpoint:
-    """A tiny tied-embedding Llama whose tokenizer.json is rebuilt from a llama.cpp vocab-only GGUF
-    (e.g. ggml-vocab-llama-bpe.gguf: the real Llama-3 vocabulary, merges and special tokens)."""
+def build_from_vocab_gguf(folder: Path, vocab_gguf: Path, *, pre_tokenizer: dict = LLAMA3_PRE_TOKENIZER,
+                          post_processor: dict | None = None, tokenizer_config: dict | None = None,
+                          specials_in_vocab: bool = False) -> Checkpoint:
+    """A tiny tied-embedding Llama whose tokenizer.json is rebuilt from a llama.cpp GGUF's vocabulary
+    (e.g. ggml-vocab-llama-bpe.gguf: the real Llama-3 vocabulary, merges and special tokens), with the
+    given pre-tokenizer and post-processor (by default Llama-3's: BOS, then the text);
+    ``tokenizer_config`` adds to tokenizer_config.json.
+    ``specials_in_vocab``: the BPE vocab lists the special tokens too (SmolLM's do; Llama-3's do not)."""
     kv = read_gguf_kv(vocab_gguf)
     tokens, types, merges = kv["tokenizer.ggml.tokens"], kv["tokenizer.ggml.token_type"], kv["tokenizer.ggml.merges"]
     bos, eos = tokens[kv["tokenizer.ggml.bos_token_id"]], tokens[kv["tokenizer.ggml.eos_token_id"]]
@@ -290,22 +302,33 @@ def build_from_vocab_gguf(folder: Path, vocab_gguf: Path) -> Checkpoint:
         "version": "1.0", "truncation": None, "padding": None, "normalizer": None,
         "added_tokens": [{"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False,
                           "normalized": False, "special": True} for i, t in enumerate(tokens) if types[i] == 3],
-        "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
-            {"type": "Split", "pattern": {"Regex": LLAMA3_REGEX}, "behavior": "Isolated", "invert": False},
-            {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}]},
-        "post_processor": None,
+        "pre_tokenizer": pre_tokenizer,
+        "post_processor": post_processor or bos_template(bos, tokens.index(bos)),
         "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
         "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
                   "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": True,
-                  "vocab": {t: i for i, t in enumerate(tokens) if types[i] != 3},
+                  "vocab": {t: i for i, t in enumerate(tokens) if specials_in_vocab or types[i] != 3},
                   "merges": [m.split(" ") for m in merges]},
     }
     write_json(folder, "tokenizer.json", tokenizer)
     write_json(folder, "tokenizer_config.json", {"bos_token": bos, "eos_token": eos,
-                                                 "tokenizer_class": "PreTrainedTokenizerFast"})
+                                                 "tokenizer_class": "PreTrainedTokenizerFast",
+                                                 **(tokenizer_config or {})})
     config = llama_config(len(tokens), tie_word_embeddings=True, bos_token_id=tokens.index(bos),
                           eos_token_id=tokens.index(eos))
     weights = stored(random_llama(len(tokens), seed=4, tied=True), "f16")
     save_safetensors(folder / "model.safetensors", weights, "f16")
     write_json(folder, "config.json", config)
     return Checkpoint(folder, config, weights)
+
+
+def build_smollm2(folder: Path, smollm2_gguf: Path) -> Checkpoint:
+    """SmolLM2's tokenizer files rebuilt from its GGUF (vocabulary, merges, specials, chat template, the
+    tokenizer_config.json settings of HuggingFaceTB/SmolLM2-135M-Instruct) on a tiny random Llama."""
+    template = read_gguf_kv(smollm2_gguf)["tokenizer.chat_template"]
+    return build_from_vocab_gguf(
+        folder, smollm2_gguf, pre_tokenizer=SMOLLM_PRE_TOKENIZER, specials_in_vocab=True,
+        post_processor={"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": False, "use_regex": True},
+        tokenizer_config={"add_prefix_space": False, "pad_token": "<|im_end|>", "unk_token": "<|endoftext|>",
+                          "clean_up_tokenization_spaces": False, "model_max_length": 8192,
+                          "tokenizer_class": "GPT2Tokenizer", "vocab_size": 49152, "chat_template": template})

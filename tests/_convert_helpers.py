@@ -7,8 +7,11 @@ rotate_half RoPE, so it checks the converter's q/k permutation rather than shari
 from __future__ import annotations
 
 import ctypes
+import shutil
 import subprocess
-from collections.abc import Iterator
+import sys
+import tarfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -283,21 +286,48 @@ class FakeHub:
         return Handler
 
 
+def llama_cpp_sdist(cache: Path) -> Path:
+    """The llama-cpp-python sdist (.tar.gz) of the installed version, downloaded once into ``cache``."""
+    from importlib.metadata import version
+
+    ver = version("llama_cpp_python")
+    sdists = cache / "sdist"
+    found = list(sdists.glob(f"llama_cpp_python-{ver}.tar.gz"))
+    if not found:
+        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
+                        f"llama-cpp-python=={ver}", "-d", str(sdists)], check=True)
+        found = list(sdists.glob(f"llama_cpp_python-{ver}.tar.gz"))
+    (sdist,) = found
+    return sdist
+
+
+def _extract(sdist: Path, folder: Path, wanted: Callable[[str], bool]) -> Path:
+    """The members of the sdist under ``vendor/llama.cpp/`` that ``wanted(relative path)`` picks, extracted
+    once into ``folder``; returns the extracted ``llama.cpp`` folder."""
+    root = folder / "llama.cpp"
+    if not root.is_dir():
+        prefix = f"{sdist.name.removesuffix('.tar.gz')}/vendor/llama.cpp/"
+        partial = folder.with_name(f".{folder.name}.partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        with tarfile.open(sdist) as tar:
+            for member in tar.getmembers():
+                if member.isfile() and member.name.startswith(prefix) and wanted(member.name[len(prefix):]):
+                    target = partial / "llama.cpp" / member.name[len(prefix):]
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_bytes(tar.extractfile(member).read())
+        partial.replace(folder)
+    return root
+
+
 def llama_cpp_vocab_tests(cache: Path, name: str) -> tuple[Path, list[tuple[str, list[int]]]]:
     """llama.cpp's ``models/ggml-vocab-NAME.gguf`` and its tokenizer test cases (text, ids from HF's
     tokenizer), taken from the llama-cpp-python sdist of the installed version (cached)."""
-    import subprocess
-    import sys
-    import tarfile
     from importlib.metadata import version
 
     folder = cache / f"llama-cpp-vocabs-{version('llama_cpp_python')}"
     gguf_file = folder / f"ggml-vocab-{name}.gguf"
     if not gguf_file.with_suffix(".gguf.out").is_file():
-        sdists = cache / "sdist"
-        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
-                        f"llama-cpp-python=={version('llama_cpp_python')}", "-d", str(sdists)], check=True)
-        (sdist,) = sdists.glob(f"llama_cpp_python-{version('llama_cpp_python')}.tar.gz")
+        sdist = llama_cpp_sdist(cache)
         folder.mkdir(parents=True, exist_ok=True)
         with tarfile.open(sdist) as tar:
             for suffix in (".gguf", ".gguf.inp", ".gguf.out"):
@@ -313,6 +343,45 @@ def llama_cpp_vocab_tests(cache: Path, name: str) -> tuple[Path, list[tuple[str,
         texts.pop()  # the separator closes the last case too (test-tokenizer-0.cpp reads it so)
     outs = gguf_file.with_suffix(".gguf.out").read_text(encoding="utf-8").splitlines()
     return gguf_file, [(t, [int(i) for i in o.split()]) for t, o in zip(texts, outs, strict=True)]
+
+
+LLAMA_CPP_CONVERTER_DEPS = ("transformers==4.57.6", "tokenizers>=0.22,<=0.23.0", "huggingface-hub>=0.34,<1.0",
+                            "regex")
+"""What llama.cpp's converter imports beyond our venv (transformers pinned as in its
+requirements-convert_legacy_llama.txt; the hub and tokenizers versions that transformers accepts)."""
+
+
+def llama_cpp_converter(cache: Path) -> tuple[Path, dict[str, str]]:
+    """llama.cpp's convert_hf_to_gguf.py from the sdist of the installed llama-cpp-python, and the
+    environment to run it in (its own gguf-py; transformers in a folder of its own: both cached)."""
+    from importlib.metadata import version
+
+    ver = version("llama_cpp_python")
+    root = _extract(llama_cpp_sdist(cache), cache / f"llama-cpp-converter-{ver}",
+                    lambda path: path == "convert_hf_to_gguf.py" or path.startswith(("conversion/", "gguf-py/")))
+    deps = cache / f"llama-cpp-converter-deps-{ver}"
+    if not deps.is_dir():
+        partial = deps.with_name(f".{deps.name}.partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(partial),
+                        *LLAMA_CPP_CONVERTER_DEPS], check=True)
+        partial.replace(deps)
+    return root / "convert_hf_to_gguf.py", {"PYTHONPATH": str(deps)}
+
+
+def llama_cpp_pre_tokenizer_table(cache: Path) -> tuple[str, dict[str, str]]:
+    """The check text and checksum -> pre-tokenizer table of ``get_vocab_base_pre`` in the installed
+    llama-cpp-python's llama.cpp (a later ``if chkhsh ==`` wins there, as in a dict)."""
+    import ast
+    import re
+
+    converter, _ = llama_cpp_converter(cache)
+    source = (converter.parent / "conversion" / "base.py").read_text(encoding="utf-8")
+    body = source[source.index("# Marker: Start get_vocab_base_pre"):source.index("# Marker: End get_vocab_base_pre")]
+    check_text = ast.literal_eval(re.search(r"chktxt = ('.*')\n", body)[1])
+    rows = re.findall(r'if chkhsh == "([0-9a-f]{64})":\n\s+# ref: \S+\n\s+res = "([^"]+)"', body)
+    assert len(rows) == body.count("if chkhsh =="), "llama.cpp changed the layout of get_vocab_base_pre"
+    return check_text, dict(rows)
 
 
 def mounted_tmpfs(folder: Path, size: str) -> Iterator[Path]:

@@ -212,7 +212,8 @@ def test_help_lists_every_command_and_mistakes_are_one_line(start: Start, smollm
     assert all(f"/{name}" in shown for name in COMMANDS)
     assert "error: unknown command /frobnicate; /help lists the commands" in repl.run("/frobnicate")
     assert "error: nothing optimized yet" in repl.run("/diff")
-    assert "expected int in [1, 15]" in repl.run("/n 99")
+    assert "n must be a whole number >= 1, got 0" in repl.run("/n 0")
+    assert "top_p must be a number in (0, 1], got 0.0" in repl.run("/top_p 0")  # the preset's range, not another
     assert "unknown mode 'wild'" in repl.run("/mode wild")
     assert "name it .md or .jsonl" in repl.run("/save notes.txt")
     assert "model file not found" in repl.run("/model /nowhere/missing.gguf")

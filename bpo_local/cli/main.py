@@ -9,13 +9,15 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from .. import __version__
+from .. import __version__, crash
 from ..errors import BpoLocalError
 
 COMMANDS = ("optimize", "repl", "eval", "convert", "models", "verify", "log", "doctor")
 """Subcommand modules in ``bpo_local.cli``; each defines ``register(subparsers)``."""
 
 EXIT_OK, EXIT_USAGE, EXIT_INTERRUPTED = 0, 2, 130
+CRASH_ADVICE = ("if a model was loading, its file may be damaged: re-download or rebuild it; "
+                "otherwise please report it with the output of --debug")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,6 +39,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    if args.debug:
+        import faulthandler
+
+        faulthandler.enable()  # a native crash shows llama.cpp's backtrace and Python's stack
+    else:
+        crash.quiet_native_aborts()
+        crash.supervise(CRASH_ADVICE)
     try:
         code = args.func(args)
         sys.stdout.flush()

@@ -105,12 +105,13 @@ def quantize(src: Path, out: Path, quant: str, *, threads: int | None = None,
 
 
 def _estimated_size(src: Path, quant: str) -> int:
-    from .gguf_header import read_header
+    """Also refuses a source llama.cpp's loader would abort on (the quantizer loads it the same way)."""
+    from ..backends.llamacpp.gguf_check import check_gguf
 
     try:
-        n_params = read_header(src).n_params
+        n_params = check_gguf(src).n_params
     except (OSError, ValueError) as exc:
-        raise ConversionError(f"{src} is not a readable GGUF ({exc}); convert the checkpoint again") from exc
+        raise ConversionError(f"{src} is not a sound GGUF ({exc}); convert the checkpoint again") from exc
     return int(n_params * BITS_PER_WEIGHT[quant] / 8)
 
 

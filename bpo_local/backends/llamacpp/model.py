@@ -12,6 +12,7 @@ from ...backend import Capabilities, ModelInfo, Request, RequestDone
 from ...errors import BpoLocalError, ModelLoadError, ModelNotFound, PromptTooLong, UsageError
 from . import buffers, sampling
 from .context import Context
+from .gguf_check import check_gguf
 from .generation import BatchGeneration, Generation
 from .info import model_info
 from .job import Job
@@ -218,3 +219,7 @@ def _check_file(path: Path) -> None:
         raise ModelLoadError(f"cannot read model file {path}: {err.strerror}; check its permissions") from None
     if magic != GGUF_MAGIC:
         raise ModelLoadError(f"model file {path.name} is truncated or not a GGUF file; re-download or rebuild it")
+    try:
+        check_gguf(path)
+    except ValueError as err:
+        raise ModelLoadError(f"model file {path.name} is damaged: {err}; re-download or rebuild it") from None
