@@ -52,3 +52,12 @@ class ServerError(BpoLocalError):
 
 class Unsupported(UsageError):
     """The backend cannot reproduce a setting exactly (e.g. a server's sampler order)."""
+
+
+class TargetError(BpoLocalError):
+    """A chat model answering as a target or judge refused one request (an HTTP error, a prompt it
+    cannot take); other requests may still succeed."""
+
+
+class TargetUnreachable(TargetError):
+    """A target or judge server cannot be reached, or refuses the credentials: no request can succeed."""

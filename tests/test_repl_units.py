@@ -1,4 +1,4 @@
-"""REPL building blocks without a terminal: input blocks, diff, session export, chat templates,
+"""REPL building blocks without a terminal: input blocks, diff, session export,
 editor and clipboard (real subprocesses), the command table."""
 
 from __future__ import annotations
@@ -12,16 +12,12 @@ from pathlib import Path
 import pytest
 from _repl_helpers import make_result
 
-from bpo_local.chat import format_chat
-from bpo_local.errors import ModelLoadError, UsageError
+from bpo_local.errors import UsageError
 from bpo_local.repl import view
 from bpo_local.repl.commands import COMMANDS
 from bpo_local.repl.external import copy_to_clipboard, edit_text
 from bpo_local.repl.input import block_open, unwrap
 from bpo_local.repl.session import Comparison, Session, Turn
-
-CHATML = ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}"
-          "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
 
 
 @pytest.mark.parametrize(("text", "is_open", "prompt"), [
@@ -86,22 +82,6 @@ def test_existing_file_is_replaced_whole(tmp_path: Path) -> None:
     target.write_text("old content that is much longer than the new one " * 100)
     _session().save(target)
     assert len(target.read_text().splitlines()) == 2
-
-
-def test_chat_template_rendered_with_jinja() -> None:
-    text = format_chat(CHATML, "What is 2+2?")
-    assert text == "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n"
-    llama2 = "{{ bos_token }}{% for m in messages %}[INST] {{ m['content'] }} [/INST]{% endfor %}"
-    assert format_chat(llama2, "hi", bos_token="<s>") == "<s>[INST] hi [/INST]"
-
-
-def test_chat_template_falls_back_to_llama_cpp_then_fails_clearly() -> None:
-    # Jinja cannot parse this, but llama.cpp recognises ChatML by its markers.
-    assert format_chat("{% broken <|im_start|> <|im_end|>", "hi") == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
-    with pytest.raises(ModelLoadError, match="cannot be rendered"):
-        format_chat("{% broken and unknown", "hi")
-    with pytest.raises(ModelLoadError):
-        format_chat("{{ raise_exception('no') }}", "hi")
 
 
 def _script(path: Path, body: str) -> Path:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from .. import __version__, crash
 from ..errors import BpoLocalError
 
-COMMANDS = ("optimize", "repl", "convert", "models", "verify", "log", "doctor", "serve")
+COMMANDS = ("optimize", "repl", "serve", "eval", "convert", "models", "verify", "log", "doctor")
 """Subcommand modules in ``bpo_local.cli``; each defines ``register(subparsers)``."""
 
 EXIT_OK, EXIT_USAGE, EXIT_INTERRUPTED = 0, 2, 130

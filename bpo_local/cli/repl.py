@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import TYPE_CHECKING
 
@@ -11,8 +12,8 @@ from ..presets import MODES
 from .common import add_model_options, load_optimizer, status_console
 
 if TYPE_CHECKING:
-    from ..chat import ChatModel
     from ..optimizer import Optimizer
+    from ..targets import ChatTarget
 
 HISTORY_FILE = "repl_history"
 
@@ -25,7 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_model_options(parser)
     parser.add_argument("--mode", choices=MODES, default="stable", help="starting mode (default: stable)")
     parser.add_argument("--target", metavar="MODEL",
-                        help="chat model (GGUF path or store name) that /compare answers both prompts with")
+                        help="chat model that /compare answers both prompts with: a GGUF path, a store name, "
+                             "or an OpenAI-compatible server's URL ($OPENAI_API_KEY is its key)")
     parser.add_argument("--no-log", action="store_true", help="do not record turns in the run log")
     parser.set_defaults(func=run)
 
@@ -39,8 +41,11 @@ def run(args: argparse.Namespace) -> int:
     from ..models.resolve import resolve_model
     from ..repl import Repl
     from ..runlog import RunLog
+    from ..targets import is_url
 
-    target = str(resolve_model(args.target)) if args.target else None  # a typo fails now, not at /compare
+    target = args.target
+    if target and not is_url(target):
+        target = str(resolve_model(target))  # a typo fails now, not at /compare
     log = None if args.no_log else RunLog.open()
     try:
         repl = Repl(
@@ -67,10 +72,11 @@ def _load_model(args: argparse.Namespace, name: str) -> Optimizer:
     return load_optimizer(argparse.Namespace(**{**vars(args), "model": name, "server": None}))
 
 
-def _load_target(args: argparse.Namespace, name: str) -> ChatModel:
-    from ..chat import ChatModel
-    from ..models.resolve import resolve_model
+def _load_target(args: argparse.Namespace, name: str) -> ChatTarget:
+    from ..config import load_config
+    from ..targets import open_target
 
-    path = resolve_model(name)
-    with status_console().status(f"loading target {path.name}"):
-        return ChatModel(path, gpu_layers=args.gpu_layers, ctx=args.ctx, threads=args.threads, verbose=args.debug)
+    cpu_buffers = args.cpu_buffers or load_config().cpu_buffers
+    with status_console().status(f"loading target {name}"):
+        return open_target(name, key=os.environ.get("OPENAI_API_KEY"), gpu_layers=args.gpu_layers, ctx=args.ctx,
+                           threads=args.threads, cpu_buffers=cpu_buffers, verbose=args.debug)

@@ -14,15 +14,16 @@ from rich.live import Live
 from rich.text import Text
 
 from ..errors import BpoLocalError, UsageError
+from ..targets import ChatSettings, user_message
 from . import view
 from .commands import dispatch
 from .input import prompt_session, unwrap
 from .session import Comparison, Session, Settings, Turn
 
 if TYPE_CHECKING:
-    from ..chat import ChatModel
     from ..optimizer import Optimizer, OptimizeResult
     from ..runlog import RunLog
+    from ..targets import ChatTarget
 
 COMPARE_MAX_TOKENS = 512
 """Length cap of /compare answers unless /max sets one."""
@@ -50,7 +51,7 @@ class Repl:
         history_file: Path,
         log: RunLog | None,
         load_model: Callable[[str], Optimizer],
-        load_target: Callable[[str], ChatModel],
+        load_target: Callable[[str], ChatTarget],
         target: str | None = None,
     ) -> None:
         self.optimizer = optimizer
@@ -65,7 +66,7 @@ class Repl:
         self._load_model = load_model
         self._load_target = load_target
         self._target_name = target
-        self._target: ChatModel | None = None
+        self._target: ChatTarget | None = None
         self._model_sha256: str | None = None
 
     def run(self) -> None:
@@ -140,7 +141,7 @@ class Repl:
             for prompt, answer in zip(prompts, answers):
                 if stop.is_set():
                     break
-                stream = model.answer(prompt, max_tokens=max_tokens)
+                stream = model.chat(user_message(prompt), ChatSettings(max_tokens=max_tokens))
                 for piece in stream:
                     answer.append(piece)
                     if stop.is_set():
@@ -149,7 +150,7 @@ class Repl:
             self.console.print("[yellow]interrupted[/]")
         turn.comparison = Comparison(model.name, answers[0].plain, answers[1].plain)
 
-    def _target_model(self, name: str | None) -> ChatModel:
+    def _target_model(self, name: str | None) -> ChatTarget:
         if name is not None and name != self._target_name:
             self._close_target()
             self._target_name = name

@@ -1,0 +1,201 @@
+"""`bpo-local eval`: does BPO help a given chat model? The paper's pairwise evaluation, resumable."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import ExitStack, closing, contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import BpoLocalError, UsageError
+from ..presets import MODES
+from .common import add_model_options, load_optimizer, status_console
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from ..eval import Dataset
+    from ..targets import ChatTarget
+
+EPILOG = """\
+how it works:
+  BPO (--model / --server) rewrites each prompt of the data set; the target answers the original and
+  the rewrite (temperature 0.7, top-p 1.0 as in the paper; --seed); the judge compares the two answers
+  with the paper's pair-v2 prompt at temperature 0, once with each answer first. A verdict that flips
+  with the order counts as a tie; a judgment without [[A]], [[B]] or [[C]] is counted as "no verdict".
+  The table gives BPO's win / tie / loss rates over the judged pairs with 95% bootstrap intervals.
+  In aggressive mode the first of BPO's candidates is evaluated.
+
+target and judge:
+  A GGUF path or store name (run locally with its own chat template), or the URL of an
+  OpenAI-compatible server (llama-server, vLLM, OpenAI) with --target-model / --judge-model (default:
+  the first model it lists) and --target-key / --judge-key (default: $OPENAI_API_KEY).
+
+data sets (shipped, Apache-2.0, from thu-coai/BPO): vicuna_eval (80), dolly_eval (200),
+  self_instruct_eval (252), bpo_test (200); or a JSON/JSONL file. Repeat --data or separate with commas.
+
+output and resuming:
+  --out DIR gets report.md (every pair: prompt, rewrite, both answers, both judgments), report.json,
+  and cache/ with every finished rewrite, answer and judgment. Run the same command again after Ctrl-C
+  or a crash: finished work is read back, not redone; changed settings redo only what they touch.
+  Stdout: the table, or the report as JSON with --json. Exit codes: 0 ok, 1 some pairs failed (see the
+  report) or a model failed, 2 bad usage, 130 Ctrl-C.
+
+example:
+  bpo-local eval --target llama-2-7b-chat.Q4_K_M.gguf --judge http://127.0.0.1:8080 --limit 20
+"""
+
+DEFAULT_DATA = "vicuna_eval"
+DEFAULT_OUT = "bpo-eval"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "eval", help="does BPO help a model? pairwise win/tie/loss of answers to original vs optimized prompts",
+        description="Answer original and BPO-optimized prompts with a target model and let a judge compare them.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_model_options(parser)
+    models = parser.add_argument_group("target and judge")
+    for role in ("target", "judge"):
+        models.add_argument(f"--{role}", required=True, metavar="MODEL", help="GGUF path, store name or server URL")
+        models.add_argument(f"--{role}-model", metavar="ID", help="model id on the server (default: its first)")
+        models.add_argument(f"--{role}-key", metavar="KEY", help="the server's API key (default: $OPENAI_API_KEY)")
+    run = parser.add_argument_group("run")
+    run.add_argument("--data", action="append", metavar="NAME|FILE", help=f"data set(s) (default: {DEFAULT_DATA})")
+    run.add_argument("--limit", type=int, metavar="N", help="only the first N items of each data set")
+    run.add_argument("--mode", choices=MODES, default="stable", help="BPO's mode (default: stable)")
+    run.add_argument("--seed", type=int, default=0, metavar="N",
+                     help="seed of BPO, the answers and the bootstrap (default: 0)")
+    run.add_argument("--temperature", type=float, default=0.7, metavar="T",
+                     help="the target's temperature (default: 0.7)")
+    run.add_argument("--top-p", type=float, default=1.0, metavar="P", help="the target's top-p (default: 1.0)")
+    run.add_argument("--max-tokens", type=int, default=1024, metavar="N", help="answer length cap (default: 1024)")
+    run.add_argument("--judge-max-tokens", type=int, default=512, metavar="N",
+                     help="judgment length cap (default: 512)")
+    run.add_argument("--bpo-max-tokens", type=int, metavar="N", help="rewrite length cap (default: the mode's)")
+    run.add_argument("--parallel", type=int, default=4, metavar="K", help="prompts BPO rewrites together (default: 4)")
+    run.add_argument("--out", type=Path, default=Path(DEFAULT_OUT), metavar="DIR",
+                     help=f"report and cache folder (default: {DEFAULT_OUT})")
+    run.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.set_defaults(func=run_eval_command)
+
+
+def run_eval_command(args: argparse.Namespace) -> int:
+    from ..atomic import write_text_atomic
+    from ..eval import EvalSettings, render_markdown, report_dict, run_eval, run_settings, summarize
+    from ..targets import ChatSettings
+
+    _check(args)
+    datasets = _datasets(args)
+    settings = EvalSettings(
+        mode=args.mode, seed=args.seed, bpo_max_tokens=args.bpo_max_tokens, parallel=args.parallel,
+        answer=ChatSettings(max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed),
+        judge=ChatSettings(max_tokens=args.judge_max_tokens, temperature=0.0, seed=args.seed),
+    )
+    console = status_console()
+    with ExitStack() as stack:
+        target = stack.enter_context(closing(_open(args, "target", console)))
+        same = (args.judge, args.judge_model, args.judge_key) == (args.target, args.target_model, args.target_key)
+        judge = target if same else stack.enter_context(closing(_open(args, "judge", console)))
+        optimizer = stack.enter_context(load_optimizer(args))
+        items = [item for dataset in datasets for item in dataset.items]
+        with _progress_bars(console) as progress:
+            run = run_eval(items, optimizer, target, judge, settings, args.out / "cache", progress)
+        meta = run_settings(optimizer.info.name, target.name, judge.name, settings, [d.name for d in datasets],
+                            args.limit)
+    summaries = summarize(run.pairs, args.seed)
+    report = report_dict(run, summaries, meta)
+    write_text_atomic(args.out / "report.json", json.dumps(report, ensure_ascii=False, indent=1) + "\n")
+    write_text_atomic(args.out / "report.md", render_markdown(report))
+    if args.json:
+        json.dump(report, sys.stdout, ensure_ascii=False)
+        sys.stdout.write("\n")
+    else:
+        _print_table(report)
+    failed = sum(s.errors for s in summaries if s.dataset != "all")
+    if failed:
+        print(f"error: {failed} pair(s) failed before a verdict; {args.out / 'report.md'} says why", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _check(args: argparse.Namespace) -> None:
+    """Flag values, before anything is loaded."""
+    for flag, value, low in (("--limit", args.limit, 1), ("--max-tokens", args.max_tokens, 1),
+                             ("--judge-max-tokens", args.judge_max_tokens, 1), ("--parallel", args.parallel, 1),
+                             ("--bpo-max-tokens", args.bpo_max_tokens, 1)):
+        if value is not None and value < low:
+            raise UsageError(f"{flag} must be at least {low} (got {value})")
+    if args.temperature < 0:
+        raise UsageError(f"--temperature must be at least 0 (got {args.temperature})")
+    if not 0 < args.top_p <= 1:
+        raise UsageError(f"--top-p must be in (0, 1] (got {args.top_p})")
+
+
+def _datasets(args: argparse.Namespace) -> list[Dataset]:
+    from ..eval import load_dataset
+
+    names = [name.strip() for arg in args.data or [DEFAULT_DATA] for name in arg.split(",") if name.strip()]
+    if not names:
+        raise UsageError("--data names no data set")
+    return [load_dataset(name, args.limit) for name in names]
+
+
+def _open(args: argparse.Namespace, role: str, console: Console) -> ChatTarget:
+    """The target or judge the flags name, loaded or connected now; its failure names the flag."""
+    from ..config import load_config
+    from ..targets import open_target
+
+    source = getattr(args, role)
+    cpu_buffers = args.cpu_buffers or load_config().cpu_buffers
+    key = getattr(args, f"{role}_key") or os.environ.get("OPENAI_API_KEY")
+    try:
+        with console.status(f"opening {role} {source}"):
+            return open_target(source, model=getattr(args, f"{role}_model"), key=key, gpu_layers=args.gpu_layers,
+                               threads=args.threads, cpu_buffers=cpu_buffers, verbose=args.debug)
+    except BpoLocalError as exc:
+        raise type(exc)(f"--{role} {source}: {exc}") from exc
+
+
+class _Bars:
+    """One rich progress bar per stage, with done/total and time left."""
+
+    def __init__(self, progress: Any) -> None:
+        self._progress = progress
+        self._tasks: dict[str, Any] = {}
+
+    def start(self, stage: str, total: int) -> None:
+        self._tasks[stage] = self._progress.add_task(stage, total=total)
+
+    def advance(self, stage: str) -> None:
+        self._progress.advance(self._tasks[stage])
+
+
+@contextmanager
+def _progress_bars(console: Console) -> Iterator[_Bars]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("{task.description:<9}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console, redirect_stdout=False, redirect_stderr=False) as progress:
+        yield _Bars(progress)
+
+
+def _print_table(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..eval.report import table_row
+
+    s = report["settings"]
+    table = Table(title=f"BPO ({s['bpo']['model']}, {s['bpo']['mode']}) on {s['target']['model']}, "
+                        f"judged by {s['judge']['model']}")
+    for column in ("data set", "pairs", "judged", "BPO win", "tie", "BPO loss", "no verdict", "consistency", "errors"):
+        table.add_column(column, justify="left" if column == "data set" else "right")
+    for result in report["results"]:
+        table.add_row(*table_row(result))
+    Console(width=None if sys.stdout.isatty() else 132).print(table)

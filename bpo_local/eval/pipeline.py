@@ -1,0 +1,270 @@
+"""The evaluation's three stages, each cached on disk so an interrupted run resumes where it stopped.
+
+1. optimize every prompt with BPO (``Optimizer.optimize_many``);
+2. answer the original and the optimized prompt with the target;
+3. judge each pair of answers with the judge, in both orders.
+
+A unit of work is keyed by everything its result depends on (the model's identity, the settings, the
+texts), so changing any of them redoes only what it touches, and two pairs with the same text share
+the work. A unit that fails alone (a prompt too long for a context, a request a server refuses) is
+reported on its pair and not cached; a target or judge that cannot be reached stops the run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ..errors import BpoLocalError, TargetUnreachable
+from ..targets import ChatSettings, ChatTarget, complete, user_message
+from .cache import StageCache, cache_key
+from .datasets import EvalItem
+from .judge import (
+    ORDERS,
+    Order,
+    Outcome,
+    ParsedVerdict,
+    bpo_outcome,
+    combine,
+    judge_messages,
+    judge_prompt,
+    parse_verdict,
+)
+
+if TYPE_CHECKING:
+    from ..optimizer import Optimizer
+
+STAGES = ("optimize", "answer", "judge")
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    mode: str = "stable"
+    seed: int = 0
+    """BPO's seed (every prompt uses it)."""
+    bpo_max_tokens: int | None = None
+    """Caps BPO's rewrite; None keeps the mode's preset."""
+    parallel: int = 4
+    answer: ChatSettings = ChatSettings(max_tokens=1024, temperature=0.7, top_p=1.0, seed=0)
+    """The paper's answer sampling: temperature 0.7, top-p 1.0."""
+    judge: ChatSettings = ChatSettings(max_tokens=512, temperature=0.0, seed=0)
+
+
+@dataclass
+class StageCount:
+    """Units of one stage: ``total`` = ``cached`` (found on disk) + ``computed`` (this run) + ``failed``."""
+
+    total: int = 0
+    cached: int = 0
+    computed: int = 0
+    failed: int = 0
+
+
+@dataclass(frozen=True)
+class Judgment:
+    text: str
+    parsed: ParsedVerdict
+    outcome: Outcome
+    """What this order's verdict says for BPO."""
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One item's way through the stages; ``error`` says where and why it stopped, if it did."""
+
+    item: EvalItem
+    optimized: str | None = None
+    answers: tuple[str, str] | None = None
+    """(to the original, to the optimized prompt)."""
+    judgments: tuple[Judgment, Judgment] | None = None
+    """(original's answer as A, optimized's answer as A)."""
+    error: str | None = None
+
+    @property
+    def outcome(self) -> Outcome | None:
+        """BPO's win / tie / loss for this pair, "invalid" without a verdict, None when not judged."""
+        if self.judgments is None:
+            return None
+        return combine(self.judgments[0].outcome, self.judgments[1].outcome)
+
+
+@dataclass
+class EvalRun:
+    pairs: list[Pair]
+    stages: dict[str, StageCount] = field(default_factory=dict)
+
+
+class Progress(Protocol):
+    """How a face follows the run: ``start(stage, total)``, then ``advance(stage)`` per unit."""
+
+    def start(self, stage: str, total: int) -> None: ...
+
+    def advance(self, stage: str) -> None: ...
+
+
+class _Silent:
+    def start(self, stage: str, total: int) -> None:
+        pass
+
+    def advance(self, stage: str) -> None:
+        pass
+
+
+def bpo_identity(optimizer: Optimizer) -> str:
+    """What BPO's rewrites depend on: the GGUF's sha256, or a server's kind, address and model id."""
+    info = optimizer.info
+    return f"gguf:{optimizer.model_sha256()}" if info.path is not None else f"{info.backend} {info.name}"
+
+
+def run_eval(items: Sequence[EvalItem], optimizer: Optimizer, target: ChatTarget, judge: ChatTarget,
+             settings: EvalSettings, cache_dir: Path, progress: Progress | None = None) -> EvalRun:
+    """Run (or resume) the three stages over ``items``; the caches live in ``cache_dir``."""
+    progress = progress or _Silent()
+    caches = {stage: StageCache(cache_dir / f"{stage}.jsonl") for stage in STAGES}
+    try:
+        run = EvalRun([Pair(item) for item in items])
+        run.stages["optimize"] = _optimize(run.pairs, optimizer, settings, caches["optimize"], progress)
+        run.stages["answer"] = _answer(run.pairs, target, settings.answer, caches["answer"], progress)
+        run.stages["judge"] = _judge(run.pairs, judge, settings.judge, caches["judge"], progress)
+        return run
+    finally:
+        for cache in caches.values():
+            cache.close()
+
+
+Work = Callable[[], dict[str, Any]]
+"""Do one unit and return the record to cache."""
+
+
+def _stage(name: str, units: dict[str, Work], cache: StageCache, progress: Progress,
+           errors: dict[str, str]) -> StageCount:
+    """Do the ``units`` (key -> work) not yet in ``cache``; a unit's own failure goes to ``errors``."""
+    count = StageCount(total=len(units), cached=sum(key in cache for key in units))
+    progress.start(name, count.total)
+    for _ in range(count.cached):
+        progress.advance(name)
+    for key, work in units.items():
+        if key in cache:
+            continue
+        try:
+            cache.put(key, work())
+            count.computed += 1
+        except TargetUnreachable:
+            raise
+        except BpoLocalError as exc:
+            errors[key] = str(exc)
+            count.failed += 1
+        progress.advance(name)
+    return count
+
+
+def _optimize(pairs: list[Pair], optimizer: Optimizer, settings: EvalSettings, cache: StageCache,
+              progress: Progress) -> StageCount:
+    overrides = {} if settings.bpo_max_tokens is None else {"max_tokens": settings.bpo_max_tokens}
+    model = bpo_identity(optimizer)
+    keys = [cache_key(stage="optimize", model=model, mode=settings.mode, seed=settings.seed, prompt=p.item.prompt,
+                      **overrides) for p in pairs]
+    prompts = dict(zip(keys, (p.item.prompt for p in pairs)))  # one unit per distinct prompt
+    pending = [key for key in prompts if key not in cache]
+    results = iter(optimizer.optimize_many((prompts[k] for k in pending), parallel=settings.parallel,
+                                           mode=settings.mode, seed=settings.seed, **overrides))
+
+    def work() -> dict[str, Any]:
+        result = next(results)
+        if isinstance(result, BpoLocalError):
+            raise result
+        return {"optimized": result.text, "candidates": list(result.candidates)}
+
+    errors: dict[str, str] = {}
+    try:
+        count = _stage("optimize", {key: work for key in prompts}, cache, progress, errors)
+    finally:
+        results.close()  # type: ignore[attr-defined]
+    for i, key in enumerate(keys):
+        record = cache.get(key)
+        pairs[i] = replace(pairs[i], optimized=record["optimized"]) if record else \
+            replace(pairs[i], error=f"optimize: {errors[key]}")
+    return count
+
+
+def _answer(pairs: list[Pair], target: ChatTarget, settings: ChatSettings, cache: StageCache,
+            progress: Progress) -> StageCount:
+    identity = target.identity()
+
+    def key(prompt: str) -> str:
+        return cache_key(stage="answer", target=identity, settings=_fields(settings), prompt=prompt)
+
+    units: dict[str, Work] = {}
+    for pair in _ready(pairs, lambda p: p.optimized is not None):
+        for prompt in (pair.item.prompt, pair.optimized):
+            units[key(prompt)] = _answer_work(target, user_message(prompt), settings)  # type: ignore[arg-type]
+    errors: dict[str, str] = {}
+    count = _stage("answer", units, cache, progress, errors)
+    for i, pair in enumerate(pairs):
+        if pair.optimized is None:
+            continue
+        keys = key(pair.item.prompt), key(pair.optimized)
+        failed = [errors[k] for k in keys if k in errors]
+        pairs[i] = replace(pair, error=f"answer: {failed[0]}") if failed else \
+            replace(pair, answers=(_text(cache, keys[0]), _text(cache, keys[1])))
+    return count
+
+
+def _judge(pairs: list[Pair], judge: ChatTarget, settings: ChatSettings, cache: StageCache,
+           progress: Progress) -> StageCount:
+    identity, prompt_name = judge.identity(), judge_prompt()["name"]
+
+    def conversations(pair: Pair) -> list[tuple[str, list[Any]]]:
+        original, optimized = pair.answers  # type: ignore[misc]
+        out = []
+        for a, b in ((original, optimized), (optimized, original)):
+            messages = judge_messages(pair.item.prompt, a, b)
+            out.append((cache_key(stage="judge", judge=identity, prompt=prompt_name, settings=_fields(settings),
+                                  messages=messages), messages))
+        return out
+
+    units: dict[str, Work] = {}
+    for pair in _ready(pairs, lambda p: p.answers is not None):
+        for key, messages in conversations(pair):
+            units[key] = _answer_work(judge, messages, settings)
+    errors: dict[str, str] = {}
+    count = _stage("judge", units, cache, progress, errors)
+    for i, pair in enumerate(pairs):
+        if pair.answers is None:
+            continue
+        keys = [key for key, _ in conversations(pair)]
+        failed = [errors[k] for k in keys if k in errors]
+        if failed:
+            pairs[i] = replace(pair, error=f"judge: {failed[0]}")
+        else:
+            first, second = (_judgment(_text(cache, k), order) for k, order in zip(keys, ORDERS))
+            pairs[i] = replace(pair, judgments=(first, second))
+    return count
+
+
+def _ready(pairs: Iterable[Pair], ok: Callable[[Pair], bool]) -> list[Pair]:
+    return [pair for pair in pairs if pair.error is None and ok(pair)]
+
+
+def _answer_work(model: ChatTarget, messages: list[Any], settings: ChatSettings) -> Work:
+    def work() -> dict[str, Any]:
+        answer = complete(model, messages, settings)
+        return {"text": answer.text, "finish_reason": answer.finish_reason}
+
+    return work
+
+
+def _text(cache: StageCache, key: str) -> str:
+    return cache.get(key)["text"]  # type: ignore[index]
+
+
+def _judgment(text: str, order: Order) -> Judgment:
+    parsed = parse_verdict(text)
+    return Judgment(text, parsed, bpo_outcome(parsed.verdict, order))
+
+
+def _fields(settings: ChatSettings) -> dict[str, Any]:
+    return {"max_tokens": settings.max_tokens, "temperature": settings.temperature, "top_p": settings.top_p,
+            "seed": settings.seed}
