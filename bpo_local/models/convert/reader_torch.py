@@ -10,6 +10,7 @@ tensor in hand.
 
 from __future__ import annotations
 
+import _compat_pickle
 import io
 import mmap
 import pickle
@@ -207,6 +208,9 @@ class _Unpickler(pickle.Unpickler):
         try:
             return _ALLOWED[module, name]
         except KeyError:
+            # named as Python 3 would resolve it: protocol 2 spells builtins `__builtin__`, subprocess `commands`
+            module, name = _compat_pickle.NAME_MAPPING.get(
+                (module, name), (_compat_pickle.IMPORT_MAPPING.get(module, module), name))
             raise ConversionError(
                 f"refused {self.file.name}: its pickle asks for {module}.{name}, which a state dict of tensors "
                 "never needs (nothing of it was run)") from None
