@@ -86,6 +86,18 @@ def test_views_offsets_and_shared_storages_read_as_torch_would(byteorder, tmp_pa
         "f64": "F64", "empty": "F32"}
 
 
+def test_tensors_larger_than_a_copy_chunk_read_whole(tmp_path):
+    """Big tensors are copied (and their pages handed back) 16 MiB at a time: every chunk must land."""
+    values = np.random.default_rng(0).standard_normal(9_000_003).astype(np.float32)
+    f32 = torch_zip.tensor(values, "FloatStorage")
+    state = {"f32_from_3": torch_zip.Tensor(f32.storage, 3, (3, 3_000_000), (3_000_000, 1)),
+             "bf16": torch_zip.tensor(encoded(values, "bf16"), "BFloat16Storage")}
+    torch_zip.save(tmp_path / "big.bin", state)
+    tensors = {t.name: t.load() for t in read_torch(tmp_path / "big.bin")}
+    np.testing.assert_array_equal(tensors["f32_from_3"], values[3:].reshape(3, -1))
+    np.testing.assert_array_equal(tensors["bf16"], stored({"": values}, "bf16")[""])
+
+
 # ---- hostile and broken files: refused with one clear line, and nothing of them runs --------------
 
 @dataclass(frozen=True)

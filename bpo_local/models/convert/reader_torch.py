@@ -37,6 +37,9 @@ _LOADABLE = {"F64": "f8", "F32": "f4", "F16": "f2", "BF16": "u2"}
 _LEGACY_MAGIC = b"\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
 """How a pre-zip ``torch.save`` file starts (after the pickle protocol opcode): its magic number."""
 _LOCAL_HEADER = struct.Struct("<4s22xHH")
+_CHUNK = 16 << 20
+"""Bytes of a tensor copied between two hand-backs of its mapped pages."""
+_DONTNEED = getattr(mmap, "MADV_DONTNEED", None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,26 +128,37 @@ class _View:
 
     def load(self) -> np.ndarray:
         """The tensor copied out as float16/float32 (native order); the mapping is gone on return."""
-        if 0 in self.shape:
-            return np.zeros(self.shape, np.float32 if self.bf16 else self.dtype.newbyteorder("="))
+        out = np.empty(self.shape, np.float32 if self.bf16 or self.dtype.itemsize == 8
+                       else self.dtype.newbyteorder("="))
+        if out.size == 0:
+            return out
         span = sum((n - 1) * s for n, s in zip(self.shape, self.strides)) + self.dtype.itemsize
         base = self.start - self.start % mmap.ALLOCATIONGRANULARITY
         try:
             with open(self.file, "rb") as f, \
                     mmap.mmap(f.fileno(), self.start + span - base, offset=base, access=mmap.ACCESS_READ) as mapped:
-                src = np.ndarray(self.shape, self.dtype, mapped, self.start - base, self.strides)
-                data = _copy(src, self.bf16)
-                del src  # the view must go before the mapping closes
+                self._copy_into(out, mapped, self.start - base)
         except (OSError, ValueError) as exc:  # the file shrank or vanished since it was listed
             raise _corrupt(self.file, str(exc)) from None
-        return data
+        return out
 
-
-def _copy(src: np.ndarray, bf16: bool) -> np.ndarray:
-    """A C-ordered copy as float16/float32: bf16 widened exactly, f64 narrowed, byte order made native."""
-    if bf16:
-        return bf16_to_f32(np.ascontiguousarray(src))
-    return src.astype(np.float32 if src.dtype.itemsize == 8 else src.dtype.newbyteorder("="), order="C")
+    def _copy_into(self, out: np.ndarray, mapped: mmap.mmap, at: int) -> None:
+        """Copy (bf16 widened exactly, f64 narrowed, byte order made native) a chunk at a time, handing
+        each chunk's pages back once copied: mapped pages count as resident until then, and a whole
+        tensor of them beside its copy would double the peak. Its views of ``mapped`` die on return."""
+        src = np.ndarray(self.shape, self.dtype, mapped, at, self.strides)
+        if not src.flags.c_contiguous:  # a strided view (rare): one piece
+            out[...] = bf16_to_f32(src) if self.bf16 else src
+            return
+        flat_src, flat_out, step = src.reshape(-1), out.reshape(-1), _CHUNK // self.dtype.itemsize
+        for i in range(0, flat_src.size, step):
+            chunk = flat_src[i:i + step]
+            flat_out[i:i + step] = bf16_to_f32(chunk) if self.bf16 else chunk
+            if _DONTNEED is not None:
+                first, end = at + i * self.dtype.itemsize, at + (i + chunk.size) * self.dtype.itemsize
+                first -= first % mmap.PAGESIZE
+                if (length := end - end % mmap.PAGESIZE - first) > 0:
+                    mapped.madvise(_DONTNEED, first, length)
 
 
 class _Archive:
