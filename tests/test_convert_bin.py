@@ -205,7 +205,15 @@ def test_cut_pickle_is_truncated_or_corrupt(bin_checkpoint, tmp_path):
 def test_short_storage_record_is_truncated_or_corrupt(bin_checkpoint, tmp_path):
     src = _copy(bin_checkpoint, tmp_path)
     _rewrite(src / SHARD, {"data/0": b"\0" * 10})
-    _refused(src, tmp_path, rf"^truncated or corrupt weights file {SHARD} \(tensor .+ lies outside its storage\)")
+    _refused(src, tmp_path, rf"^truncated or corrupt weights file {SHARD} \(tensor .+ does not fit its storage\)")
+
+
+def test_a_view_larger_than_its_storage_is_truncated_or_corrupt(tmp_path):
+    storage = torch_zip.tensor(np.ones(4, np.float32), "FloatStorage").storage
+    for shape, stride in (((5,), (1,)), ((2, 2), (3, 1)), ((10**12,), (0,))):
+        torch_zip.save(tmp_path / "w.bin", {"w": torch_zip.Tensor(storage, 0, shape, stride)})
+        with pytest.raises(ConversionError, match=r"^truncated or corrupt weights file w\.bin \(tensor w does not fit "):
+            list(read_torch(tmp_path / "w.bin"))
 
 
 def test_integer_tensors_are_named_as_unsupported(bin_checkpoint, tmp_path):

@@ -19,6 +19,7 @@ import zipfile
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
+from math import prod
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +33,8 @@ _STORAGE_DTYPES = {
     "ByteStorage": "U8", "BoolStorage": "BOOL",
 }
 """torch's legacy storage classes (what ``torch.save`` pickles) -> the element type, safetensors spelling."""
-_ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
 _LOADABLE = {"F64": "f8", "F32": "f4", "F16": "f2", "BF16": "u2"}
+"""The element types read, as numpy stores them (bf16 as its bits)."""
 _LEGACY_MAGIC = b"\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
 """How a pre-zip ``torch.save`` file starts (after the pickle protocol opcode): its magic number."""
 _LOCAL_HEADER = struct.Struct("<4s22xHH")
@@ -100,19 +101,19 @@ def read_torch(file: Path) -> Iterator[SourceTensor]:
         if dtype not in _LOADABLE:
             raise ConversionError(f"{file.name}: tensor {name} has unsupported type {dtype}")
         start, size = archive.member(f"data/{tensor.storage.key}")
-        itemsize = _ITEMSIZE[dtype]
-        if size < tensor.storage.numel * itemsize or _extent(tensor) > tensor.storage.numel:
-            raise _corrupt(file, f"tensor {name} lies outside its storage")
-        view = _View(file, start + tensor.offset * itemsize, np.dtype(byteorder + _LOADABLE[dtype]),
-                     tensor.shape, tuple(s * itemsize for s in tensor.stride), dtype == "BF16")
+        element = np.dtype(byteorder + _LOADABLE[dtype])
+        end = 0 if 0 in tensor.shape else tensor.offset + _reach(tensor.shape, tensor.stride) + 1
+        numel = tensor.storage.numel
+        if size < numel * element.itemsize or end > numel or prod(tensor.shape) > numel:  # last: no broadcast
+            raise _corrupt(file, f"tensor {name} does not fit its storage")
+        view = _View(file, start + tensor.offset * element.itemsize, element, tensor.shape,
+                     tuple(s * element.itemsize for s in tensor.stride), dtype == "BF16")
         yield SourceTensor(name, tensor.shape, dtype, file, view.load)
 
 
-def _extent(tensor: _Tensor) -> int:
-    """How many elements of the storage the view spans, from its offset on (0 if it is empty)."""
-    if 0 in tensor.shape:
-        return 0
-    return tensor.offset + 1 + sum((n - 1) * s for n, s in zip(tensor.shape, tensor.stride))
+def _reach(shape: tuple[int, ...], stride: tuple[int, ...]) -> int:
+    """How far past its first element the last element of a non-empty view lies, in stride units."""
+    return sum((n - 1) * s for n, s in zip(shape, stride))
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,7 @@ class _View:
                        else self.dtype.newbyteorder("="))
         if out.size == 0:
             return out
-        span = sum((n - 1) * s for n, s in zip(self.shape, self.strides)) + self.dtype.itemsize
+        span = _reach(self.shape, self.strides) + self.dtype.itemsize
         base = self.start - self.start % mmap.ALLOCATIONGRANULARITY
         try:
             with open(self.file, "rb") as f, \
