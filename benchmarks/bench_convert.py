@@ -82,30 +82,6 @@ def build_checkpoint(folder: Path) -> Path:
     return folder
 
 
-_MEASURE = """
-import os, subprocess, sys
-proc = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL)
-_, status, usage = os.wait4(proc.pid, 0)
-print(os.waitstatus_to_exitcode(status), usage.ru_maxrss * 1024)
-"""
-
-
-def run(cmd: list[str], env: dict[str, str]) -> tuple[float, int]:
-    """Wall seconds and peak RSS (bytes) of one subprocess; fails loudly if it fails.
-
-    A small Python process starts the command and reads its ``wait4`` usage: a child forked from
-    this (large) process would inherit our resident size into its ru_maxrss.
-    """
-    start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", _MEASURE, *cmd], env={**os.environ, **env},
-                          capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    code, rss = done.stdout.split()
-    if done.returncode != 0 or code != "0":
-        raise SystemExit(f"failed: {' '.join(cmd)}\n{done.stderr[-2000:]}")
-    return wall, int(rss)
-
-
 def build_bin_checkpoint(folder: Path, source: Path) -> Path:
     """The safetensors checkpoint ``source`` re-saved as fp16 PyTorch .bin shards (built once, reused)."""
     from safetensors.numpy import load_file
@@ -165,12 +141,36 @@ def bench_bin(workdir: Path, source: Path, theirs: tuple[Path, dict[str, str]], 
     return 0 if ok else 1
 
 
+_MEASURE = """
+import os, subprocess, sys
+proc = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL)
+_, status, usage = os.wait4(proc.pid, 0)
+print(os.waitstatus_to_exitcode(status), usage.ru_maxrss * 1024)
+"""
+
+
+def run(cmd: list[str], env: dict[str, str]) -> tuple[float, int]:
+    """Wall seconds and peak RSS (bytes) of one subprocess; fails loudly if it fails.
+
+    A small Python process starts the command and reads its ``wait4`` usage: a child forked from
+    this (large) process would inherit our resident size into its ru_maxrss.
+    """
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", _MEASURE, *cmd], env={**os.environ, **env},
+                          capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    code, rss = done.stdout.split()
+    if done.returncode != 0 or code != "0":
+        raise SystemExit(f"failed: {' '.join(cmd)}\n{done.stderr[-2000:]}")
+    return wall, int(rss)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/bpo-bench-convert"))
-    parser.add_argument("--repeat", type=int, default=2, help="runs per tool and type; the best time is kept")
     parser.add_argument("--bin", action="store_true", help="benchmark a PyTorch .bin checkpoint instead")
     parser.add_argument("--torch-python", default="python3", help="a Python with torch, for llama.cpp's .bin path")
+    parser.add_argument("--repeat", type=int, default=2, help="runs per tool and type; the best time is kept")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
 
