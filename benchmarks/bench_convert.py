@@ -7,6 +7,11 @@ committed), runs both as subprocesses for F16 and F32, and reports wall time, pe
 (``wait4`` ru_maxrss) and output equivalence (tensor bytes, vocabulary, special ids).
 
     python benchmarks/bench_convert.py [--workdir DIR] [--repeat N]
+    python benchmarks/bench_convert.py --bin --torch-python /tmp/torchvenv/bin/python
+
+``--bin`` re-saves the same weights as PyTorch ``.bin`` shards (torch.save's zip layout, written
+without torch) and compares the F16 conversion of those; llama.cpp's converter needs torch for
+them, taken from the Python given by ``--torch-python`` (ours never imports it).
 
 Targets: time <= 1.0x llama.cpp's, peak RSS <= 0.5x.
 """
@@ -27,6 +32,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO / "benchmarks"), str(REPO / "tests")]
 
+import _torch_zip as torch_zip  # noqa: E402
 from _checkpoints import llama2_tokenizer_files, llama_config, save_safetensors, write_json  # noqa: E402
 from _convert_helpers import llama_cpp_converter  # noqa: E402
 from gguf_compare import differences  # noqa: E402
@@ -76,6 +82,65 @@ def build_checkpoint(folder: Path) -> Path:
     return folder
 
 
+def build_bin_checkpoint(folder: Path, source: Path) -> Path:
+    """The safetensors checkpoint ``source`` re-saved as fp16 PyTorch .bin shards (built once, reused)."""
+    from safetensors.numpy import load_file
+
+    if (folder / "config.json").is_file():
+        return folder
+    tmp = folder.with_suffix(".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    weight_map = {}
+    for shard in sorted(source.glob("model-*.safetensors")):
+        file = shard.name.replace("model-", "pytorch_model-").replace(".safetensors", ".bin")
+        weights = load_file(shard)
+        torch_zip.save(tmp / file, {k: torch_zip.tensor(v, "HalfStorage") for k, v in weights.items()})
+        weight_map |= dict.fromkeys(weights, file)
+    write_json(tmp, "pytorch_model.bin.index.json", {"metadata": {}, "weight_map": weight_map})
+    for other in source.iterdir():
+        if not other.name.startswith("model"):
+            shutil.copy(other, tmp)
+    tmp.rename(folder)
+    return folder
+
+
+def bench_bin(workdir: Path, source: Path, theirs: tuple[Path, dict[str, str]], torch_python: str,
+              repeat: int) -> int:
+    """``--bin``: F16 conversion of the .bin checkpoint, ours (no torch) against llama.cpp's (torch)."""
+    checkpoint = build_bin_checkpoint(workdir / "checkpoint-bin", source)
+    size = sum(f.stat().st_size for f in checkpoint.glob("*.bin"))
+    torch_site = subprocess.run([torch_python, "-c", "import os, torch; print(os.path.dirname(os.path.dirname("
+                                 "torch.__file__)))"], capture_output=True, text=True, check=True).stdout.strip()
+    script, env = theirs
+    out = workdir / "out"
+    out.mkdir(exist_ok=True)
+    cmds = {"ours": ([sys.executable, str(REPO / "scripts" / "convert_hf_to_gguf.py"), str(checkpoint), "--outfile",
+                      str(out / "ours-bin-f16.gguf"), "--outtype", "f16"], {}),
+            "llama.cpp": ([sys.executable, str(script), str(checkpoint), "--outfile", str(out / "theirs-bin-f16.gguf"),
+                           "--outtype", "f16"], {"PYTHONPATH": env["PYTHONPATH"] + os.pathsep + torch_site})}
+    print(f"checkpoint: {checkpoint} ({size / 1e6:.0f} MB fp16 PyTorch .bin); llama.cpp's converter gets torch from "
+          f"{torch_site}")
+    walls: dict[str, list[float]] = {tool: [] for tool in cmds}
+    rss: dict[str, int] = dict.fromkeys(cmds, 0)
+    for _ in range(repeat):
+        for tool, (cmd, cmd_env) in cmds.items():
+            print("$", " ".join(cmd), flush=True)
+            wall, peak = run(cmd, cmd_env)
+            walls[tool].append(wall)
+            rss[tool] = max(rss[tool], peak)
+    diff = differences(out / "ours-bin-f16.gguf", out / "theirs-bin-f16.gguf")
+    (t_ours, t_theirs) = (float(np.median(walls[t])) for t in cmds)
+    ok = rss["ours"] <= 0.5 * rss["llama.cpp"] and not diff
+    print(f"\n.bin f16, median of {repeat}: ours {t_ours:.2f} s, llama.cpp {t_theirs:.2f} s ({t_ours / t_theirs:.2f}x); "
+          f"peak RSS ours {rss['ours'] / 1e6:.0f} MB, llama.cpp {rss['llama.cpp'] / 1e6:.0f} MB "
+          f"({rss['ours'] / rss['llama.cpp']:.2f}x); output {'identical' if not diff else '; '.join(diff[:3])}")
+    print(f"target (RSS <= 0.5x, identical output): {'met' if ok else 'NOT met'}")
+    print(json.dumps({"bin_f16": {"ours_s": round(t_ours, 3), "theirs_s": round(t_theirs, 3), "ours_rss": rss["ours"],
+                                  "theirs_rss": rss["llama.cpp"], "identical": not diff}}))
+    return 0 if ok else 1
+
+
 _MEASURE = """
 import os, subprocess, sys
 proc = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL)
@@ -103,6 +168,8 @@ def run(cmd: list[str], env: dict[str, str]) -> tuple[float, int]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/bpo-bench-convert"))
+    parser.add_argument("--bin", action="store_true", help="benchmark a PyTorch .bin checkpoint instead")
+    parser.add_argument("--torch-python", default="python3", help="a Python with torch, for llama.cpp's .bin path")
     parser.add_argument("--repeat", type=int, default=2, help="runs per tool and type; the best time is kept")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -110,6 +177,8 @@ def main() -> int:
     checkpoint = build_checkpoint(args.workdir / "checkpoint")
     size = sum(f.stat().st_size for f in checkpoint.glob("*.safetensors"))
     theirs_script, theirs_env = llama_cpp_converter(args.workdir)
+    if args.bin:
+        return bench_bin(args.workdir, checkpoint, (theirs_script, theirs_env), args.torch_python, args.repeat)
     out = args.workdir / "out"
     out.mkdir(exist_ok=True)
     ours_script = REPO / "scripts" / "convert_hf_to_gguf.py"

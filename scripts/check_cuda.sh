@@ -100,16 +100,8 @@ if on_cpu or not done or done[-1].split("/")[0] != done[-1].split("/")[1]:
 EOF
 
 echo "== engine tests on the GPU"
-TESTS=()
-for test in "$REPO"/tests/test_engine*.py; do
-    if [[ $test == */test_engine_llama2.py ]] && ! ((DRY)) && ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
-        echo "torch not installed (prep_cuda_check.sh --torch adds it): skipping $(basename "$test"), which builds a .bin"
-        continue
-    fi
-    TESTS+=("$test")
-done
 run env BPO_LOCAL_TEST_CACHE="$PREP/test-cache" OMP_WAIT_POLICY=passive \
-    "$VENV/bin/python" -m pytest -q -p no:cacheprovider "${TESTS[@]}"
+    "$VENV/bin/python" -m pytest -q -p no:cacheprovider "$REPO"/tests/test_engine*.py
 
 echo "== decode speed: our Engine against the bare C-API loop, all layers on the GPU"
 echo "(the (b) llama-cpp-python row keeps its own default of no offload)"

@@ -9,14 +9,12 @@
 # The trimmed sources are configured once with CMake (CPU only) to show that nothing the build needs
 # was trimmed.
 #
-# usage: scripts/prep_cuda_check.sh [--torch]   (--torch adds the CPU torch wheel for test_engine_llama2)
+# usage: scripts/prep_cuda_check.sh
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 OUT=$REPO/.cuda-check
 PY=${PYTHON:-$REPO/.venv/bin/python}
-TORCH=0
-[[ ${1:-} == --torch ]] && TORCH=1
 
 VER=$("$PY" -c 'from importlib.metadata import version; print(version("llama_cpp_python"))')
 PYVER=$("$PY" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
@@ -56,10 +54,8 @@ print("\n".join(d for d in deps if not d.startswith("llama-cpp-python")))
 EOF
 )
 mapfile -t DEPS <<<"$DEPS"
-EXTRA=()
-[[ $TORCH == 1 ]] && EXTRA=("torch==2.13.0" --extra-index-url https://download.pytorch.org/whl/cpu)
 "$PY" -m pip download --quiet -d "$OUT/wheels" "scikit-build-core[pyproject]>=0.9.2" cmake ninja setuptools wheel \
-    pytest pexpect "${DEPS[@]}" "${EXTRA[@]}"
+    pytest pexpect "${DEPS[@]}"
 echo "$PYVER" >"$OUT/python-version"
 find "$OUT/wheels" -name "*.whl" | wc -l
 

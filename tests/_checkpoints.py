@@ -12,6 +12,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+import _torch_zip as torch_zip
 import numpy as np
 
 HIDDEN, LAYERS, HEADS, KV_HEADS, FFN = 64, 2, 4, 2, 128
@@ -74,15 +75,19 @@ def stored(weights: dict[str, np.ndarray], dtype: str) -> dict[str, np.ndarray]:
     return dict(weights)
 
 
+def encoded(value: np.ndarray, dtype: str) -> np.ndarray:
+    """The elements a file of ``dtype`` (f32, f16, bf16) stores for ``value`` (bf16 as its uint16 bits)."""
+    if dtype == "bf16":
+        return _f32_to_bf16_bits(value)
+    return value.astype(np.float16 if dtype == "f16" else np.float32)
+
+
 def save_safetensors(path: Path, weights: dict[str, np.ndarray], dtype: str) -> None:
     """Write a .safetensors file (F32, F16 or BF16) without torch."""
     blobs, header, offset = [], {}, 0
     for name, value in weights.items():
-        if dtype == "bf16":
-            raw, tag = _f32_to_bf16_bits(value).tobytes(), "BF16"
-        else:
-            raw, tag = value.astype(np.float16 if dtype == "f16" else np.float32).tobytes(), dtype.upper()
-        header[name] = {"dtype": tag, "shape": list(value.shape), "data_offsets": [offset, offset + len(raw)]}
+        raw = encoded(value, dtype).tobytes()
+        header[name] = {"dtype": dtype.upper(), "shape": list(value.shape), "data_offsets": [offset, offset + len(raw)]}
         blobs.append(raw)
         offset += len(raw)
     header["__metadata__"] = {"format": "pt"}
@@ -94,11 +99,12 @@ def save_safetensors(path: Path, weights: dict[str, np.ndarray], dtype: str) -> 
             f.write(blob)
 
 
-def save_torch(path: Path, weights: dict[str, np.ndarray], dtype: str) -> None:
-    import torch
+TORCH_STORAGES = {"f16": "HalfStorage", "bf16": "BFloat16Storage", "f32": "FloatStorage"}
 
-    torch_dtype = {"f16": torch.float16, "bf16": torch.bfloat16, "f32": torch.float32}[dtype]
-    torch.save({k: torch.from_numpy(v.copy()).to(torch_dtype) for k, v in weights.items()}, path)
+
+def save_torch(path: Path, weights: dict[str, np.ndarray], dtype: str) -> None:
+    """Write a PyTorch zip .bin (fp16, bf16 or fp32 storages, as torch.save lays it out) without torch."""
+    torch_zip.save(path, {k: torch_zip.tensor(encoded(v, dtype), TORCH_STORAGES[dtype]) for k, v in weights.items()})
 
 
 def write_sharded(folder: Path, weights: dict[str, np.ndarray], dtype: str, *, fmt: str, shards: int) -> None:

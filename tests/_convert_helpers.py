@@ -7,6 +7,7 @@ rotate_half RoPE, so it checks the converter's q/k permutation rather than shari
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import shutil
 import subprocess
 import sys
@@ -346,9 +347,10 @@ def llama_cpp_vocab_tests(cache: Path, name: str) -> tuple[Path, list[tuple[str,
 
 
 LLAMA_CPP_CONVERTER_DEPS = ("transformers==4.57.6", "tokenizers>=0.22,<=0.23.0", "huggingface-hub>=0.34,<1.0",
-                            "regex")
+                            "regex", "torch==2.13.0")
 """What llama.cpp's converter imports beyond our venv (transformers pinned as in its
-requirements-convert_legacy_llama.txt; the hub and tokenizers versions that transformers accepts)."""
+requirements-convert_legacy_llama.txt; the hub and tokenizers versions that transformers accepts; torch,
+which it imports at the top: bpo-local itself no longer needs it, so it lives only in this cached folder)."""
 
 
 def llama_cpp_converter(cache: Path) -> tuple[Path, dict[str, str]]:
@@ -359,7 +361,8 @@ def llama_cpp_converter(cache: Path) -> tuple[Path, dict[str, str]]:
     ver = version("llama_cpp_python")
     root = _extract(llama_cpp_sdist(cache), cache / f"llama-cpp-converter-{ver}",
                     lambda path: path == "convert_hf_to_gguf.py" or path.startswith(("conversion/", "gguf-py/")))
-    deps = cache / f"llama-cpp-converter-deps-{ver}"
+    wanted = hashlib.sha256(" ".join(LLAMA_CPP_CONVERTER_DEPS).encode()).hexdigest()[:8]
+    deps = cache / f"llama-cpp-converter-deps-{ver}-{wanted}"  # a new list of packages gets a new folder
     if not deps.is_dir():
         partial = deps.with_name(f".{deps.name}.partial")
         shutil.rmtree(partial, ignore_errors=True)

@@ -42,21 +42,9 @@ USER_PROMPTS = [
 @pytest.fixture(scope="session")
 def checkpoints(tmp_path_factory: pytest.TempPathFactory, llama2_tokenizer: Path) -> dict[str, Checkpoint]:
     root = tmp_path_factory.mktemp("checkpoints")
-    built = {"pad_safetensors": build_llama2_pad_safetensors(root / "pad_safetensors", llama2_tokenizer),
-             "bpe_tied": build_bpe_tied(root / "bpe_tied")}
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        built["llama2_bin"] = build_llama2_bin(root / "llama2_bin", llama2_tokenizer)
-    return built
-
-
-def _checkpoint(checkpoints: dict[str, Checkpoint], kind: str) -> Checkpoint:
-    if kind not in checkpoints:
-        pytest.skip("torch is not installed: the PyTorch .bin checkpoint cannot be built (pip install torch)")
-    return checkpoints[kind]
+    return {"llama2_bin": build_llama2_bin(root / "llama2_bin", llama2_tokenizer),
+            "pad_safetensors": build_llama2_pad_safetensors(root / "pad_safetensors", llama2_tokenizer),
+            "bpe_tied": build_bpe_tied(root / "bpe_tied")}
 
 
 @pytest.fixture(scope="session")
@@ -69,7 +57,7 @@ def ggufs(tmp_path_factory: pytest.TempPathFactory, checkpoints: dict[str, Check
 @pytest.mark.parametrize("outtype", ["f32", "f16"])
 @pytest.mark.parametrize("kind", KINDS)
 def test_converted_model_loads_and_generates(kind, outtype, checkpoints, ggufs):
-    ck = _checkpoint(checkpoints, kind)
+    ck = checkpoints[kind]
     path = ggufs[kind, outtype]
     reader = gguf.GGUFReader(path)
     types = {t.name: t.tensor_type.name for t in reader.tensors}
@@ -88,7 +76,7 @@ def test_converted_model_loads_and_generates(kind, outtype, checkpoints, ggufs):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_f32_logits_match_numpy_reference_forward(kind, checkpoints, ggufs):
-    ck = _checkpoint(checkpoints, kind)
+    ck = checkpoints[kind]
     with LlamaCpp(ggufs[kind, "f32"]) as model:
         tokens = model.tokenize("The quick brown fox jumps over the lazy dog, then hello world again.")
         ours = model.logits(tokens)
@@ -103,7 +91,6 @@ def test_f32_logits_match_numpy_reference_forward(kind, checkpoints, ggufs):
 def test_bpo_prompt_token_ids_equal_sentencepiece(kind, checkpoints, ggufs, llama2_tokenizer, bpo_test_data):
     from sentencepiece import SentencePieceProcessor
 
-    _checkpoint(checkpoints, kind)
     sp = SentencePieceProcessor(model_file=str(llama2_tokenizer))
     dataset = [row["prompt"] for row in json.loads(Path(bpo_test_data).read_text())[:40]]
     with LlamaCpp(ggufs[kind, "f16"], vocab_only=True) as vocab:
@@ -310,17 +297,10 @@ def test_garbage_safetensors_header_is_named(checkpoints, tmp_path):
 
 
 def test_truncated_torch_bin_is_named(checkpoints, tmp_path):
-    src = _broken_copy(_checkpoint(checkpoints, "llama2_bin"), tmp_path)
+    src = _broken_copy(checkpoints["llama2_bin"], tmp_path)
     shard = src / "pytorch_model-00002-of-00002.bin"
     os.truncate(shard, shard.stat().st_size // 2)
     _fails(src, tmp_path, r"^truncated or corrupt weights file pytorch_model-00002-of-00002\.bin")
-
-
-def test_torch_bin_without_torch_says_how_to_install_it(checkpoints, tmp_path, monkeypatch):
-    ck = _checkpoint(checkpoints, "llama2_bin")
-    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now fails as if not installed
-    _fails(ck.path, tmp_path, r"^this checkpoint has PyTorch \.bin weights; install torch: "
-                              r"pip install 'bpo-local\[torch\]'$")
 
 
 def test_interrupt_leaves_no_partial_file_and_keeps_the_old_one(checkpoints, tmp_path):
