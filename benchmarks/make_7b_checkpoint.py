@@ -116,8 +116,7 @@ def _write_shard(path: Path, shapes: dict[str, tuple[int, ...]], random: _Random
     chunk = 8 * _CHUNK_WORDS
     with open(path, "wb") as f:
         f.write(struct.pack("<Q", len(text)) + text)
-        for left in range(offset, 0, -chunk):
-            f.write(random.chunk(min(chunk, left)))
+        f.writelines(random.chunk(min(chunk, left)) for left in range(offset, 0, -chunk))
 
 
 def main() -> int:
