@@ -4,7 +4,10 @@ The header, metadata and tensor table are written first from the files' headers 
 tensor is loaded, converted, written and dropped, so memory stays at a few of the largest tensors.
 A tensor the architecture passes through unchanged and that is stored in the output type is
 copied file to file by the kernel (``copy_file_range``), never entering this process.
-The file appears only when complete (temp file in the same folder + ``os.replace``).
+The file appears only when complete (temp file in the same folder + ``os.replace``). It is not
+fsynced: as with llama.cpp's converter the kernel writes it back while the caller goes on (a build
+quantizes it at once, from the page cache); waiting for 13.5 GB to reach the disk here would cost
+seconds that only a caller keeping the file, and needing it to survive a power cut, should pay.
 """
 
 from __future__ import annotations
@@ -204,8 +207,6 @@ def _write_atomically(writer: gguf.GGUFWriter, plan: list[_Planned], out: Path, 
                 raise ConversionError(f"tensor {p.tensor.source} converted to {f.tell() - start} bytes, "
                                       f"expected {p.nbytes}: please report this bug")
         _pad(f, writer.data_alignment)
-        f.flush()
-        os.fsync(f.fileno())
         writer.close()
         os.replace(tmp, out)
     except OSError as exc:
