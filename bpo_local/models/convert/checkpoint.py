@@ -143,11 +143,7 @@ def _header(hp: HParams, arch: Architecture, vocab: Vocab, plan: list[_Planned],
 
 
 def _plan(hp: HParams, arch: Architecture, src: Path, default_qtype: gguf.GGMLQuantizationType) -> list[_Planned]:
-    """Every output tensor with its type and, where its data is a source's stored bytes, that source.
-
-    An output whose loader is its source's own ``load`` is that tensor unchanged (Llama passes all
-    but q/k through so); any other loader means the data is computed.
-    """
+    """Every output tensor with its type and, where its data is a source's stored bytes, that source."""
     sources: dict[str, SourceTensor] = {}
 
     def listed() -> Iterator[SourceTensor]:
@@ -158,11 +154,20 @@ def _plan(hp: HParams, arch: Architecture, src: Path, default_qtype: gguf.GGMLQu
     plan = []
     for tensor in arch.tensors(hp, listed()):
         qtype = _qtype(tensor, default_qtype)
-        source = sources.get(tensor.source)
-        stored = source if (source is not None and tensor.load is source.load and source.data_offset is not None
-                            and source.shape == tensor.shape and source.dtype == _STORED_AS.get(qtype)) else None
-        plan.append(_Planned(tensor, qtype, stored))
+        plan.append(_Planned(tensor, qtype, _stored(tensor, sources.get(tensor.source), qtype)))
     return plan
+
+
+def _stored(tensor: OutputTensor, source: SourceTensor | None, qtype: gguf.GGMLQuantizationType) -> SourceTensor | None:
+    """``source`` if its bytes on disk are ``tensor``'s GGUF data, else None.
+
+    An output whose loader is its source's own ``load`` is that tensor unchanged (Llama passes all
+    but q/k through so); any other loader means the data is computed.
+    """
+    if (source is None or tensor.load is not source.load or source.data_offset is None
+            or source.shape != tensor.shape or source.dtype != _STORED_AS.get(qtype)):
+        return None
+    return source
 
 
 @contextmanager
