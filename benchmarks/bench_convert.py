@@ -11,8 +11,8 @@ committed), runs both as subprocesses for F16 and F32, and reports wall time, pe
 ``--7b [warm|cold]`` instead converts a Llama-2-7B-shaped fp16 checkpoint (13.5 GB; see
 make_7b_checkpoint.py) to F16, runs interleaved, and reports medians; before each run the
 checkpoint is read into the page cache (warm) or evicted from it (cold) and the disk synced.
-It reuses DIR/checkpoint-7b if present, else builds it and removes it at the end; it needs
-~41 GB free in DIR (checkpoint and both outputs).
+It reuses DIR/checkpoint-7b if present (``make_7b_checkpoint.py DIR/checkpoint-7b`` keeps one
+between runs), else builds it and removes it at the end; it needs ~41 GB free in DIR.
 
 Targets: time <= 1.0x llama.cpp's, peak RSS <= 0.5x.
 """
