@@ -13,6 +13,12 @@ committed), runs both as subprocesses for F16 and F32, and reports wall time, pe
 without torch) and compares the F16 conversion of those; llama.cpp's converter needs torch for
 them, taken from the Python given by ``--torch-python`` (ours never imports it).
 
+``--7b [warm|cold]`` instead converts a Llama-2-7B-shaped fp16 checkpoint (13.5 GB; see
+make_7b_checkpoint.py) to F16, runs interleaved, and reports medians; before each run the
+checkpoint is read into the page cache (warm) or evicted from it (cold) and the disk synced.
+It reuses DIR/checkpoint-7b if present (``make_7b_checkpoint.py DIR/checkpoint-7b`` keeps one
+between runs), else builds it and removes it at the end; it needs ~41 GB free in DIR.
+
 Targets: time <= 1.0x llama.cpp's, peak RSS <= 0.5x.
 """
 
@@ -22,6 +28,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -36,6 +43,7 @@ import _torch_zip as torch_zip  # noqa: E402
 from _checkpoints import llama2_tokenizer_files, llama_config, save_safetensors, write_json  # noqa: E402
 from _convert_helpers import llama_cpp_converter  # noqa: E402
 from gguf_compare import differences  # noqa: E402
+from make_7b_checkpoint import build_7b_checkpoint  # noqa: E402
 
 HIDDEN, LAYERS, HEADS, KV_HEADS, FFN, VOCAB = 1024, 8, 16, 8, 2816, 32000
 TOKENIZER = REPO.parent / "shared" / "fixtures" / "llama2-tokenizer.model"
@@ -165,14 +173,79 @@ def run(cmd: list[str], env: dict[str, str]) -> tuple[float, int]:
     return wall, int(rss)
 
 
+def bench_7b(workdir: Path, repeat: int, *, cold: bool) -> int:
+    """F16 conversion of the 7B-shaped checkpoint, ours vs llama.cpp's, interleaved; medians and ratios."""
+    checkpoint = workdir / "checkpoint-7b"
+    built = not (checkpoint / "config.json").is_file()
+    build_7b_checkpoint(checkpoint)
+    shards = sorted(checkpoint.glob("*.safetensors"))
+    theirs_script, theirs_env = llama_cpp_converter(workdir)
+    out = workdir / "out-7b"
+    out.mkdir(exist_ok=True)
+    cmds = {
+        "ours": ([sys.executable, str(REPO / "scripts" / "convert_hf_to_gguf.py"), str(checkpoint),
+                  "--outfile", str(out / "ours.gguf"), "--outtype", "f16"], {}),
+        "llama.cpp": ([sys.executable, str(theirs_script), str(checkpoint), "--outfile", str(out / "theirs.gguf"),
+                       "--outtype", "f16"], theirs_env),
+    }
+    print(f"checkpoint: {checkpoint} ({sum(f.stat().st_size for f in shards) / 1e9:.1f} GB fp16, "
+          f"{len(shards)} shards), page cache {'cold' if cold else 'warm'}")
+    walls: dict[str, list[float]] = {tool: [] for tool in cmds}
+    peaks: dict[str, list[int]] = {tool: [] for tool in cmds}
+    diff: list[str] = []
+    try:
+        for i in range(repeat):
+            for tool in list(cmds)[:: 1 if i % 2 == 0 else -1]:  # alternate who goes first
+                _settle_page_cache(shards, cold)
+                print("$", " ".join(cmds[tool][0]), flush=True)
+                wall, rss = run(*cmds[tool])
+                walls[tool].append(wall)
+                peaks[tool].append(rss)
+                print(f"  {wall:.1f} s, peak RSS {rss / 1e6:.0f} MB", flush=True)
+            if i == 0:
+                diff = differences(out / "ours.gguf", out / "theirs.gguf")
+            for file in out.glob("*.gguf"):
+                file.unlink()
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+        if built:
+            shutil.rmtree(checkpoint, ignore_errors=True)
+    t_ours, t_theirs = (statistics.median(walls[t]) for t in cmds)
+    r_ours, r_theirs = (statistics.median(peaks[t]) for t in cmds)
+    ok = t_ours <= t_theirs and r_ours <= 0.5 * r_theirs and not diff
+    print(f"\nmedians of {repeat}: ours {t_ours:.1f} s, {r_ours / 1e6:.0f} MB; llama.cpp {t_theirs:.1f} s, "
+          f"{r_theirs / 1e6:.0f} MB; time x {t_ours / t_theirs:.2f}, RSS x {r_ours / r_theirs:.2f}; output "
+          f"{'identical' if not diff else '; '.join(diff[:3])}")
+    print(f"targets (time <= 1.0x, RSS <= 0.5x, identical output): {'met' if ok else 'NOT met'}")
+    print(json.dumps({"cache": "cold" if cold else "warm", "ours_s": walls["ours"], "theirs_s": walls["llama.cpp"],
+                      "ours_rss": peaks["ours"], "theirs_rss": peaks["llama.cpp"], "identical": not diff}))
+    return 0 if ok else 1
+
+
+def _settle_page_cache(files: list[Path], cold: bool) -> None:
+    """Sync the disk (no one's write-back left to pay for), then read ``files`` into the page cache or drop them."""
+    os.sync()
+    for file in files:
+        with open(file, "rb", buffering=0) as f:
+            if cold:
+                os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+            else:
+                while f.read(64 * 1024 * 1024):
+                    pass
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/bpo-bench-convert"))
     parser.add_argument("--bin", action="store_true", help="benchmark a PyTorch .bin checkpoint instead")
     parser.add_argument("--torch-python", default="python3", help="a Python with torch, for llama.cpp's .bin path")
     parser.add_argument("--repeat", type=int, default=2, help="runs per tool and type; the best time is kept")
+    parser.add_argument("--7b", dest="cache_7b", nargs="?", const="warm", choices=("warm", "cold"),
+                        help="convert the 7B-shaped checkpoint, page cache warm (default) or cold")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
+    if args.cache_7b:
+        return bench_7b(args.workdir, args.repeat, cold=args.cache_7b == "cold")
 
     checkpoint = build_checkpoint(args.workdir / "checkpoint")
     size = sum(f.stat().st_size for f in checkpoint.glob("*.safetensors"))

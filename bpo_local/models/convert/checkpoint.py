@@ -2,7 +2,12 @@
 
 The header, metadata and tensor table are written first from the files' headers alone; then each
 tensor is loaded, converted, written and dropped, so memory stays at a few of the largest tensors.
-The file appears only when complete (temp file in the same folder + ``os.replace``).
+A tensor the architecture passes through unchanged and that is stored in the output type is
+copied file to file by the kernel (``copy_file_range``), never entering this process.
+The file appears only when complete (temp file in the same folder + ``os.replace``). It is not
+fsynced: as with llama.cpp's converter the kernel writes it back while the caller goes on (a build
+quantizes it at once, from the page cache); waiting for 13.5 GB to reach the disk here would cost
+seconds that only a caller keeping the file, and needing it to survive a power cut, should pay.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import numpy as np
 from ...errors import ConversionError
 from .arch import Architecture, OutputTensor, for_hparams
 from .hparams import HParams
-from .reader import read_tensors
+from .reader import SourceTensor, read_tensors
 from .vocab import Vocab, load_vocab
 
 TensorCallback = Callable[[str, int, int], None]
@@ -37,6 +42,8 @@ OUTTYPES: dict[str, tuple[gguf.LlamaFileType, gguf.GGMLQuantizationType]] = {
 _BYTES_PER_VALUE = {gguf.GGMLQuantizationType.F32: 4, gguf.GGMLQuantizationType.F16: 2,
                     gguf.GGMLQuantizationType.BF16: 2}
 _BLOCK_BYTES = 8 * 1024 * 1024
+_STORED_AS = {gguf.GGMLQuantizationType.F32: "F32", gguf.GGMLQuantizationType.F16: "F16"}
+"""Output types whose GGUF bytes equal the safetensors bytes of that stored type."""
 _HEADROOM = 4 * 1024 * 1024
 """Room for the header, metadata and vocabulary on top of the tensor data."""
 
@@ -62,6 +69,8 @@ class ConversionReport:
 class _Planned:
     tensor: OutputTensor
     qtype: gguf.GGMLQuantizationType
+    stored: SourceTensor | None
+    """The source tensor whose bytes on disk are already this tensor's GGUF data, if any."""
 
     @property
     def nbytes(self) -> int:
@@ -91,7 +100,7 @@ def _convert(src: Path, out: Path, outtype: str, name: str | None, extra_metadat
     hp = HParams.load(src)
     arch = for_hparams(hp)
     vocab = load_vocab(src, hp.vocab_size)
-    plan = [_Planned(t, _qtype(t, default_qtype)) for t in arch.tensors(hp, read_tensors(src))]
+    plan = _plan(hp, arch, src, default_qtype)
     names = [p.tensor.name for p in plan]
     if len(set(names)) != len(names):
         twice = next(n for n in names if names.count(n) > 1)
@@ -133,6 +142,34 @@ def _header(hp: HParams, arch: Architecture, vocab: Vocab, plan: list[_Planned],
     return writer
 
 
+def _plan(hp: HParams, arch: Architecture, src: Path, default_qtype: gguf.GGMLQuantizationType) -> list[_Planned]:
+    """Every output tensor with its type and, where its data is a source's stored bytes, that source."""
+    sources: dict[str, SourceTensor] = {}
+
+    def listed() -> Iterator[SourceTensor]:
+        for tensor in read_tensors(src):
+            sources[tensor.name] = tensor
+            yield tensor
+
+    plan = []
+    for tensor in arch.tensors(hp, listed()):
+        qtype = _qtype(tensor, default_qtype)
+        plan.append(_Planned(tensor, qtype, _stored(tensor, sources.get(tensor.source), qtype)))
+    return plan
+
+
+def _stored(tensor: OutputTensor, source: SourceTensor | None, qtype: gguf.GGMLQuantizationType) -> SourceTensor | None:
+    """``source`` if its bytes on disk are ``tensor``'s GGUF data, else None.
+
+    An output whose loader is its source's own ``load`` is that tensor unchanged (Llama passes all
+    but q/k through so); any other loader means the data is computed.
+    """
+    if (source is None or tensor.load is not source.load or source.data_offset is None
+            or source.shape != tensor.shape or source.dtype != _STORED_AS.get(qtype)):
+        return None
+    return source
+
+
 @contextmanager
 def _quiet_gguf() -> Iterator[None]:
     """gguf-py logs heuristics warnings (tokenizer templates, endianness) that users cannot act on."""
@@ -166,14 +203,15 @@ def _write_atomically(writer: gguf.GGUFWriter, plan: list[_Planned], out: Path, 
                 on_tensor(p.tensor.name, index, len(plan))
             _pad(f, writer.data_alignment)
             start = f.tell()
-            for block in _converted_blocks(p):
-                block.tofile(f)
+            if p.stored is not None:
+                _copy_stored(p.stored, p.nbytes, f)
+            else:
+                for block in _converted_blocks(p):
+                    block.tofile(f)
             if f.tell() - start != p.nbytes:
                 raise ConversionError(f"tensor {p.tensor.source} converted to {f.tell() - start} bytes, "
                                       f"expected {p.nbytes}: please report this bug")
         _pad(f, writer.data_alignment)
-        f.flush()
-        os.fsync(f.fileno())
         writer.close()
         os.replace(tmp, out)
     except OSError as exc:
@@ -197,6 +235,34 @@ def _converted_blocks(p: _Planned) -> Iterator[np.ndarray]:
     rows = max(1, _BLOCK_BYTES // max(1, data[:1].nbytes))
     for start in range(0, len(data), rows):
         yield gguf.quants.quantize(np.ascontiguousarray(data[start:start + rows]), p.qtype)
+
+
+def _copy_stored(source: SourceTensor, nbytes: int, out: BinaryIO) -> None:
+    """Append ``nbytes`` of ``source``'s file from its data offset to ``out``, in the kernel where it can."""
+    assert source.data_offset is not None
+    out.flush()
+    start = out.tell()
+    with open(source.file, "rb", buffering=0) as f:
+        done = 0
+        while done < nbytes:
+            n = _copy_range(f.fileno(), out.fileno(), nbytes - done, source.data_offset + done, start + done)
+            if n == 0:
+                raise ConversionError(f"truncated or corrupt weights file {source.file.name}: download it again")
+            done += n
+    out.seek(start + nbytes)
+
+
+def _copy_range(src: int, dst: int, count: int, src_offset: int, dst_offset: int) -> int:
+    """One ``copy_file_range`` step (bytes copied, 0 at end of file), or read + write where not supported."""
+    try:
+        return os.copy_file_range(src, dst, count, src_offset, dst_offset)
+    except AttributeError:  # not Linux
+        pass
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+            raise
+    data = os.pread(src, min(count, _BLOCK_BYTES), src_offset)
+    return os.pwrite(dst, data, dst_offset)
 
 
 def _pad(f: BinaryIO, alignment: int) -> None:

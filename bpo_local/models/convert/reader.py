@@ -25,6 +25,9 @@ class SourceTensor:
     """The stored type in safetensors spelling: ``F32``, ``F16``, ``BF16``..."""
     file: Path
     load: Callable[[], np.ndarray]
+    data_offset: int | None = None
+    """Where the stored bytes start in ``file`` when they lie there as one little-endian run in
+    ``dtype`` (``load()`` then only reinterprets them); None when reading means decoding."""
 
 
 SAFETENSORS_INDEX = "model.safetensors.index.json"

@@ -35,8 +35,9 @@ def read_safetensors(file: Path) -> Iterator[SourceTensor]:
             raise ConversionError(f"{file.name}: tensor {name} has unsupported type {dtype}")
         if end - begin != prod(shape) * _DTYPES[dtype].itemsize or data_start + end > size:
             raise ConversionError(f"truncated or corrupt weights file {file.name}: download it again")
+        offset = data_start + begin
         yield SourceTensor(name, shape, dtype, file,
-                           lambda f=file, o=data_start + begin, d=dtype, s=shape: _load(f, o, d, s))
+                           lambda f=file, o=offset, d=dtype, s=shape: _load(f, o, d, s), offset)
 
 
 def _read_header(file: Path) -> tuple[dict, int]:

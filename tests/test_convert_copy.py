@@ -1,0 +1,51 @@
+"""Tensors stored in the output type are copied file to file: in the kernel on one file system, by
+reads and writes across two (a tmpfs), with the same bytes either way and a full disk still named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _checkpoints import Checkpoint, build_bpe_tied
+from _convert_helpers import mounted_tmpfs
+from gguf import GGUFReader
+
+from bpo_local.errors import ConversionError
+from bpo_local.models.convert import convert_checkpoint
+
+
+@pytest.fixture(scope="module")
+def f16_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Checkpoint:
+    return build_bpe_tied(tmp_path_factory.mktemp("copy") / "bpe_tied")
+
+
+@pytest.fixture
+def other_disk(tmp_path: Path):
+    yield from mounted_tmpfs(tmp_path / "disk", "6m")
+
+
+def test_f16_tensors_are_the_stored_bytes_on_one_file_system_and_across_two(f16_checkpoint, tmp_path, other_disk):
+    same = convert_checkpoint(f16_checkpoint.path, tmp_path / "m.gguf", outtype="f16").path
+    across = convert_checkpoint(f16_checkpoint.path, other_disk / "m.gguf", outtype="f16").path
+    assert same.read_bytes() == across.read_bytes()
+    tensors = {t.name: t for t in GGUFReader(same).tensors}
+    for gguf_name, hf_name in (("token_embd.weight", "model.embed_tokens.weight"),
+                               ("blk.1.ffn_down.weight", "model.layers.1.mlp.down_proj.weight"),
+                               ("blk.0.attn_v.weight", "model.layers.0.self_attn.v_proj.weight")):
+        expected = f16_checkpoint.weights[hf_name].astype(np.float16)
+        assert tensors[gguf_name].data.tobytes() == expected.tobytes(), gguf_name
+
+
+def test_disk_filling_up_while_copying(f16_checkpoint, other_disk):
+    def fill_disk(name: str, index: int, total: int) -> None:
+        if index == 3:
+            with open(other_disk / "other-program.bin", "wb") as f:
+                try:
+                    f.write(b"\0" * (6 << 20))
+                except OSError:
+                    pass
+
+    with pytest.raises(ConversionError, match=r"^not enough disk space in .*disk: need ~"):
+        convert_checkpoint(f16_checkpoint.path, other_disk / "m.gguf", outtype="f16", on_tensor=fill_disk)
+    assert [p.name for p in other_disk.iterdir()] == ["other-program.bin"]
