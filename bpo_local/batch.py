@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from .errors import BpoLocalError, UsageError
+from .journal import Journal
 from .optimizer import OptimizeResult
 
 Format = Literal["jsonl", "lines"]
@@ -159,11 +159,6 @@ def process(
     return failed
 
 
-def dumps(record: dict[str, Any]) -> bytes:
-    """One JSONL line (UTF-8, newline-terminated)."""
-    return (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
-
-
 class ResumableOutput:
     """A JSONL output file that survives being killed: appended and fsynced one record at a time.
 
@@ -178,29 +173,16 @@ class ResumableOutput:
         self.done: dict[int, str] = {}
         self.failed = 0
         try:
-            self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+            self._journal = Journal(path, lock=True)
         except OSError as exc:
             raise UsageError(f"cannot open {path} for --resume: {exc.strerror}; check the path") from exc
-        try:
-            _lock(self._fd, path)
-            self._load()
-        except BaseException:
-            os.close(self._fd)
-            raise
-
-    def _load(self) -> None:
-        with open(self._fd, "rb", closefd=False) as fh:
-            data = fh.read()
-        end = data.rfind(b"\n") + 1
-        if end < len(data):  # a run killed mid-write: its last line is incomplete, drop it
-            os.ftruncate(self._fd, end)
-        for number, raw in enumerate(data[:end].splitlines(), start=1):
+        for number, record in self._journal.records():
             try:
-                record = json.loads(raw)
                 line, digest = record["line"], record["input_sha256"]
-            except (ValueError, TypeError, KeyError) as exc:
+            except (TypeError, KeyError) as exc:
+                self._journal.close()
                 raise UsageError(
-                    f"{self.path} line {number} is not a bpo-local batch record; resume into the file a batch wrote, or a new one"
+                    f"{path} line {number} is not a bpo-local batch record; resume into the file a batch wrote, or a new one"
                 ) from exc
             self.done[line] = digest
             self.failed += "error" in record
@@ -224,28 +206,14 @@ class ResumableOutput:
 
     def write(self, record: dict[str, Any]) -> None:
         """Append one record and make it durable before returning."""
-        data = memoryview(dumps(record))
-        while data:
-            data = data[os.write(self._fd, data):]
-        os.fsync(self._fd)
+        self._journal.append(record)
         self.done[record["line"]] = record["input_sha256"]
 
     def close(self) -> None:
-        os.close(self._fd)
+        self._journal.close()
 
     def __enter__(self) -> ResumableOutput:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _lock(fd: int, path: Path) -> None:
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows: no advisory lock
-        return
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError as exc:
-        raise UsageError(f"{path} is being written by another bpo-local run; wait for it or use another file") from exc

@@ -20,7 +20,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from ..batch import BatchItem, answer_record, dumps, error_record
+from ..batch import BatchItem, answer_record, error_record
+from ..journal import dumps
 
 if TYPE_CHECKING:
     from ..optimizer import OptimizeResult, OptimizeStream
