@@ -106,9 +106,10 @@ class Repl:
     def optimize(self, prompt: str) -> None:
         """Stream BPO's rewrite(s) of ``prompt`` into panels; Ctrl-C keeps what was produced."""
         s = self.settings
-        n = self.optimizer.preset(s.mode, **s.overrides()).n
+        changes = s.overrides.changes()
+        n = self.optimizer.preset(s.mode, **changes).n
         texts = [Text() for _ in range(n)]
-        stream = self.optimizer.stream(prompt, mode=s.mode, seed=s.seed, **s.overrides())
+        stream = self.optimizer.stream(prompt, mode=s.mode, **changes)
         with self._live(view.candidates(texts)) as live, interrupt_flag() as stop:
             for delta in stream:
                 texts[delta.index].append(delta.text)
@@ -136,7 +137,7 @@ class Repl:
         model = self._target_model(target)
         prompts = (turn.result.prompt, turn.chosen)
         answers = [Text(), Text()]
-        max_tokens = self.settings.max_tokens or COMPARE_MAX_TOKENS
+        max_tokens = self.settings.overrides.max_tokens or COMPARE_MAX_TOKENS
         with self._live(view.comparison(model.name, prompts, answers)), interrupt_flag() as stop:
             for prompt, answer in zip(prompts, answers):
                 if stop.is_set():
@@ -178,11 +179,12 @@ class Repl:
 
     def show_params(self) -> None:
         s = self.settings
-        preset = self.optimizer.preset(s.mode, **s.overrides())
+        changes = s.overrides.changes()
+        preset = self.optimizer.preset(s.mode, **changes)
         values = {"mode": preset.name, "n": preset.n, "temperature": preset.temperature, "top_p": preset.top_p,
                   "top_k": preset.top_k, "max_tokens": preset.max_new_tokens,
-                  "seed": "random" if s.seed is None else s.seed}
-        overridden = ["mode"] + [k for k, v in {**s.overrides(), "seed": s.seed}.items() if v is not None]
+                  "seed": "random" if s.overrides.seed is None else s.overrides.seed}
+        overridden = ["mode", *changes]
         self.console.print(view.params(values, overridden))
 
     def close(self) -> None:

@@ -57,7 +57,7 @@ def dispatch(repl: Repl, line: str) -> None:
 
 
 def _setting(name: str, field: str, usage: str, help: str) -> None:
-    """Register ``/name VALUE`` for ``Settings.field`` (range from ``presets.LIMITS``): sets it,
+    """Register ``/name VALUE`` for the override ``field`` (range from ``presets.LIMITS``): sets it,
     ``default`` clears it, no value shows it."""
 
     def handle(repl: Repl, arg: str) -> None:
@@ -66,7 +66,7 @@ def _setting(name: str, field: str, usage: str, help: str) -> None:
                 value = None if arg.lower() in ("default", "random") else parse_parameter(field, arg)
             except UsageError as exc:
                 raise UsageError(f"/{name}: {exc} (or `default`)") from None
-            setattr(repl.settings, field, value)
+            repl.settings.set(field, value)
         repl.show_params()
 
     command(name, usage, help)(handle)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..atomic import write_text_atomic
 from ..errors import UsageError
+from ..presets import Overrides
 
 if TYPE_CHECKING:
     from ..optimizer import OptimizeResult
@@ -17,20 +18,14 @@ if TYPE_CHECKING:
 
 @dataclass
 class Settings:
-    """Mode plus the user's overrides; None means "the mode's preset value"."""
+    """The mode plus the user's overrides (``presets.Overrides``: one set of names and ranges)."""
 
     mode: str = "stable"
-    n: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    top_k: int | None = None
-    max_tokens: int | None = None
-    seed: int | None = None
+    overrides: Overrides = field(default_factory=Overrides)
 
-    def overrides(self) -> dict[str, Any]:
-        """Keyword arguments for ``Optimizer.stream``/``preset`` (seed excluded)."""
-        return {"n": self.n, "temperature": self.temperature, "top_p": self.top_p,
-                "top_k": self.top_k, "max_tokens": self.max_tokens}
+    def set(self, name: str, value: int | float | None) -> None:
+        """Override ``name`` (an Overrides field) with ``value``, checked; None goes back to the preset's."""
+        self.overrides = replace(self.overrides, **{name: value})
 
 
 @dataclass(frozen=True)
