@@ -347,10 +347,11 @@ def llama_cpp_vocab_tests(cache: Path, name: str) -> tuple[Path, list[tuple[str,
 
 
 LLAMA_CPP_CONVERTER_DEPS = ("transformers==4.57.6", "tokenizers>=0.22,<=0.23.0", "huggingface-hub>=0.34,<1.0",
-                            "regex", "torch==2.13.0")
+                            "regex", "torch==2.13.0", "sympy>=1.13.3", "mpmath", "networkx>=2.5.1")
 """What llama.cpp's converter imports beyond our venv (transformers pinned as in its
 requirements-convert_legacy_llama.txt; the hub and tokenizers versions that transformers accepts; torch,
-which it imports at the top: bpo-local itself no longer needs it, so it lives only in this cached folder)."""
+which it imports at the top, and what torch needs beyond our venv: bpo-local itself no longer needs torch, so
+it lives only in this cached folder)."""
 
 
 def llama_cpp_converter(cache: Path) -> tuple[Path, dict[str, str]]:
