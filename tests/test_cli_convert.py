@@ -11,7 +11,7 @@ from _checkpoints import build_llama2_pad_safetensors
 from _convert_helpers import FakeHub, mounted_tmpfs
 from _store_helpers import eval_pairs, kill, smollm2_f16, start_cli, store_files, wait_for  # noqa: F401
 
-from bpo_local.models.gguf_header import read_header
+from bpo_local.gguf_header import read_header
 from bpo_local.models.store import ModelStore
 from bpo_local.presets import CHAT_TEMPLATE_JINJA, STABLE
 

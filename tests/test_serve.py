@@ -15,7 +15,6 @@ from _cli_helpers import assert_one_line_error, model_args
 from _llama_server import free_port
 from _serve_helpers import BpoServer
 
-
 PROMPT = "tell me a joke"
 SETTINGS = {"seed": 1, "max_tokens": 40}
 

@@ -11,7 +11,6 @@ import pytest
 from _llama_server import free_port
 from _serve_helpers import BpoServer
 
-
 PROMPT = "tell me a joke"
 GREEDY = {"temperature": 0, "seed": 0, "max_tokens": 24}
 

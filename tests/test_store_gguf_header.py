@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bpo_local.models.gguf_header import read_header
+from bpo_local.gguf_header import read_header
 
 
 def test_header_matches_gguf_py_on_a_real_model(smollm2_gguf: Path) -> None:

@@ -95,7 +95,6 @@ def _model(args: argparse.Namespace) -> dict[str, Any]:
     from ..config import configured_model, load_config
     from ..errors import ModelNotFound
     from ..presets import CHAT_TEMPLATE_JINJA
-
     from .common import choose_backend
 
     try:

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING
 
 from .. import __version__
 from ..errors import ConversionError
+from ..gguf_header import read_header
 from ..presets import CHAT_TEMPLATE_JINJA, PRESETS
 from .convert.hub import DEFAULT_SOURCE
-from .gguf_header import read_header
 from .quantize import DEFAULT_QUANTS, quantize
 from .store import Build, ModelStore, model_name
 

@@ -28,8 +28,8 @@ from typing import Any, BinaryIO
 
 from ..atomic import write_text_atomic
 from ..errors import ModelNotFound, StoreError
+from ..gguf_header import read_header
 from .digest import file_sha256
-from .gguf_header import read_header
 
 DEFAULT_ORDER = (
     "q4_k_m", "q5_k_m", "q6_k", "q8_0", "q5_k_s", "q4_k_s", "q5_0", "q5_1", "q4_0", "q4_1",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ...models.gguf_header import GGUFFile, read_gguf
+from ...gguf_header import GGUFFile, read_gguf
 
 MAX_LAYERS, MAX_EXPERTS = 512, 1024
 """LLAMA_MAX_LAYERS and LLAMA_MAX_EXPERTS of the bundled llama.cpp."""

@@ -12,8 +12,8 @@ from ...backend import Capabilities, ModelInfo, Request, RequestDone
 from ...errors import BpoLocalError, ModelLoadError, ModelNotFound, PromptTooLong, UsageError
 from . import buffers, sampling
 from .context import Context
-from .gguf_check import check_gguf
 from .generation import BatchGeneration, Generation
+from .gguf_check import check_gguf
 from .info import model_info
 from .job import Job
 from .native import llama, set_verbose
