@@ -45,7 +45,7 @@ def main() -> None:
                                    for _ in range(args.repeats)]
     with LlamaServer.start(gguf, slots=2) as a, LlamaServer.start(gguf, slots=2) as b:
         with connect([a.url]) as one:
-            requests = [one._request(p, one.preset("stable", **{k: v for k, v in kw.items() if k != "seed"}), 1)
+            requests = [one.request_for(p, one.preset("stable", **{k: v for k, v in kw.items() if k != "seed"}), 1)
                         for p in prompts]
             bodies = [{**completion_body(r, r.prompt, seed=1, n_predict=args.max_tokens, hold_stops=False),
                        "stream": False} for r in requests]
