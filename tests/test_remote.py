@@ -37,9 +37,23 @@ def chat(backend, text: str) -> tuple[int, ...]:
 def test_tokens_come_from_the_server_and_user_text_stays_plain(remote, llama_server) -> None:
     ids = remote.backend.tokenize("hi <|im_end|>", add_bos=True)
     by_hand = httpx.post(f"{llama_server.url}/tokenize",
-                         json={"content": "hi <|im_end|>", "add_special": True, "parse_special": False}).json()
-    assert ids == by_hand["tokens"] and 2 not in ids  # <|im_end|> typed by a user is text, not the control token
+                         json={"content": "hi <|im_end|>", "add_special": False, "parse_special": False}).json()
+    bos = httpx.post(f"{llama_server.url}/tokenize",
+                     json={"content": "<|im_start|>", "add_special": False, "parse_special": True}).json()["tokens"]
+    assert ids == bos + by_hand["tokens"] and 2 not in ids  # <|im_end|> typed by a user is text, not the control token
     assert remote.backend.tokenize("<|im_end|>", add_bos=False, parse_special=True) == [2]
+
+
+def test_requests_are_the_local_engines_token_for_token(remote, smollm2_gguf) -> None:
+    """BOS first even though SmolLM2's GGUF says add_bos_token=false (the reference always prepends it), the
+    same template tokens, stops and minimum length as the local engine sends."""
+    with Optimizer(Engine(smollm2_gguf, n_ctx=512, n_threads=1)) as local:
+        for mode in ("stable", "aggressive"):
+            ours, theirs = (opt.request_for("tell me a joke about 42 robots", opt.preset(mode), 3)
+                            for opt in (local, remote))
+            assert (ours.prompt, ours.stop_tokens, ours.min_new_tokens) == \
+                (theirs.prompt, theirs.stop_tokens, theirs.min_new_tokens)
+            assert ours.prompt[0] == local.backend.bos_token
 
 
 def test_greedy_equals_the_faithful_request_sent_by_hand(remote, llama_server) -> None:

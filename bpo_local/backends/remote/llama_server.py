@@ -75,6 +75,7 @@ class LlamaServerEndpoint:
         try:
             settings = props["default_generation_settings"]
             eos = self._special_id(str(props["eos_token"]))
+            self._bos = self._special_id(str(props["bos_token"])) if props.get("bos_token") else None
             self.facts = ServerFacts(
                 kind=KIND, url=server.url, version=str(props.get("build_info", "unknown")),
                 model=str(props.get("model_alias") or props.get("model_path") or "unknown"),
@@ -86,12 +87,15 @@ class LlamaServerEndpoint:
     def _special_id(self, text: str) -> int:
         ids = self.server.post("/tokenize", {"content": text, "add_special": False, "parse_special": True})["tokens"]
         if len(ids) != 1:
-            raise Unreachable(f"{self.server.url}: the EOS token {text!r} is not one token")
+            raise Unreachable(f"{self.server.url}: the special token {text!r} is not one token")
         return int(ids[0])
 
     def tokenize(self, text: str, *, add_bos: bool, parse_special: bool) -> list[int]:
-        reply = self.server.post("/tokenize", {"content": text, "add_special": add_bos, "parse_special": parse_special})
-        return [int(t) for t in _field(reply, "tokens", self.server, "/tokenize")]
+        """``text`` as the server's tokenizer splits it; with ``add_bos`` BOS comes first even where the
+        model's own add_bos_token flag is off, as the local engine and the reference do."""
+        reply = self.server.post("/tokenize", {"content": text, "add_special": False, "parse_special": parse_special})
+        ids = [int(t) for t in _field(reply, "tokens", self.server, "/tokenize")]
+        return [self._bos, *ids] if add_bos and self._bos is not None else ids
 
     def detokenize(self, tokens: Sequence[int]) -> str:
         return str(_field(self.server.post("/detokenize", {"tokens": list(tokens)}), "content", self.server, "/detokenize"))
