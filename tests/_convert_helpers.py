@@ -397,3 +397,18 @@ def mounted_tmpfs(folder: Path, size: str) -> Iterator[Path]:
         pytest.skip("cannot mount a small tmpfs here (needs root)")
     yield folder
     subprocess.run(["umount", str(folder)], check=True)
+
+
+def fill_disk_at(disk: Path, index: int = 3) -> Callable[[str, int, int], None]:
+    """An ``on_tensor`` callback that, before tensor ``index`` is written, has another program take every
+    byte left on ``disk`` (a small tmpfs): the convert runs out of space mid-write."""
+
+    def fill(name: str, at: int, total: int) -> None:
+        if at == index:
+            with open(disk / "other-program.bin", "wb") as f:
+                try:
+                    f.write(b"\0" * (6 << 20))
+                except OSError:
+                    pass
+
+    return fill

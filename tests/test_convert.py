@@ -20,7 +20,7 @@ from _checkpoints import (
     build_llama2_pad_safetensors,
     save_safetensors,
 )
-from _convert_helpers import FakeHub, LlamaCpp, llama_cpp_vocab_tests, mounted_tmpfs, reference_logits
+from _convert_helpers import FakeHub, LlamaCpp, fill_disk_at, llama_cpp_vocab_tests, mounted_tmpfs, reference_logits
 from conftest import CACHE
 
 from bpo_local.errors import ConversionError
@@ -330,16 +330,8 @@ def test_not_enough_disk_space_before_writing(checkpoints, small_disk):
 
 
 def test_disk_filling_up_while_writing(checkpoints, small_disk):
-    def fill_disk(name: str, index: int, total: int) -> None:
-        if index == 3:
-            with open(small_disk / "other-program.bin", "wb") as f:
-                try:
-                    f.write(b"\0" * (6 << 20))
-                except OSError:
-                    pass
-
     with pytest.raises(ConversionError, match=r"^not enough disk space in .*disk: need ~"):
-        convert_checkpoint(checkpoints["bpe_tied"].path, small_disk / "m.gguf", outtype="f32", on_tensor=fill_disk)
+        convert_checkpoint(checkpoints["bpe_tied"].path, small_disk / "m.gguf", outtype="f32", on_tensor=fill_disk_at(small_disk))
     assert [p.name for p in small_disk.iterdir()] == ["other-program.bin"]
 
 

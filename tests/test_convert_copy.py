@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _checkpoints import Checkpoint, build_bpe_tied
-from _convert_helpers import mounted_tmpfs
+from _convert_helpers import fill_disk_at, mounted_tmpfs
 from gguf import GGUFReader
 
 from bpo_local.errors import ConversionError
@@ -38,14 +38,6 @@ def test_f16_tensors_are_the_stored_bytes_on_one_file_system_and_across_two(f16_
 
 
 def test_disk_filling_up_while_copying(f16_checkpoint, other_disk):
-    def fill_disk(name: str, index: int, total: int) -> None:
-        if index == 3:
-            with open(other_disk / "other-program.bin", "wb") as f:
-                try:
-                    f.write(b"\0" * (6 << 20))
-                except OSError:
-                    pass
-
     with pytest.raises(ConversionError, match=r"^not enough disk space in .*disk: need ~"):
-        convert_checkpoint(f16_checkpoint.path, other_disk / "m.gguf", outtype="f16", on_tensor=fill_disk)
+        convert_checkpoint(f16_checkpoint.path, other_disk / "m.gguf", outtype="f16", on_tensor=fill_disk_at(other_disk))
     assert [p.name for p in other_disk.iterdir()] == ["other-program.bin"]
