@@ -331,7 +331,8 @@ def test_not_enough_disk_space_before_writing(checkpoints, small_disk):
 
 def test_disk_filling_up_while_writing(checkpoints, small_disk):
     with pytest.raises(ConversionError, match=r"^not enough disk space in .*disk: need ~"):
-        convert_checkpoint(checkpoints["bpe_tied"].path, small_disk / "m.gguf", outtype="f32", on_tensor=fill_disk_at(small_disk))
+        convert_checkpoint(checkpoints["bpe_tied"].path, small_disk / "m.gguf", outtype="f32",
+                           on_tensor=fill_disk_at(small_disk))
     assert [p.name for p in small_disk.iterdir()] == ["other-program.bin"]
 
 
