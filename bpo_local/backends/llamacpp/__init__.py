@@ -12,8 +12,26 @@
 ``Request``, ``Sampling`` and the results are the neutral contract of ``bpo_local.backend``.
 """
 
-from .generation import BatchGeneration, Generation
-from .model import Engine
-from .system import SystemInfo, physical_cores, system_info
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .generation import BatchGeneration, Generation
+    from .model import Engine
+    from .system import SystemInfo, physical_cores, system_info
+
+_HOME = {"BatchGeneration": ".generation", "Generation": ".generation", "Engine": ".model",
+         "SystemInfo": ".system", "physical_cores": ".system", "system_info": ".system"}
+"""Imported on first use: every CLI start reads the buffer policy names in ``.buffers``, and importing a
+submodule runs this file, which would otherwise load the whole engine (~80 ms)."""
+
+
+def __getattr__(name: str) -> object:
+    if name in _HOME:
+        return getattr(importlib.import_module(_HOME[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["BatchGeneration", "Engine", "Generation", "SystemInfo", "physical_cores", "system_info"]
