@@ -37,6 +37,17 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                             "(default: auto, or cpu_buffers in config.toml)")
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1 (``--parallel``, ``--queue``, ...)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
+    return value
+
+
 def status_console() -> Console:
     """Progress and status: stderr, and silent unless stderr is a terminal. Honours NO_COLOR."""
     from rich.console import Console

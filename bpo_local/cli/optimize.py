@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError
 from ..presets import MODES, parse_parameter
-from .common import add_model_options, load_optimizer, status_console
+from .common import add_model_options, load_optimizer, positive_int, status_console
 
 if TYPE_CHECKING:
     from ..batch import Sink
@@ -75,7 +75,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     batch.add_argument("--lines", action="store_true", help="batch: plain text, one prompt per line")
     output.add_argument("--json", action="store_true", help="JSON output (JSONL for batches)")
     output.add_argument("--resume", type=Path, metavar="OUT", help="batch: append to OUT, skipping what it answers")
-    output.add_argument("--parallel", type=_positive_int, metavar="K",
+    output.add_argument("--parallel", type=positive_int, metavar="K",
                         help=f"batch: prompts decoded together (default {DEFAULT_PARALLEL})")
     output.add_argument("--no-log", action="store_true", help="do not record this run in the run log")
     add_model_options(parser)
@@ -227,16 +227,6 @@ def _read_input(arg: str | None) -> bytes:
     if arg is None and sys.stdin.isatty():
         raise UsageError("no input: pipe the batch on stdin or name a file (`-` reads the terminal until Ctrl-D)")
     return sys.stdin.buffer.read()
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
-    return value
 
 
 def parameter(name: str) -> Any:

@@ -11,8 +11,8 @@ import sys
 
 from ..errors import BpoLocalError, UsageError
 from ..presets import MODES
-from .common import add_model_options, load_optimizer
-from .optimize import DEFAULT_PARALLEL, _positive_int
+from .common import add_model_options, load_optimizer, positive_int
+from .optimize import DEFAULT_PARALLEL
 
 API_KEY_ENV = "BPO_LOCAL_API_KEY"
 UPSTREAM_KEY_ENV = "BPO_LOCAL_UPSTREAM_KEY"
@@ -58,18 +58,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     net.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     net.add_argument("--port", type=_port, default=8000, help="port (default 8000; 0 picks a free one)")
     net.add_argument("--api-key", default=os.environ.get(API_KEY_ENV), help=f"key clients must send (or ${API_KEY_ENV})")
-    net.add_argument("--queue", type=_positive_int, default=64, metavar="N",
+    net.add_argument("--queue", type=positive_int, default=64, metavar="N",
                      help="requests that may wait for the engine before 429 (default 64)")
-    net.add_argument("--max-body", type=_positive_int, default=1 << 20, metavar="BYTES",
+    net.add_argument("--max-body", type=positive_int, default=1 << 20, metavar="BYTES",
                      help="largest request body (default 1 MiB)")
     net.add_argument("--no-log", action="store_true", help="do not record the rewrites in the run log")
     bpo = parser.add_argument_group("BPO")
     bpo.add_argument("--mode", choices=MODES, default="stable", help="default mode (requests may choose their own)")
     bpo.add_argument("--seed", type=int, help="BPO's seed where a request gives none, e.g. the proxy's rewrites "
                      "(default: random)")
-    bpo.add_argument("--parallel", type=_positive_int, default=DEFAULT_PARALLEL, metavar="K",
+    bpo.add_argument("--parallel", type=positive_int, default=DEFAULT_PARALLEL, metavar="K",
                      help=f"optimizations decoded together (default {DEFAULT_PARALLEL})")
-    bpo.add_argument("--max-tokens", type=_positive_int, default=1024, metavar="N",
+    bpo.add_argument("--max-tokens", type=positive_int, default=1024, metavar="N",
                      help="most new tokens a request may ask BPO for (default 1024, the presets')")
     up = parser.add_argument_group("proxy")
     up.add_argument("--upstream", metavar="URL", help="OpenAI-compatible base URL to forward chat requests to")
