@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ...backend import GenerationResult, ModelInfo, Request, RequestDone, TokenEvent
 from ...errors import BpoLocalError, PromptTooLong, ServerError, UsageError
+from .endpoint import Endpoint
 from .fleet import Fleet
 from .http import Rejected
 
@@ -113,8 +114,8 @@ class RemoteGeneration:
 class RemoteBatch:
     """Requests spread over the fleet: (request index, TokenEvent) per token as it streams, one
     ``RequestDone`` per request as it finishes. A request's own error (too long, rejected) is its
-    RequestDone; a fleet that cannot go on raises. A request is retried on another server only while it
-    has shown nothing."""
+    RequestDone; a fleet that cannot go on raises. A request whose server fails is retried whole on
+    another, even mid-stream (nothing is lost); only its first attempt streams token events."""
 
     def __init__(self, fleet: Fleet, requests: Iterable[Request | None], max_sequences: int | None) -> None:
         self._fleet = fleet
@@ -149,15 +150,18 @@ class RemoteBatch:
 
     def _one(self, index: int, request: Request, limit: int | None, server: int, stop: threading.Event) -> None:
         seed = _seed(request)
-        shown = threading.Event()
+        attempts = 0
 
-        def emit(event: TokenEvent) -> None:
-            shown.set()
-            self._done.put((index, event))
+        def attempt(endpoint: Endpoint) -> GenerationResult:
+            """One try on ``endpoint``; only the first streams its tokens, so a retry (after a server died
+            mid-stream) never repeats text already shown: its whole result arrives in the RequestDone."""
+            nonlocal attempts
+            attempts += 1
+            first = attempts == 1
+            return endpoint.run(request, seed, lambda event: self._done.put((index, event)) if first else None, stop)
 
         try:
-            result = self._fleet.run(request.n, limit, lambda e: e.run(request, seed, emit, stop),
-                                     retryable=lambda: not shown.is_set(), first=server)
+            result = self._fleet.run(request.n, limit, attempt, first=server)
             self._done.put(RequestDone(index, result=result))
         except (Rejected, PromptTooLong, UsageError) as exc:  # this request's own fault: the others go on
             self._done.put(RequestDone(index, error=exc))
