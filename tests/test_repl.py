@@ -112,13 +112,15 @@ def test_ctrl_c_stops_generation_keeps_partial_text_and_goes_on(start: Start) ->
     repl.run("/max 4")
     repl.run("warm up")  # the first turn hashes the model file for the run log: keep that out of the Ctrl-C
     repl.run("/max 300")
-    repl.run("/seed 2")
+    for setting in ("/seed 2", "/temp 3", "/top_k 0", "/top_p 1"):  # near-uniform tokens: no early end of text
+        repl.run(setting)
     repl.send("write a very long story about a dragon and a knight\r")
     repl.expect("│ *[^\\s│\x1b]")  # the first generated text is on screen
     repl.child.sendintr()
     stopped = repl.wait_prompt()
     assert "interrupted" in stopped and "kept what was produced" in stopped
     repl.run("/max 4")
+    repl.run("/temp default")
     after = repl.run("hello there")
     assert "╭─ optimized ─" in after and "interrupted" not in after
     repl.child.sendintr()  # at an empty prompt: a hint, not an exit
