@@ -66,13 +66,15 @@ def test_aggressive_chat_answers_the_candidates_as_optimize_prints_them(client, 
 def test_a_streamed_chat_adds_up_to_the_whole_answer(client: openai.OpenAI, mode: str) -> None:
     kwargs = dict(model="bpo", messages=[{"role": "user", "content": "tell me a joke"}], extra_body={"mode": mode},
                   seed=4, max_tokens=60)
-    whole = client.chat.completions.create(**kwargs).choices[0]
+    reply = client.chat.completions.create(**kwargs)
+    whole = reply.choices[0]
     chunks = list(client.chat.completions.create(stream=True, **kwargs))
     assert len(chunks) > 3
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == whole.message.content
     assert chunks[0].choices[0].delta.role == "assistant"
     assert [c.choices[0].finish_reason for c in chunks][-1] == whole.finish_reason
     assert all(c.choices[0].finish_reason is None for c in chunks[:-1])
+    assert chunks[-1].model_extra["bpo"]["candidates"] == reply.model_extra["bpo"]["candidates"]  # on the last chunk
 
 
 def test_completions_stream_and_whole(client: openai.OpenAI) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -10,6 +11,8 @@ import openai
 import pytest
 from _llama_server import free_port
 from _serve_helpers import BpoServer
+
+from bpo_local.serve import openai as openai_wire
 
 PROMPT = "tell me a joke"
 GREEDY = {"temperature": 0, "seed": 0, "max_tokens": 24}
@@ -72,6 +75,9 @@ def test_streaming_passes_the_upstreams_chunks_through(client: openai.OpenAI, ll
         optimized = unquote(response.headers["x-bpo-optimized-prompt"])
         chunks = list(response.parse())
     assert len(chunks) > 3
+    bpo = chunks[0].model_extra["bpo"]  # the rewrite rides on the first chunk, as on a whole answer
+    assert bpo["status"] == "optimized" and bpo["optimized_prompt"] == optimized and bpo["original_prompt"] == PROMPT
+    assert not any("bpo" in c.model_extra for c in chunks[1:])
     text = "".join(c.choices[0].delta.content or "" for c in chunks)
     assert text == direct(llama_server, [{"role": "user", "content": optimized}])
 
@@ -115,3 +121,19 @@ def test_an_unreachable_upstream_is_502(smollm2_gguf: Path, tmp_path: Path) -> N
         with pytest.raises(openai.APIStatusError) as caught:
             bad.models.list()
         assert caught.value.status_code == 502
+
+
+@pytest.mark.parametrize("size", [1, 7, 1000])
+def test_the_record_joins_the_first_json_event_however_the_stream_is_cut(size: int) -> None:
+    stream = b': ping\r\n\r\ndata: {"id": "a", "choices": []}\n\ndata: {"id": "b"}\n\ndata: [DONE]\n\n'
+    pieces = [stream[i:i + size] for i in range(0, len(stream), size)]
+
+    async def chunks():
+        for piece in pieces:
+            yield piece
+
+    async def collect() -> bytes:
+        return b"".join([c async for c in openai_wire.with_record(chunks(), {"status": "off"})])
+
+    assert asyncio.run(collect()) == (b': ping\r\n\r\ndata: {"id": "a", "choices": [], "bpo": {"status": "off"}}\n\n'
+                                      b'data: {"id": "b"}\n\ndata: [DONE]\n\n')

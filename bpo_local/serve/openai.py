@@ -8,6 +8,7 @@ when the result is ready, so the chunks add up to the same content.
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -19,6 +20,9 @@ from .owner import Ticket
 
 Kind = Literal["chat", "text"]
 DONE = b"data: [DONE]\n\n"
+_EVENT_END = re.compile(rb"\r?\n\r?\n")
+_MAX_HELD_BYTES = 1 << 20
+"""How much of an upstream stream is held while looking for its first event (then passed on as is)."""
 
 
 def content(result: OptimizeResult) -> str:
@@ -50,7 +54,8 @@ def completion(kind: Kind, result: OptimizeResult) -> dict[str, Any]:
 
 async def chunks(kind: Kind, ticket: Ticket, model: str) -> AsyncIterator[bytes]:
     """SSE events for ``ticket``: the first candidate's settled text as it grows, then the rest, a final
-    chunk with the finish reason, and ``data: [DONE]``. Leaving early cancels the ticket."""
+    chunk with the finish reason, usage and the ``bpo`` record, and ``data: [DONE]``. Leaving early
+    cancels the ticket."""
     head = _head(kind, model)
     if kind == "chat":
         yield _event(head, {"role": "assistant", "content": ""}, None, kind)
@@ -67,7 +72,7 @@ async def chunks(kind: Kind, ticket: Ticket, model: str) -> AsyncIterator[bytes]
     rest = content(result)[len(sent):]
     if rest:
         yield _event(head, rest, None, kind)
-    yield _event(head, "", finish_reason(result), kind, usage=usage(result))
+    yield _event(head, "", finish_reason(result), kind, usage=usage(result), bpo=result.to_dict())
     yield DONE
 
 
@@ -98,3 +103,41 @@ def _event(head: dict[str, Any], delta: Any, finish: str | None, kind: Kind, **e
         choice = {"index": 0, "text": delta, "finish_reason": finish, "logprobs": None}
     chunk = {**head, "object": obj, "choices": [choice], **extra}
     return b"data: " + json.dumps(chunk, ensure_ascii=False).encode("utf-8") + b"\n\n"
+
+
+async def with_record(chunks: AsyncIterator[bytes], record: dict[str, Any]) -> AsyncIterator[bytes]:
+    """An upstream's SSE stream with ``record`` added as ``"bpo"`` to its first JSON ``data:`` event;
+    every other byte is passed on as it came, chunk by chunk."""
+    held: bytes | None = b""
+    async for chunk in chunks:
+        if held is None:
+            yield chunk
+            continue
+        held += chunk
+        annotated, held = _annotate_first(held, record)
+        if held is None or len(held) > _MAX_HELD_BYTES:
+            yield annotated + (held or b"")
+            held = None
+        elif annotated:
+            yield annotated
+    if held:
+        yield held
+
+
+def _annotate_first(data: bytes, record: dict[str, Any]) -> tuple[bytes, bytes | None]:
+    """``(bytes to send, bytes still held)``: complete events before the first JSON one go out as they
+    are; that one gets ``record`` and ends the holding (None)."""
+    sent = 0
+    while match := _EVENT_END.search(data, sent):
+        event = data[sent:match.start()]
+        payload = event[5:].strip() if event.startswith(b"data:") else b""
+        try:
+            chunk = json.loads(payload) if payload else None
+        except ValueError:
+            chunk = None
+        if isinstance(chunk, dict):
+            chunk["bpo"] = record
+            line = b"data: " + json.dumps(chunk, ensure_ascii=False).encode("utf-8")
+            return data[:sent] + line + data[match.start():], None
+        sent = match.end()
+    return data[:sent], data[sent:]

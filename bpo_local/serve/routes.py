@@ -126,7 +126,8 @@ async def _proxy_chat(request: Request, state: Any) -> Response:
     reply = await until_disconnect(request, state.upstream.send("POST", "/chat/completions", request.headers, body))
     headers = {**reply.headers, **done.headers()}
     if stream:
-        return StreamingResponse(reply.chunks(), status_code=reply.status, headers=headers)
+        return StreamingResponse(openai.with_record(reply.chunks(), done.record()), status_code=reply.status,
+                                 headers=headers)
     data = await reply.body()
     try:
         answer = json.loads(data)
