@@ -4,7 +4,10 @@ tokenizer, random weights): batched greedy decoding on it is exact, and it rarel
 from __future__ import annotations
 
 import asyncio
+import http.client
+import json
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -108,5 +111,30 @@ def test_sigterm_lets_the_request_in_flight_finish_and_exits_0(tiny_f32: Path, t
         assert server.process.wait(30) == 0
         with pytest.raises(httpx.TransportError):
             httpx.get(f"{server.url}/health")
+    finally:
+        server.stop()
+
+
+def test_sigterm_past_the_grace_cancels_what_still_runs_and_answers_it(smollm2_gguf: Path, tmp_path: Path) -> None:
+    server = BpoServer.start(smollm2_gguf, "--ctx", "2048", "--grace", "1", home=tmp_path)
+    try:
+        endless = {"temperature": 3, "top_k": 0, "top_p": 1, "seed": 1, "max_tokens": 1000}  # near-uniform: no EOS
+        waiting = http.client.HTTPConnection(server.url.removeprefix("http://"), timeout=60)
+        waiting.request("POST", "/v1/optimize", json.dumps({"prompt": "keep going", **endless}),
+                        {"Content-Type": "application/json"})  # sent now, its answer read after the SIGTERM
+        client = openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0)
+        stream = client.chat.completions.create(model="bpo", messages=[{"role": "user", "content": "go on"}],
+                                                stream=True, max_tokens=endless.pop("max_tokens"),
+                                                extra_body=endless)
+        chunks = [next(stream), next(stream)]
+        stopped_at = time.monotonic()
+        server.process.send_signal(15)
+        chunks += list(stream)
+        whole = json.loads(waiting.getresponse().read())
+        assert time.monotonic() - stopped_at < 10  # the grace, then the cancel: well before 1000 tokens
+        record = chunks[-1].model_extra["bpo"]
+        assert record["finish_reasons"] == ["cancelled"] and 0 < record["timings"]["generated_tokens"] < 1000
+        assert whole["finish_reasons"] == ["cancelled"] and 0 < whole["timings"]["generated_tokens"] < 1000
+        assert server.process.wait(30) == 0
     finally:
         server.stop()

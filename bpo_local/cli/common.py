@@ -48,6 +48,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def seconds(text: str) -> float:
+    """An argparse type: a duration in seconds, > 0 (``--grace``, ``--upstream-timeout``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds > 0")
+    return value
+
+
 def status_console() -> Console:
     """Progress and status: stderr, and silent unless stderr is a terminal. Honours NO_COLOR."""
     from rich.console import Console

@@ -5,19 +5,18 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
-import signal
 import socket
 import sys
 
 from ..errors import BpoLocalError, UsageError
 from ..presets import MODES
-from .common import add_model_options, load_optimizer, positive_int
+from .common import add_model_options, load_optimizer, positive_int, seconds
 from .optimize import DEFAULT_PARALLEL
 
 API_KEY_ENV = "BPO_LOCAL_API_KEY"
 UPSTREAM_KEY_ENV = "BPO_LOCAL_UPSTREAM_KEY"
-GRACE_SECONDS = 10
-"""On SIGTERM, in-flight requests get this long to finish before they are cancelled."""
+GRACE_SECONDS = 10.0
+"""On SIGTERM, in-flight requests get this long to finish before they are cancelled (``--grace``)."""
 
 EPILOG = f"""\
 routes:
@@ -38,8 +37,9 @@ proxy (--upstream URL, an OpenAI-compatible base URL such as http://127.0.0.1:11
 
 safety:
   Listening beyond loopback needs --api-key (or ${API_KEY_ENV}); then every route but /health wants
-  "Authorization: Bearer KEY". A full queue answers 429 with Retry-After. SIGTERM lets in-flight
-  requests finish for {GRACE_SECONDS} s, cancels the rest and exits 0.
+  "Authorization: Bearer KEY". A full queue answers 429 with Retry-After. SIGTERM (or Ctrl-C) lets
+  in-flight requests finish for --grace seconds (default {GRACE_SECONDS:g}), then cancels BPO's
+  generations still running (their clients get what was produced, marked cancelled) and exits 0.
 
 examples:
   bpo-local serve --port 8000
@@ -62,6 +62,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="requests that may wait for the engine before 429 (default 64)")
     net.add_argument("--max-body", type=positive_int, default=1 << 20, metavar="BYTES",
                      help="largest request body (default 1 MiB)")
+    net.add_argument("--grace", type=seconds, default=GRACE_SECONDS, metavar="SECONDS",
+                     help=f"on SIGTERM, how long requests in flight may take to finish (default {GRACE_SECONDS:g})")
     net.add_argument("--no-log", action="store_true", help="do not record the rewrites in the run log")
     bpo = parser.add_argument_group("BPO")
     bpo.add_argument("--mode", choices=MODES, default="stable", help="default mode (requests may choose their own)")
@@ -75,16 +77,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     up.add_argument("--upstream", metavar="URL", help="OpenAI-compatible base URL to forward chat requests to")
     up.add_argument("--upstream-key", default=os.environ.get(UPSTREAM_KEY_ENV),
                     help=f"key for the upstream (or ${UPSTREAM_KEY_ENV})")
-    up.add_argument("--upstream-timeout", type=float, default=300.0, metavar="SECONDS",
+    up.add_argument("--upstream-timeout", type=seconds, default=300.0, metavar="SECONDS",
                     help="how long an upstream call may take (default 300)")
     add_model_options(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from ..serve import Settings, create_app
+    from ..serve.server import serve
 
     if not _is_loopback(args.host) and not args.api_key:
         raise UsageError(f"listening on {args.host} exposes BPO beyond this machine: set --api-key or ${API_KEY_ENV}")
@@ -96,18 +97,12 @@ def run(args: argparse.Namespace) -> int:
                         max_body_bytes=args.max_body, api_key=args.api_key, upstream=args.upstream,
                         upstream_key=args.upstream_key, upstream_timeout=args.upstream_timeout, log=not args.no_log)
     with load_optimizer(args) as optimizer:
-        config = uvicorn.Config(create_app(optimizer, settings), log_level="info" if args.debug else "warning",
-                                access_log=args.debug, timeout_graceful_shutdown=GRACE_SECONDS, lifespan="on")
-        server = uvicorn.Server(config)
+        app = create_app(optimizer, settings)
         host, port = sock.getsockname()[:2]
         where = f"[{host}]" if ":" in host else host
         print(f"serving {optimizer.info.name} on http://{where}:{port}"
               + (f", proxying {args.upstream}" if args.upstream else ""), file=sys.stderr, flush=True)
-        # uvicorn handles SIGTERM (a graceful shutdown), then raises it again for the previous handler:
-        # make that one a no-op so a server stopped on purpose exits 0.
-        signal.signal(signal.SIGTERM, lambda *_: None)
-        server.run(sockets=[sock])
-        if not server.started:
+        if not serve(app, sock, grace=args.grace, debug=args.debug):
             raise BpoLocalError("the server did not start (see the messages above)")
     return 0
 
