@@ -102,6 +102,16 @@ def test_max_sequences_bounds_the_sequences_in_flight(tiny: Engine, bpo_prompts)
     assert [outcome(batch.results[i]) for i in range(3)] == sequential(tiny, requests)
 
 
+def test_by_default_a_server_sized_batch_decodes_together(tiny_f32: Path, bpo_prompts) -> None:
+    requests = [Request(bpo_prompts[i % 6], 32, Sampling(temperature=1.0, seed=i)) for i in range(24)]
+    with Engine(tiny_f32, n_threads=1, n_ctx=4096) as engine:  # the default sequence slots
+        batch = engine.generate_many(requests)
+        peak = 0
+        for _ in batch:
+            peak = max(peak, len(batch._live))
+    assert peak == 24  # 16 clients of `serve --parallel 16` are not cut to 15 in flight
+
+
 def test_later_prompts_reuse_the_shared_prefix(tiny: Engine, bpo_prompts) -> None:
     template = [tuple(tiny.tokenize(build_prompt(x), add_bos=True)) for x in ("a", "b")]
     shared = next(i for i, (a, b) in enumerate(zip(*template)) if a != b)

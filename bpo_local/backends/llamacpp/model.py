@@ -26,18 +26,22 @@ if TYPE_CHECKING:
 DEFAULT_MAX_CTX = 4096
 GGUF_MAGIC = b"GGUF"
 
+DEFAULT_SEQ_MAX = 65
+"""64 sequences decoding together and the prompt cache (llama.cpp allows 256 in all)."""
+
 
 class Engine:
     """One model and one context. Not thread-safe: drive one generation at a time.
 
     ``n_gpu_layers`` None offloads every layer when the build supports a GPU, else 0 (CPU);
     ``n_threads`` None uses the physical cores; ``n_ctx`` None is the training context capped at 4096;
-    ``n_seq_max`` bounds the sequences decoded together (one is reserved for the prompt cache);
+    ``n_seq_max`` bounds the sequences decoded together, plus one that holds the prompt cache; the KV
+    cache is one pool of ``n_ctx`` cells whatever the count, so a sequence slot costs only its logits row;
     ``cpu_buffers`` says which extra CPU weight buffer types llama.cpp may use (see ``buffers``).
     """
 
     def __init__(self, path: str | os.PathLike, *, n_ctx: int | None = None, n_gpu_layers: int | None = None,
-                 n_threads: int | None = None, n_seq_max: int = 16, cpu_buffers: buffers.Policy = "auto",
+                 n_threads: int | None = None, n_seq_max: int = DEFAULT_SEQ_MAX, cpu_buffers: buffers.Policy = "auto",
                  verbose: bool = False) -> None:
         _check_settings(n_ctx=n_ctx, n_threads=n_threads, n_seq_max=n_seq_max, cpu_buffers=cpu_buffers)
         path = Path(path)
