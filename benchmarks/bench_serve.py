@@ -3,6 +3,7 @@
 Usage:
     python benchmarks/bench_serve.py                 # ~3 min on SmolLM2-135M, 2 cores
     python benchmarks/bench_serve.py --clients 16 --max-tokens 128 --threads 2
+    python benchmarks/bench_serve.py --model BPO-7B.Q4_K_M.gguf --max-tokens 32 --skip-proxy
 
 1. Throughput: the same 16 prompts (seeded sampling, temperature 1, up to --max-tokens new tokens, so
    decoding dominates) sent to /v1/optimize one after another, then by 16 clients at once; reported:
@@ -101,6 +102,7 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--skip-proxy", action="store_true", help="leave out part 3 (it loads the model twice more)")
     args = parser.parse_args()
     home = Path("/tmp") / f"bench-serve-{time.monotonic_ns()}"
     ctx = str(max(2048, args.clients * (args.max_tokens + 64)))
@@ -110,6 +112,8 @@ def main() -> None:
               f"max {args.max_tokens} new tokens")
         asyncio.run(throughput(server.url, args.clients, args.max_tokens))
         owner_overhead(server.url, args.rounds)
+    if args.skip_proxy:
+        return
     with LlamaServer.start(args.model, slots=1, threads=1) as upstream, \
             BpoServer.start(args.model, "--ctx", "512", "--no-log", "--upstream", f"{upstream.url}/v1",
                             home=home / "proxy") as proxy:
