@@ -88,7 +88,7 @@ class Engine:
         params.n_ctx = n_ctx
         params.n_batch = min(params.n_batch, n_ctx)
         params.n_ubatch = min(params.n_ubatch, params.n_batch)
-        params.n_seq_max = n_seq_max
+        params.n_seq_max = min(n_seq_max, params.n_batch)  # llama.cpp keeps an output row per sequence in a batch
         params.n_threads = threads
         params.n_threads_batch = threads
         params.kv_unified = True
