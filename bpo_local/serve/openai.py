@@ -108,25 +108,22 @@ def _event(head: dict[str, Any], delta: Any, finish: str | None, kind: Kind, **e
 async def with_record(chunks: AsyncIterator[bytes], record: dict[str, Any]) -> AsyncIterator[bytes]:
     """An upstream's SSE stream with ``record`` added as ``"bpo"`` to its first JSON ``data:`` event;
     every other byte is passed on as it came, chunk by chunk."""
-    held: bytes | None = b""
+    held = b""
     async for chunk in chunks:
-        if held is None:
-            yield chunk
-            continue
-        held += chunk
-        annotated, held = _annotate_first(held, record)
-        if held is None or len(held) > _MAX_HELD_BYTES:
-            yield annotated + (held or b"")
-            held = None
-        elif annotated:
-            yield annotated
+        ready, held, found = _annotate_first(held + chunk, record)
+        if ready:
+            yield ready
+        if found or len(held) > _MAX_HELD_BYTES:
+            break
     if held:
         yield held
+    async for chunk in chunks:  # the rest as it comes
+        yield chunk
 
 
-def _annotate_first(data: bytes, record: dict[str, Any]) -> tuple[bytes, bytes | None]:
-    """``(bytes to send, bytes still held)``: complete events before the first JSON one go out as they
-    are; that one gets ``record`` and ends the holding (None)."""
+def _annotate_first(data: bytes, record: dict[str, Any]) -> tuple[bytes, bytes, bool]:
+    """``(bytes to send, bytes still held, found)``: the complete events up to the first JSON one,
+    which gets ``record``, go out; without one, every complete event goes out as it is."""
     sent = 0
     while match := _EVENT_END.search(data, sent):
         event = data[sent:match.start()]
@@ -138,6 +135,6 @@ def _annotate_first(data: bytes, record: dict[str, Any]) -> tuple[bytes, bytes |
         if isinstance(chunk, dict):
             chunk["bpo"] = record
             line = b"data: " + json.dumps(chunk, ensure_ascii=False).encode("utf-8")
-            return data[:sent] + line + data[match.start():], None
+            return data[:sent] + line + data[match.start():match.end()], data[match.end():], True
         sent = match.end()
-    return data[:sent], data[sent:]
+    return data[:sent], data[sent:], False
