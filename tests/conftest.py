@@ -52,6 +52,18 @@ def llama2_tokenizer() -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_f32(tmp_path_factory: pytest.TempPathFactory, llama2_tokenizer: Path) -> Path:
+    """A tiny F32 Llama with BPO's tokenizer and random weights: batched greedy decoding on it is exact."""
+    from _checkpoints import build_llama2_pad_safetensors
+
+    from bpo_local.models.convert import convert_checkpoint
+
+    root = tmp_path_factory.mktemp("tiny-f32")
+    checkpoint = build_llama2_pad_safetensors(root / "hf", llama2_tokenizer)
+    return convert_checkpoint(checkpoint.path, root / "tiny-f32.gguf", outtype="f32").path
+
+
+@pytest.fixture(scope="session")
 def bpo_test_data() -> Path:
     return SHARED / "data" / "bpo_test.json"
 

@@ -14,23 +14,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _checkpoints import build_llama2_pad_safetensors
 from _engine_helpers import chat_prompt
 
 from bpo_local.backend import Request, RequestDone, Sampling
 from bpo_local.backends.llamacpp import Engine
 from bpo_local.errors import PromptTooLong
-from bpo_local.models.convert import convert_checkpoint
 from bpo_local.presets import build_prompt
 
 GREEDY = Sampling(temperature=0, seed=0)
-
-
-@pytest.fixture(scope="module")
-def tiny_f32(tmp_path_factory: pytest.TempPathFactory, llama2_tokenizer: Path) -> Path:
-    root = tmp_path_factory.mktemp("tiny-f32")
-    checkpoint = build_llama2_pad_safetensors(root / "hf", llama2_tokenizer)
-    return convert_checkpoint(checkpoint.path, root / "tiny-f32.gguf", outtype="f32").path
 
 
 @pytest.fixture(scope="module")

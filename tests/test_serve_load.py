@@ -13,19 +13,9 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from _checkpoints import build_llama2_pad_safetensors
 from _serve_helpers import BpoServer
 
-from bpo_local.models.convert import convert_checkpoint
-
 GREEDY = {"temperature": 0, "seed": 5}
-
-
-@pytest.fixture(scope="module")
-def tiny_f32(tmp_path_factory: pytest.TempPathFactory, llama2_tokenizer: Path) -> Path:
-    root = tmp_path_factory.mktemp("tiny-f32")
-    checkpoint = build_llama2_pad_safetensors(root / "hf", llama2_tokenizer)
-    return convert_checkpoint(checkpoint.path, root / "tiny-f32.gguf", outtype="f32").path
 
 
 @pytest.fixture(scope="module")
