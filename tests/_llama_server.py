@@ -10,6 +10,7 @@ carries a llama.cpp of its own, which must not meet llama-cpp-python's in one pr
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import socket
@@ -40,6 +41,13 @@ stop.wait()
 """
 
 
+def die_with_parent() -> None:
+    """A ``preexec_fn``: the server gets SIGTERM if the test process dies (a native abort skips every
+    teardown), so no server outlives its run. Linux's PR_SET_PDEATHSIG; elsewhere nothing."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on now."""
     with socket.socket() as s:
@@ -65,7 +73,8 @@ class LlamaServer:
         with open(log, "wb") as out:
             process = subprocess.Popen(
                 [sys.executable, "-c", _RUNNER, str(model), str(port), str(slots), str(threads), str(ctx)],
-                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                preexec_fn=die_with_parent)
         server = cls(process, f"http://127.0.0.1:{port}", log)
         server._wait_ready(timeout)
         return server

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from _llama_server import die_with_parent
 
 _SERVING = re.compile(r"serving .* on (http://\S+?)(,|$)", re.M)
 
@@ -35,7 +36,8 @@ class BpoServer:
         with open(log, "wb") as out:
             process = subprocess.Popen(
                 [sys.executable, "-m", "bpo_local", "serve", *(("--model", str(model)) if model else ()), "--port", "0",
-                 "--threads", "1", *args], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=full_env)
+                 "--threads", "1", *args], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=full_env,
+                preexec_fn=die_with_parent)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if process.poll() is not None:
