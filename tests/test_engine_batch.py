@@ -115,6 +115,23 @@ def test_later_prompts_reuse_the_shared_prefix(tiny: Engine, bpo_prompts) -> Non
         assert 0 < t.prompt_seconds <= t.first_token_seconds <= t.total_seconds and t.generated_tokens == 4
 
 
+def test_a_burst_starts_in_one_step_and_shares_the_template_from_a_cold_cache(tiny: Engine, bpo_prompts) -> None:
+    """Requests waiting together start together: one decode evaluates all their prompts, the later ones
+    joining the first's template tokens (one KV cell, several sequences) instead of evaluating them again."""
+    template = [tuple(tiny.tokenize(build_prompt(x), add_bos=True)) for x in ("a", "b")]
+    shared = next(i for i, (a, b) in enumerate(zip(*template)) if a != b)
+    requests = [Request(p, 6, GREEDY) for p in bpo_prompts[:3]]  # as many as the slots
+    expected = sequential(tiny, requests)
+    tiny.logits(bpo_prompts[0][:1])  # nothing of the template is cached
+    outcomes, events = run_many(tiny, requests)
+    assert outcomes == expected
+    assert [e[0] for e in events[:3]] == [0, 1, 2]  # every first token comes from the first step
+    done = {e.index: e.result for e in events if isinstance(e, RequestDone)}
+    assert done[0].timings.cached_prompt_tokens <= 1
+    assert all(done[i].timings.cached_prompt_tokens >= shared for i in (1, 2))
+    assert tiny.generate(requests[1]).run().timings.cached_prompt_tokens >= shared  # the cache holds the lead
+
+
 def test_a_request_starts_only_when_the_context_holds_it_at_full_length(tiny_f32: Path, bpo_prompts) -> None:
     """Two requests that each fit alone but not together run one after the other, not cut short."""
     with Engine(tiny_f32, n_threads=1, n_ctx=256, n_seq_max=4) as engine:
@@ -149,7 +166,7 @@ def test_requests_are_pulled_only_when_they_can_start(tiny: Engine, bpo_prompts)
 
     batch = tiny.generate_many(requests(), max_sequences=2)
     first = next(batch)
-    assert first[0] == 0 and pulled == [0]
+    assert first[0] == 0 and pulled == [0, 1]  # two slots: both start in the first step, the third waits unpulled
     batch.cancel()
 
 

@@ -3,8 +3,11 @@
 Sequence 0 holds the last evaluated prompt; a new prompt re-evaluates only what follows the longest
 common prefix. Generated sequences (1..n_seq_max-1) are forked from it with ``llama_memory_seq_cp``;
 with a unified KV cache the prompt's cells are shared, not copied, and survive in the forks when
-sequence 0 moves on to another prompt. Each cached position carries the id of its KV cell, so a
-scheduler can count the distinct cells that several generations' prompts occupy.
+sequence 0 moves on to another prompt. More prompts can be staged beside the one being evaluated into
+the cache (the lead), straight into their own sequences, so several start in one decode: they take
+the prefix they share with the lead from the cache, or join the lead's own tokens (one cell, several
+sequences), and evaluate only the rest themselves. Each cached position carries the id of its KV cell, so a scheduler can count the
+distinct cells that several generations' prompts occupy.
 """
 
 from __future__ import annotations
@@ -22,8 +25,8 @@ CACHE_SEQ = 0
 LOGITS_CHUNK = 512
 """Positions scored per decode in ``logits``: bounds llama.cpp's output buffer (rows x n_vocab floats)."""
 
-Entry = tuple[int, int, int, bool]
-"""One batch entry: (token, position, sequence id, whether its logits are wanted)."""
+Entry = tuple[int, int, tuple[int, ...], bool]
+"""One batch entry: (token, position, the sequence ids it belongs to, whether its logits are wanted)."""
 
 
 class Owner(Protocol):
@@ -45,11 +48,15 @@ class Context:
         self.n_ctx: int = lib.llama_n_ctx(ctx)
         self.n_batch: int = lib.llama_n_batch(ctx)
         self.n_seq_max: int = lib.llama_n_seq_max(ctx)
-        self._batch = lib.llama_batch_init(max(self.n_batch, self.n_seq_max), 0, 1)
+        self._batch = lib.llama_batch_init(max(self.n_batch, self.n_seq_max), 0, self.n_seq_max)
         self.cached: list[int] = []
         self._cell_ids: list[int] = []
         """A unique id per cached position's KV cell (a re-evaluated position gets a new one)."""
         self._next_cell = 0
+        self._lead: list[int] = []
+        """The prompt staged into the cache sequence for the next decode (``cached`` + its pending rest)."""
+        self._lead_cells: list[int] = []
+        """Cell ids of the lead's positions not decoded yet, in order."""
         self._owner: Owner | None = None
 
     # ownership: one generation at a time drives the candidate sequences
@@ -81,6 +88,7 @@ class Context:
     def _forget_cache(self) -> None:
         self.drop(CACHE_SEQ)
         self._truncate_cache(0)
+        self._lead_cells.clear()
 
     def _truncate_cache(self, n: int) -> None:
         del self.cached[n:]
@@ -88,16 +96,26 @@ class Context:
 
     def _extend_cache(self, tokens: Sequence[int]) -> None:
         self.cached.extend(tokens)
-        self._cell_ids.extend(range(self._next_cell, self._next_cell + len(tokens)))
-        self._next_cell += len(tokens)
+        staged = self._lead_cells[:len(tokens)]
+        del self._lead_cells[:len(tokens)]
+        self._cell_ids.extend(staged)
+        self._cell_ids.extend(self._new_cells(len(tokens) - len(staged)))
 
     def cells(self, n: int | None = None) -> frozenset[int]:
         """Ids of the KV cells holding the first ``n`` (default: all) cached positions."""
         return frozenset(self._cell_ids[:n])
 
     def reusable(self, prompt: Sequence[int]) -> int:
-        """How many leading tokens of ``prompt`` ``stage`` would take from the cache."""
-        return min(_common_prefix(self.cached, prompt), len(prompt) - 1)
+        """How many leading tokens of ``prompt`` ``stage`` would take from the cache, or, while a lead
+        is staged, ``stage_beside`` from the cache and the lead."""
+        source = self._lead if self._lead_cells else self.cached
+        return min(_common_prefix(source, prompt), len(prompt) - 1)
+
+    def _new_cells(self, n: int) -> range:
+        """Ids for ``n`` cells about to be evaluated."""
+        cells = range(self._next_cell, self._next_cell + n)
+        self._next_cell += n
+        return cells
 
     # decoding
 
@@ -109,14 +127,16 @@ class Context:
         """
         batch = self._batch
         token, pos, n_seq_id, seq_id, logits = batch.token, batch.pos, batch.n_seq_id, batch.seq_id, batch.logits
-        for i, (tok, p, seq, out) in enumerate(entries):
+        for i, (tok, p, seqs, out) in enumerate(entries):
             token[i] = tok
             pos[i] = p
-            n_seq_id[i] = 1
-            seq_id[i][0] = seq
+            n_seq_id[i] = len(seqs)
+            ids = seq_id[i]
+            for j, seq in enumerate(seqs):
+                ids[j] = seq
             logits[i] = out
         batch.n_tokens = len(entries)
-        cached = [tok for tok, _, seq, _ in entries if seq == CACHE_SEQ]
+        cached = [tok for tok, _, seqs, _ in entries if CACHE_SEQ in seqs]
         rc = self._lib.llama_decode(self.ctx, batch)
         if rc != 0 and cached:
             self._forget_cache()
@@ -137,8 +157,28 @@ class Context:
             self._forget_cache()
             reuse = 0
         self._truncate_cache(reuse)
-        last = len(prompt) - 1
-        return [(prompt[p], p, CACHE_SEQ, p == last) for p in range(reuse, len(prompt))], reuse
+        self._lead = list(prompt)
+        self._lead_cells = list(self._new_cells(len(prompt) - reuse))
+        return _entries(prompt, reuse, (CACHE_SEQ,)), reuse
+
+    def stage_beside(self, prompt: Sequence[int], seqs: Sequence[int],
+                     lead: list[Entry]) -> tuple[list[Entry], int, frozenset[int]]:
+        """Start ``prompt`` in ``seqs`` beside the lead, whose remaining entries are ``lead``: the prefix
+        they share comes from the cache, and from the lead's entries, which gain ``seqs``; the rest
+        is evaluated once for all of ``seqs``.
+
+        Returns (the entries that evaluate the rest, the last one asking for logits; the number of
+        reused tokens; the ids of the cells the prompt occupies once decoded).
+        """
+        shared = self.reusable(prompt)
+        cached = min(shared, len(self.cached))
+        for seq in seqs:
+            self._lib.llama_memory_seq_cp(self._mem, CACHE_SEQ, seq, 0, cached)
+        for i in range(shared - cached):
+            tok, pos, owners, out = lead[i]
+            lead[i] = (tok, pos, (*owners, *seqs), out)
+        cells = self.cells(cached).union(self._lead_cells[:shared - cached], self._new_cells(len(prompt) - shared))
+        return _entries(prompt, shared, tuple(seqs)), shared, cells
 
     def logits(self, tokens: Sequence[int]) -> np.ndarray:
         """Teacher-forced logits of every position, float32 (len(tokens), n_vocab)."""
@@ -150,7 +190,7 @@ class Context:
         try:
             for start in range(0, len(tokens), step):
                 chunk = tokens[start:start + step]
-                self.decode([(tok, start + i, CACHE_SEQ, True) for i, tok in enumerate(chunk)])
+                self.decode([(tok, start + i, (CACHE_SEQ,), True) for i, tok in enumerate(chunk)])
                 rows = np.ctypeslib.as_array(self._lib.llama_get_logits(self.ctx), shape=(len(chunk), self.n_vocab))
                 out[start:start + len(chunk)] = rows
         except BaseException:
@@ -168,6 +208,12 @@ class Context:
             self._lib.llama_batch_free(self._batch)
             self._lib.llama_free(self.ctx)
             self.ctx = None
+
+
+def _entries(prompt: Sequence[int], start: int, seqs: tuple[int, ...]) -> list[Entry]:
+    """Entries evaluating ``prompt[start:]`` in ``seqs``, logits for the last token only."""
+    last = len(prompt) - 1
+    return [(prompt[p], p, seqs, p == last) for p in range(start, len(prompt))]
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:

@@ -2,10 +2,12 @@
 
 ``BatchGeneration`` admits requests in order whenever enough sequence slots (and context) are free.
 Each step is one ``llama_decode`` of the newest token of every live sequence of every request, plus
-the prompt of at most one newly admitted request, evaluated into the cache sequence after the
-prefix it shares with the previous prompt (a prompt too long to join the batch has its head decoded
-alone first). After the step the new prompt is forked into the request's slots and every live
-sequence samples its next token. ``Generation`` is the one-request case of the same loop.
+the prompts of the requests admitted for it. The first is evaluated into the cache sequence after
+the prefix it shares with the previous prompt (a prompt too long to join the batch has its head
+decoded alone first) and forked into the request's slots after the step; the others that fit the
+same batch, each starting all its sequences, are evaluated beside it straight into their own slots,
+sharing the cached prefix. So a burst of requests starts, and ends, together. After the step every
+live sequence samples its next token. ``Generation`` is the one-request case of the same loop.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import bisect
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from ...backend import GenerationResult, RequestDone, TokenEvent
 from .context import Context, Entry
@@ -22,6 +25,18 @@ Event = tuple[int, TokenEvent] | RequestDone
 """What a BatchGeneration yields: (request index, token event), or a finished request."""
 
 _END = object()
+
+
+@dataclass
+class _Staged:
+    """A request admitted for the next step: the slots its wave starts in and its prompt's remaining
+    entries; ``cells`` are its prompt's cells when it is staged beside the cache (None: in the cache
+    sequence, forked into ``seqs`` after the step)."""
+
+    job: Job
+    seqs: list[int]
+    entries: list[Entry]
+    cells: frozenset[int] | None
 
 
 class _Clock:
@@ -67,8 +82,7 @@ class BatchGeneration:
         self._free = list(range(1, context.n_seq_max))
         self._live: list[Slot] = []
         self._head: Job | None = None
-        self._staged: tuple[Job, int, list[Entry]] | None = None
-        """A request admitted for the next step: its wave size and its prompt's remaining entries."""
+        self._staged: list[_Staged] = []
         self._known: dict[int, Job] = {}
         self._clock = _Clock()
         self._cancel_requested = False
@@ -129,6 +143,9 @@ class BatchGeneration:
             phases.close()
             for slot in self._live:
                 self._retire(slot)
+            for staged in self._staged:  # copied a prefix into its slots, never decoded
+                for seq in staged.seqs:
+                    self._context.drop(seq)
             for job in self._known.values():
                 self._close(job)
             self._context.release(self)
@@ -138,21 +155,25 @@ class BatchGeneration:
         while True:
             yield from self._drop_cancelled()
             yield from self._admit()
-            if not self._live and self._staged is None:
+            if not self._live and not self._staged:
                 if self._exhausted:
                     return  # with nothing live, _admit stages the next request: none is left
                 continue  # the iterable had nothing to start yet
             self._fit_context()
             yield from self._settle()
-            if self._live or self._staged is not None:
+            if self._live or self._staged:
                 self._decode()
                 for slot in list(self._live):
                     yield from self._sample(slot)
                 yield from self._settle()
 
     def _admit(self) -> Iterator[Event]:
-        """Stage the next request, in order, if there are slots and context for its next wave."""
-        while self._staged is None:
+        """Stage the next requests, in order, while there are slots and context for their next waves:
+        the first in the cache sequence, the others beside it if each starts whole and fits the batch."""
+        while True:
+            running = len(self._live) + sum(len(s.seqs) for s in self._staged)
+            if self._head is None and running >= self._limit:
+                return  # no slot: the next request is not pulled yet
             job = self._head or self._pull()
             if job is None:
                 return
@@ -162,9 +183,13 @@ class BatchGeneration:
             if job.index in self._cancelling:  # cancelled before it was pulled: it never runs
                 yield from self._drop_cancelled()
                 continue
+            if any(s.job is job for s in self._staged):
+                return  # its next wave starts at a later step
             self._head = job
             wave = min(job.waiting, self._limit)
-            if self._live and (len(self._live) + wave > self._limit or not self._fits(job, wave)):
+            if running and (running + wave > self._limit or not self._fits(job, wave)):
+                return
+            if self._staged and not self._joins(job, wave):
                 return
             if wave == job.waiting:
                 self._head = None
@@ -183,8 +208,8 @@ class BatchGeneration:
         """End the requests ``cancel_request`` named; report each one that has nothing left to run."""
         if not self._cancelling:
             return
-        staged = self._staged[0].index if self._staged else None
-        for index in sorted(self._cancelling - {staged}):  # a staged prompt is decoded first, then cancelled
+        staged = {s.job.index for s in self._staged}
+        for index in sorted(self._cancelling - staged):  # a staged prompt is decoded first, then cancelled
             job = self._known.get(index)
             if job is None:
                 if index in self.results:
@@ -200,29 +225,46 @@ class BatchGeneration:
         yield from self._settle()
 
     def _fits(self, job: Job, wave: int) -> bool:
-        """Whether the context holds every prompt cell plus every live sequence, and ``wave`` new
-        ones of ``job``, at their longest."""
+        """Whether the context holds every prompt cell plus every live and staged sequence, and
+        ``wave`` new ones of ``job``, at their longest."""
         ctx, prompt = self._context, job.request.prompt
         reuse = ctx.reusable(prompt)
-        cells = len(self._prompt_cells(ctx.cells(reuse))) + len(prompt) - reuse
+        # Staged first, job's prompt keeps the cache it reuses; beside others, the cache stays whole.
+        cached = ctx.cells() if self._staged else ctx.cells(reuse)
+        cells = len(self._prompt_cells(cached)) + sum(len(s.entries) for s in self._staged) + len(prompt) - reuse
         reserved = sum(s.job.request.max_new_tokens - 1 for s in self._live)
+        reserved += sum(len(s.seqs) * (s.job.request.max_new_tokens - 1) for s in self._staged)
         return cells + reserved + wave * (job.request.max_new_tokens - 1) <= ctx.n_ctx
+
+    def _joins(self, job: Job, wave: int) -> bool:
+        """Whether ``job`` can start beside the staged requests: all its sequences at once (later waves
+        fork from the cache sequence), its prompt's rest within the batch."""
+        ctx, prompt = self._context, job.request.prompt
+        entries = len(self._live) + sum(len(s.entries) for s in self._staged)
+        return wave == job.waiting and entries + len(prompt) - ctx.reusable(prompt) <= ctx.n_batch
 
     def _prompt_cells(self, cached: frozenset[int]) -> frozenset[int]:
         return cached.union(*(job.cells for job in self._known.values()))
 
     def _stage(self, job: Job, wave: int) -> None:
-        """Prepare job's prompt for the next step; decode alone what would overflow its batch."""
+        """Prepare job's prompt for the next step: in the cache sequence, decoding alone what would
+        overflow its batch, or (when others are staged) beside it in the wave's own slots."""
         ctx, marks = self._context, job.marks
         if job.started == 0:
             marks.start = self._clock.elapsed()
-        entries, reused = ctx.stage(job.request.prompt)
+        seqs, self._free = self._free[:wave], self._free[wave:]
+        cells = None
+        if self._staged:
+            entries, reused, cells = ctx.stage_beside(job.request.prompt, seqs, self._staged[0].entries)
+        else:
+            entries, reused = ctx.stage(job.request.prompt)
+            alone = max(0, len(entries) - max(1, ctx.n_batch - len(self._live)))
+            for start in range(0, alone, ctx.n_batch):
+                ctx.decode(entries[start:min(start + ctx.n_batch, alone)])
+            entries = entries[alone:]
         if job.started == 0:
             marks.cached_prompt_tokens = reused
-        alone = max(0, len(entries) - max(1, ctx.n_batch - len(self._live)))
-        for start in range(0, alone, ctx.n_batch):
-            ctx.decode(entries[start:min(start + ctx.n_batch, alone)])
-        self._staged = job, wave, entries[alone:]
+        self._staged.append(_Staged(job, seqs, entries, cells))
 
     def _sample(self, slot: Slot) -> Iterator[Event]:
         job = slot.job
@@ -235,7 +277,7 @@ class BatchGeneration:
     def _fit_context(self) -> None:
         """End the newest live sequences with "length" until the next step fits the context."""
         live = list(self._live)
-        staged = len(self._staged[2]) if self._staged else 0
+        staged = sum(len(s.entries) for s in self._staged)
         in_cache = len(self._prompt_cells(self._context.cells())) + sum(len(s.tokens) - 1 for s in live) + staged
         while live and in_cache + len(live) > self._context.n_ctx:
             slot = live.pop()
@@ -254,21 +296,27 @@ class BatchGeneration:
                 yield RequestDone(job.index, self._close(job))
 
     def _decode(self) -> None:
-        """One step: the newest token of every live sequence, and the staged prompt; then fork it."""
-        live = self._live
-        entries = [(s.tokens[-1], len(s.job.request.prompt) + len(s.tokens) - 1, s.seq_id, True) for s in live]
-        if self._staged is not None:
-            entries += self._staged[2]
-        self._context.decode(entries)  # type: ignore[arg-type]
+        """One step: the newest token of every live sequence, and the staged prompts; then start them."""
+        live, ctx = self._live, self._context
+        entries: list[Entry] = [(s.tokens[-1], len(s.job.request.prompt) + len(s.tokens) - 1, (s.seq_id,), True)
+                                for s in live]  # type: ignore[misc]
+        ends = []
+        for staged in self._staged:
+            entries += staged.entries
+            ends.append(len(entries) - 1)
+        ctx.decode(entries)
         for i, slot in enumerate(live):
             slot.output = i
-        if self._staged is not None:
-            job, wave, _ = self._staged
-            self._staged = None
+        started, self._staged = self._staged, []
+        for staged, output in zip(started, ends):
+            job = staged.job
             if job.started == 0:
                 job.marks.prompt_seconds = self._clock.elapsed() - job.marks.start  # type: ignore[operator]
-            seq_ids, self._free = self._free[:wave], self._free[wave:]
-            self._live.extend(job.start_wave(seq_ids, len(entries) - 1))
+            if staged.cells is None:
+                for seq in staged.seqs:
+                    ctx.fork(seq)
+            cells = ctx.cells() if staged.cells is None else staged.cells
+            self._live.extend(job.start_wave(staged.seqs, output, cells))
 
     def _retire(self, slot: Slot) -> None:
         seq_id = slot.seq_id

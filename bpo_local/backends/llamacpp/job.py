@@ -78,21 +78,20 @@ class Job:
     def done(self) -> bool:
         return self.waiting == 0 and self.live == 0
 
-    def start_wave(self, seq_ids: list[int], output: int) -> list[Slot]:
-        """Fork the cached prompt (just prefilled, logits at ``output``) into the next len(seq_ids)
-        sequences of this request."""
+    def start_wave(self, seq_ids: list[int], output: int, cells: frozenset[int]) -> list[Slot]:
+        """Start the next len(seq_ids) sequences of this request in those KV sequences, which hold its
+        prompt (just prefilled, logits at ``output``, in ``cells``)."""
         request, tail = self.request, self._bans.history_needed
         wave = self.slots[self.started:self.started + len(seq_ids)]
         for seq_id, slot in zip(seq_ids, wave):
             slot.seq_id = seq_id
-            self._context.fork(seq_id)
             slot.chain = SamplerChain(request.sampling, sequence_seed(self.seed, slot.index))
             slot.history = list(request.prompt[len(request.prompt) - tail:]) if tail else []
             slot.text = TextStream(self._vocab)
             slot.output = output
         self.started += len(wave)
         self.live += len(wave)
-        self.cells |= self._context.cells()
+        self.cells |= cells
         return wave
 
     def sample(self, slot: Slot) -> TokenEvent | None:
