@@ -132,6 +132,20 @@ def test_a_burst_starts_in_one_step_and_shares_the_template_from_a_cold_cache(ti
     assert tiny.generate(requests[1]).run().timings.cached_prompt_tokens >= shared  # the cache holds the lead
 
 
+def test_a_batch_closed_after_staging_a_prompt_leaves_the_cache_consistent(tiny: Engine, bpo_prompts) -> None:
+    """The first event can come after a prompt is staged and before it is decoded (here: a bad request's
+    RequestDone); closing the batch there must not let the next request take the never-evaluated prompt
+    as cached."""
+    expected = sequential(tiny, [Request(bpo_prompts[2], 5, GREEDY)])
+    too_long = bpo_prompts[0] * (1025 // len(bpo_prompts[0]) + 1)  # more than the 1024-token context
+    tiny.logits(bpo_prompts[0][:1])  # the staged prompt is not cached: it would be evaluated in the step
+    batch = tiny.generate_many([Request(bpo_prompts[2], 5, GREEDY), Request(too_long, 4), Request(bpo_prompts[3], 4)])
+    first = next(batch)
+    assert isinstance(first, RequestDone) and first.index == 1
+    batch.cancel()
+    assert sequential(tiny, [Request(bpo_prompts[2], 5, GREEDY)]) == expected
+
+
 def test_a_request_starts_only_when_the_context_holds_it_at_full_length(tiny_f32: Path, bpo_prompts) -> None:
     """Two requests that each fit alone but not together run one after the other, not cut short."""
     with Engine(tiny_f32, n_threads=1, n_ctx=256, n_seq_max=4) as engine:

@@ -161,6 +161,10 @@ class Context:
         self._lead_cells = list(self._new_cells(len(prompt) - reuse))
         return _entries(prompt, reuse, (CACHE_SEQ,)), reuse
 
+    def unstage(self) -> None:
+        """Forget a staged lead that will not be decoded: later prompts share only what is cached."""
+        self._lead_cells.clear()
+
     def stage_beside(self, prompt: Sequence[int], seqs: Sequence[int],
                      lead: list[Entry]) -> tuple[list[Entry], int, frozenset[int]]:
         """Start ``prompt`` in ``seqs`` beside the lead, whose remaining entries are ``lead``: the prefix

@@ -143,9 +143,11 @@ class BatchGeneration:
             phases.close()
             for slot in self._live:
                 self._retire(slot)
-            for staged in self._staged:  # copied a prefix into its slots, never decoded
-                for seq in staged.seqs:
-                    self._context.drop(seq)
+            if self._staged:  # admitted, never decoded: beside the lead, a prefix was copied into its slots
+                self._context.unstage()
+                for staged in self._staged:
+                    for seq in staged.seqs:
+                        self._context.drop(seq)
             for job in self._known.values():
                 self._close(job)
             self._context.release(self)
