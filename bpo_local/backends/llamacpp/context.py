@@ -6,8 +6,8 @@ with a unified KV cache the prompt's cells are shared, not copied, and survive i
 sequence 0 moves on to another prompt. More prompts can be staged beside the one being evaluated into
 the cache (the lead), straight into their own sequences, so several start in one decode: they take
 the prefix they share with the lead from the cache, or join the lead's own tokens (one cell, several
-sequences), and evaluate only the rest themselves. Each cached position carries the id of its KV cell, so a scheduler can count the
-distinct cells that several generations' prompts occupy.
+sequences), and evaluate only the rest themselves. Each cached position carries the id of its KV
+cell, so a scheduler can count the distinct cells that several generations' prompts occupy.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ class Context:
         self._cell_ids: list[int] = []
         """A unique id per cached position's KV cell (a re-evaluated position gets a new one)."""
         self._next_cell = 0
-        self._lead: list[int] = []
+        self._lead: Sequence[int] = ()
         """The prompt staged into the cache sequence for the next decode (``cached`` + its pending rest)."""
         self._lead_cells: list[int] = []
         """Cell ids of the lead's positions not decoded yet, in order."""
@@ -73,8 +73,10 @@ class Context:
         self._owner = owner
 
     def release(self, owner: Owner) -> None:
+        """``owner`` is done; a lead it staged and never decoded is forgotten (only what is cached is shared)."""
         if self._owner is owner:
             self._owner = None
+            self._lead_cells.clear()
 
     # sequences
 
@@ -157,13 +159,9 @@ class Context:
             self._forget_cache()
             reuse = 0
         self._truncate_cache(reuse)
-        self._lead = list(prompt)
+        self._lead = prompt
         self._lead_cells = list(self._new_cells(len(prompt) - reuse))
         return _entries(prompt, reuse, (CACHE_SEQ,)), reuse
-
-    def unstage(self) -> None:
-        """Forget a staged lead that will not be decoded: later prompts share only what is cached."""
-        self._lead_cells.clear()
 
     def stage_beside(self, prompt: Sequence[int], seqs: Sequence[int],
                      lead: list[Entry]) -> tuple[list[Entry], int, frozenset[int]]:
