@@ -143,11 +143,9 @@ class BatchGeneration:
             phases.close()
             for slot in self._live:
                 self._retire(slot)
-            if self._staged:  # admitted, never decoded: beside the lead, a prefix was copied into its slots
-                self._context.unstage()
-                for staged in self._staged:
-                    for seq in staged.seqs:
-                        self._context.drop(seq)
+            for staged in self._staged:  # admitted, never decoded: a prefix may have been copied into its slots
+                for seq in staged.seqs:
+                    self._context.drop(seq)
             for job in self._known.values():
                 self._close(job)
             self._context.release(self)
@@ -189,9 +187,10 @@ class BatchGeneration:
                 return  # its next wave starts at a later step
             self._head = job
             wave = min(job.waiting, self._limit)
-            if running and (running + wave > self._limit or not self._fits(job, wave)):
+            reuse = self._context.reusable(job.request.prompt)
+            if running and (running + wave > self._limit or not self._fits(job, wave, reuse)):
                 return
-            if self._staged and not self._joins(job, wave):
+            if self._staged and not self._joins(job, wave, reuse):
                 return
             if wave == job.waiting:
                 self._head = None
@@ -226,11 +225,10 @@ class BatchGeneration:
                 yield RequestDone(index, self._close(job))
         yield from self._settle()
 
-    def _fits(self, job: Job, wave: int) -> bool:
+    def _fits(self, job: Job, wave: int, reuse: int) -> bool:
         """Whether the context holds every prompt cell plus every live and staged sequence, and
-        ``wave`` new ones of ``job``, at their longest."""
+        ``wave`` new ones of ``job`` (whose prompt reuses ``reuse`` tokens), at their longest."""
         ctx, prompt = self._context, job.request.prompt
-        reuse = ctx.reusable(prompt)
         # Staged first, job's prompt keeps the cache it reuses; beside others, the cache stays whole.
         cached = ctx.cells() if self._staged else ctx.cells(reuse)
         cells = len(self._prompt_cells(cached)) + sum(len(s.entries) for s in self._staged) + len(prompt) - reuse
@@ -238,12 +236,11 @@ class BatchGeneration:
         reserved += sum(len(s.seqs) * (s.job.request.max_new_tokens - 1) for s in self._staged)
         return cells + reserved + wave * (job.request.max_new_tokens - 1) <= ctx.n_ctx
 
-    def _joins(self, job: Job, wave: int) -> bool:
+    def _joins(self, job: Job, wave: int, reuse: int) -> bool:
         """Whether ``job`` can start beside the staged requests: all its sequences at once (later waves
         fork from the cache sequence), its prompt's rest within the batch."""
-        ctx, prompt = self._context, job.request.prompt
         entries = len(self._live) + sum(len(s.entries) for s in self._staged)
-        return wave == job.waiting and entries + len(prompt) - ctx.reusable(prompt) <= ctx.n_batch
+        return wave == job.waiting and entries + len(job.request.prompt) - reuse <= self._context.n_batch
 
     def _prompt_cells(self, cached: frozenset[int]) -> frozenset[int]:
         return cached.union(*(job.cells for job in self._known.values()))
@@ -314,10 +311,11 @@ class BatchGeneration:
             job = staged.job
             if job.started == 0:
                 job.marks.prompt_seconds = self._clock.elapsed() - job.marks.start  # type: ignore[operator]
-            if staged.cells is None:
+            cells = staged.cells
+            if cells is None:  # the lead: fork the cache sequence, which now holds its prompt
                 for seq in staged.seqs:
                     ctx.fork(seq)
-            cells = ctx.cells() if staged.cells is None else staged.cells
+                cells = ctx.cells()
             self._live.extend(job.start_wave(staged.seqs, output, cells))
 
     def _retire(self, slot: Slot) -> None:
