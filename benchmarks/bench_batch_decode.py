@@ -33,16 +33,14 @@ PROMPT = "[INST] hello there, tell me a story [/INST]"
 
 
 def engine_rates(model: Path, threads: int, tokens: int, widths: list[int]) -> dict[int, float]:
-    engine = Engine(str(model), n_ctx=max(widths) * (tokens + 32), n_threads=threads, n_seq_max=max(widths) + 1)
-    try:
+    with Engine(str(model), n_ctx=max(widths) * (tokens + 32), n_threads=threads,
+                n_seq_max=max(widths) + 1) as engine:
         prompt = tuple(engine.tokenize(PROMPT, add_bos=True))
         rates = {}
         for width in widths:
             t = engine.generate(Request(prompt, tokens, Sampling(temperature=1.0, seed=1), n=width)).run().timings
             rates[width] = t.generated_tokens / t.decode_seconds
         return rates
-    finally:
-        engine.close()
 
 
 def server_rates(model: Path, threads: int, tokens: int, widths: list[int]) -> dict[int, float]:

@@ -3,7 +3,7 @@
 Usage:
     python benchmarks/bench_serve.py                 # ~3 min on SmolLM2-135M, 2 cores
     python benchmarks/bench_serve.py --clients 16 --max-tokens 128 --threads 2
-    python benchmarks/bench_serve.py --model BPO-7B.Q4_K_M.gguf --max-tokens 32 --skip-proxy
+    python benchmarks/bench_serve.py --model BPO-7B.Q4_K_M.gguf --max-tokens 128 --rounds 3 --skip-proxy
 
 1. Throughput: the same 16 prompts (seeded sampling, temperature 1, up to --max-tokens new tokens, so
    decoding dominates) sent to /v1/optimize one after another, then by 16 clients at once; reported:
