@@ -42,10 +42,19 @@ def state_dir() -> Path:
     return _home() or platformdirs.user_state_path(APP_NAME)
 
 
+def private_dirs(path: Path) -> Path:
+    """Create ``path`` and every missing folder above it for this user only (0700), so the data
+    folder is private whichever write creates it first; folders that exist are left as they are."""
+    missing = [folder for folder in (path, *path.parents) if not folder.exists()]
+    for folder in reversed(missing):
+        folder.mkdir(mode=0o700, exist_ok=True)
+    return path
+
+
 def private_file(path: Path) -> Path:
-    """Create ``path`` (and its folder, if missing) for this user only: 0600 in a 0700 folder. An
+    """Create ``path`` (and its folders, if missing) for this user only: 0600 in a 0700 folder. An
     existing file is narrowed to 0600 too. The run log and the REPL history hold every prompt."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    private_dirs(path.parent)
     os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
     os.chmod(path, 0o600)
     return path

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from ..atomic import write_text_atomic
-from ..config import state_dir
+from ..config import private_dirs, state_dir
 
 CHUNK = 1 << 20
 
@@ -41,7 +41,7 @@ def _read(cache_file: Path) -> dict[str, str]:
 def _write(cache_file: Path, cache: dict[str, str]) -> None:
     """A cache that cannot be written only costs a re-hash next time."""
     try:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        private_dirs(cache_file.parent)
         write_text_atomic(cache_file, json.dumps(cache))
     except OSError:
         pass

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..atomic import write_text_atomic
+from ..config import private_dirs
 from ..errors import ModelNotFound, StoreError
 from ..gguf_header import read_header
 from .digest import file_sha256
@@ -184,7 +185,7 @@ class ModelStore:
         path = self.path_for(model, quant)
         n_params = count_params(gguf)
         with _store_writes(self.root):
-            path.parent.mkdir(parents=True, exist_ok=True)
+            private_dirs(path.parent)
             path.with_suffix(".json").unlink(missing_ok=True)  # an old manifest must never describe the new file
             os.replace(gguf, path)
             build = Build(
@@ -222,7 +223,7 @@ class ModelStore:
         self.clean_stale()
         tmp = self.root / ".tmp"
         with _store_writes(self.root):
-            tmp.mkdir(parents=True, exist_ok=True)
+            private_dirs(tmp)
         run = tmp / f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
         with _locked(run.with_suffix(".lock")):  # locked before the folder exists: no cleaner takes it
             try:
@@ -293,7 +294,7 @@ def _acquire(path: Path, *, wait: bool, on_wait: Callable[[], None] | None = Non
     """Open and flock ``path``; None if ``wait`` is False and another process holds it. Retries when the
     file was deleted or replaced while we waited, so a lock is always held on the file at ``path``."""
     with _store_writes(path.parent.parent):
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dirs(path.parent)
     while True:
         with _store_writes(path.parent.parent):
             f = open(path, "ab")
