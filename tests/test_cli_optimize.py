@@ -18,6 +18,17 @@ NON_EMPTY = ("--temperature", "1.2", "--seed", "1")
 """SmolLM2 often ends a stable-mode answer at once; this seed makes it write something for PROMPT."""
 
 
+def test_an_empty_rewrite_prints_an_empty_line_and_warns_on_stderr(run_cli, smollm2_gguf: Path,
+                                                                   bpo_home: Path) -> None:
+    # SmolLM2 is no BPO model: greedy, it ends at once for this prompt.
+    proc = run_cli("optimize", "how can I create a profile on Facebook?", "--temperature", "0", "--no-log",
+                   *model_args(smollm2_gguf))
+    assert proc.returncode == 0 and proc.stdout == "\n"
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("warning: the rewrite is empty (0 new tokens"), \
+        proc.stderr
+    assert smollm2_gguf.name in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_one_prompt_from_argument_stdin_or_dash_and_as_json(run_cli, smollm2_gguf: Path, bpo_home: Path) -> None:
     opts = model_args(smollm2_gguf, "--max-tokens", "12", *NON_EMPTY)
     from_arg = run_cli("optimize", PROMPT, *opts)

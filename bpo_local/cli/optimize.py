@@ -94,7 +94,17 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(result.to_dict(), ensure_ascii=False) if args.json else _format(result))
         sys.stdout.flush()
         _record(opt, result, log)
+    _warn_if_empty(result)
     return 0
+
+
+def _warn_if_empty(result: OptimizeResult) -> None:
+    """An empty rewrite is a result, not an error, but BPO rewrites every prompt: say so on stderr."""
+    if any(c.strip() for c in result.candidates):
+        return
+    reasons = ", ".join(sorted(set(result.finish_reasons)))
+    print(f"warning: the rewrite is empty ({result.timings.generated_tokens} new tokens, finished: {reasons}); "
+          f"BPO rewrites every prompt, so check that {result.model} is a BPO model", file=sys.stderr)
 
 
 def read_prompt(arg: str | None) -> str:
