@@ -42,13 +42,16 @@ def state_dir() -> Path:
     return _home() or platformdirs.user_state_path(APP_NAME)
 
 
-def private_dirs(path: Path) -> Path:
+def private_dirs(path: Path) -> None:
     """Create ``path`` and every missing folder above it for this user only (0700), so the data
     folder is private whichever write creates it first; folders that exist are left as they are."""
-    missing = [folder for folder in (path, *path.parents) if not folder.exists()]
+    missing = []
+    folder = path
+    while not folder.exists():  # up to the first folder that exists, not every stat up to /
+        missing.append(folder)
+        folder = folder.parent
     for folder in reversed(missing):
         folder.mkdir(mode=0o700, exist_ok=True)
-    return path
 
 
 def private_file(path: Path) -> Path:
