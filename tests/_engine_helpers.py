@@ -65,6 +65,35 @@ def transformers_distribution(logits: np.ndarray, temperature: float, top_k: int
     return _softmax(_top_p(_top_k(logits.astype(np.float64) / temperature, top_k), top_p))
 
 
+def away_from_the_cut(samples: Sequence[int], logits: np.ndarray, temperature: float, top_k: int, top_p: float,
+                      noise: float = 0.01) -> tuple[list[int], np.ndarray]:
+    """The draws, and transformers' distribution, conditioned on the tokens that float noise cannot move
+    across the top-k / top-p cut-off.
+
+    The engine samples from its own evaluation of the prompt, which rounds differently from
+    ``logits`` (another batch shape; another CPU). A token within ``noise`` (in logit) of the top-k
+    cut, or within the matching shift of cumulative probability of the top-p cut, may be in on one
+    and out on the other: its draws are dropped and its mass removed. Among the others the two
+    distributions are proportional, so the conditioned draws must still fit the conditioned one.
+    """
+    x = logits.astype(np.float64) / temperature
+    d = 2 * noise / temperature  # two tokens' logits may move towards each other
+    edge = np.zeros(len(x), dtype=bool)
+    if top_k > 0:
+        ascending = np.sort(x)
+        near_or_above = len(x) - np.searchsorted(ascending, x - d, side="right") - 1  # others within d or above
+        surely_above = len(x) - np.searchsorted(ascending, x + d, side="left")
+        edge |= (near_or_above >= top_k) & (surely_above < top_k)
+    probs = _softmax(_top_k(x, top_k))
+    order = np.argsort(-probs, kind="stable")
+    before = np.empty_like(probs)
+    before[order] = np.cumsum(probs[order]) - probs[order]  # mass of the tokens ranked above each one
+    edge |= (probs > 0) & (np.abs(before - top_p) <= 2 * d)
+    expected = transformers_distribution(logits, temperature, top_k, top_p)
+    expected = np.where(edge, 0.0, expected)
+    return [t for t in samples if not edge[t]], expected / expected.sum()
+
+
 def llama_cpp_python_distribution(logits: np.ndarray, temperature: float, top_k: int = 40, top_p: float = 0.95,
                                   min_p: float = 0.05) -> np.ndarray:
     """llama-cpp-python's ``Llama`` defaults: top-k, top-p, min-p, and temperature last."""
