@@ -176,3 +176,34 @@ def test_cli_optimize_runs_the_builds_preset_and_preset_overrides_it(qwen2, run_
     unknown = run_cli("optimize", "--model", str(qwen2[1]), "--preset", "nope", "hi")
     assert unknown.returncode == 2 and unknown.stderr.startswith("error: unknown preset 'nope'; choose from: ")
     assert unknown.stderr.count("\n") == 1 and "Traceback" not in unknown.stderr
+
+
+def test_a_llama_server_runs_chat_presets_as_the_local_engine_does(llama_server, smollm2_gguf):
+    """The server's own chat template (from /props) wraps the turns: the same tokens, stops and result use."""
+    from bpo_local.backends.llamacpp import Engine
+    from bpo_local.backends.remote import connect
+    from bpo_local.optimizer import Optimizer
+
+    with Optimizer(connect([llama_server.url])) as remote, \
+            Optimizer(Engine(smollm2_gguf, n_ctx=1024, n_threads=1)) as local:
+        assert remote.info.chat_template == local.info.chat_template
+        for name in ("pas", "mepo"):
+            ours, theirs = (opt.request_for(PROMPTS[1], opt.preset(name), 3) for opt in (local, remote))
+            assert ours == theirs and ours.stop_tokens >= {local.backend.eos_token}
+        result = remote.optimize(PROMPTS[2], mode="pas", max_tokens=4, seed=2)
+    assert result.mode == "pas" and result.text.startswith(PROMPTS[2])
+
+
+def test_eval_runs_the_preset_it_is_given(smollm2_gguf, tmp_path):
+    from _cli_helpers import cli_command, cli_env
+    from test_eval import SMALL
+
+    out = tmp_path / "out"
+    args = ["eval", "--model", str(smollm2_gguf), "--threads", "1", "--ctx", "1024", "--target", str(smollm2_gguf),
+            "--judge", str(smollm2_gguf), "--limit", "1", *SMALL, "--out", str(out), "--json", "--preset", "pas"]
+    proc = subprocess.run(cli_command(*args), capture_output=True, text=True, env=cli_env(), timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["settings"]["bpo"]["mode"] == "pas"
+    (pair,) = report["pairs"]
+    assert pair["optimized_prompt"].startswith(pair["prompt"])  # PAS appends

@@ -8,6 +8,7 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, closing, contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -68,7 +69,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run = parser.add_argument_group("run")
     run.add_argument("--data", action="append", metavar="NAME|FILE", help=f"data set(s) (default: {DEFAULT_DATA})")
     run.add_argument("--limit", type=int, metavar="N", help="only the first N items of each data set")
-    run.add_argument("--mode", choices=MODES, default="stable", help="BPO's mode (default: stable)")
+    run.add_argument("--mode", choices=MODES, help="BPO's mode (default: the model's own preset, else stable)")
+    run.add_argument("--preset", dest="mode", metavar="NAME",
+                     help="the optimizer preset: stable, aggressive, pas, mepo, or a TOML file's name in the config "
+                          "folder's presets/")
     run.add_argument("--seed", type=int, default=0, metavar="N",
                      help="seed of BPO, the answers and the bootstrap (default: 0)")
     run.add_argument("--temperature", type=float, default=0.7, metavar="T",
@@ -103,6 +107,7 @@ def run_eval_command(args: argparse.Namespace) -> int:
         same = (args.judge, args.judge_model, args.judge_key) == (args.target, args.target_model, args.target_key)
         judge = target if same else stack.enter_context(closing(_open(args, "judge", console)))
         optimizer = stack.enter_context(load_optimizer(args))
+        settings = replace(settings, mode=optimizer.preset(settings.mode).name)  # None: the model's own
         items = [item for dataset in datasets for item in dataset.items]
         with _progress_bars(console) as progress:
             run = run_eval(items, optimizer, target, judge, settings, args.out / "cache", progress)
