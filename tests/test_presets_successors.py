@@ -207,3 +207,23 @@ def test_eval_runs_the_preset_it_is_given(smollm2_gguf, tmp_path):
     assert report["settings"]["bpo"]["mode"] == "pas"
     (pair,) = report["pairs"]
     assert pair["optimized_prompt"].startswith(pair["prompt"])  # PAS appends
+
+
+def test_eval_compares_optimizers_over_the_same_answers(smollm2_gguf, qwen2, tmp_path):
+    from _cli_helpers import cli_command, cli_env
+    from test_eval import SMALL
+
+    out = tmp_path / "out"
+    args = ["eval", "--model", str(smollm2_gguf), "--threads", "1", "--ctx", "1024", "--target", str(smollm2_gguf),
+            "--judge", str(smollm2_gguf), "--limit", "1", *SMALL, "--out", str(out), "--json",
+            "--optimizer", "stable", "--optimizer", f"pas@{qwen2[1]}"]
+    proc = subprocess.run(cli_command(*args), capture_output=True, text=True, env=cli_env(), timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    bpo, pas = json.loads(proc.stdout)["optimizers"]
+    assert (bpo["settings"]["bpo"]["mode"], pas["settings"]["bpo"]["mode"]) == ("stable", "pas")
+    assert pas["settings"]["bpo"]["model"] == "pas.gguf"
+    (bpo_pair,), (pas_pair,) = bpo["pairs"], pas["pairs"]
+    assert pas_pair["optimized_prompt"].startswith(pas_pair["prompt"])
+    assert bpo_pair["answers"]["original"] == pas_pair["answers"]["original"]  # answered once, shared
+    assert pas["stages"]["answer"]["cached"] >= 1
+    assert (out / "report.md").read_text().count("# BPO evaluation") == 2
