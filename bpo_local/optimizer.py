@@ -123,11 +123,15 @@ class Optimizer:
         return MappingProxyType(known_presets(self.info.metadata))
 
     @functools.cached_property
-    def default_preset(self) -> str:
-        """The preset the model's build names (``bpo.preset.default``), else BPO's stable mode."""
+    def _build_presets(self) -> tuple[str | None, dict[str, Preset]]:
         from .preset_files import build_presets
 
-        return build_presets(self.info.metadata)[0] or "stable"
+        return build_presets(self.info.metadata)
+
+    @property
+    def default_preset(self) -> str:
+        """The preset the model's build names (``bpo.preset.default``), else BPO's stable mode."""
+        return self._build_presets[0] or "stable"
 
     @property
     def info(self) -> ModelInfo:
@@ -153,7 +157,7 @@ class Optimizer:
         temperature, top_p, top_k, max_tokens) applied and checked; None values keep the preset's."""
         from .preset_files import find_preset
 
-        chosen = find_preset(mode or self.default_preset, self.presets)
+        chosen = find_preset(mode or self.default_preset, self._build_presets[1])
         try:
             checked = Overrides(**overrides)
         except TypeError:

@@ -32,12 +32,13 @@ def user_presets_dir() -> Path:
 
 
 def load_preset_file(path: Path) -> Preset:
-    """The preset in a TOML file (its name: ``name``, else the file's stem); UsageError naming the file."""
+    """The preset in a TOML file, named by the file's stem; UsageError naming the file."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise UsageError(f"cannot read preset file {path}: {exc}; fix or delete it") from None
-    data.setdefault("name", path.stem)
+    if data.setdefault("name", path.stem) != path.stem:
+        raise UsageError(f"{path}: name {data['name']!r} differs from the file's; rename the file or drop `name`")
     preset = preset_from_dict(data, where=str(path))
     if preset.name in BUILTIN:
         raise UsageError(f"{path}: {preset.name!r} is a built-in preset's name; give yours another name")
@@ -73,11 +74,19 @@ def known_presets(metadata: Mapping[str, str] | None = None, folder: Path | None
     return {**BUILTIN, **from_build, **user_presets(folder)}
 
 
-def find_preset(name: str, known: Mapping[str, Preset]) -> Preset:
-    if name not in known:
-        raise UsageError(f"unknown preset {name!r}; choose from: {', '.join(known)} (or add "
-                         f"{user_presets_dir() / (name + '.toml')})")
-    return known[name]
+def find_preset(name: str, from_build: Mapping[str, Preset], folder: Path | None = None) -> Preset:
+    """The preset ``name``: built-in, the build's own, else ``folder``'s ``NAME.toml`` (read only when
+    asked for, so a broken file of the user's stops only its own runs)."""
+    known = {**BUILTIN, **from_build}
+    if name in known:
+        return known[name]
+    folder = folder or user_presets_dir()
+    path = folder / f"{name}.toml"
+    if path.is_file():
+        return load_preset_file(path)
+    names = [*known, *sorted(p.stem for p in folder.glob("*.toml") if p.stem not in known)] if folder.is_dir() \
+        else list(known)
+    raise UsageError(f"unknown preset {name!r}; choose from: {', '.join(names)} (or add {path})")
 
 
 def gguf_metadata(presets: Iterable[Preset], default: str) -> dict[str, object]:

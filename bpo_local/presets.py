@@ -176,6 +176,7 @@ AGGRESSIVE = Preset(
     cut_markers=("[KE", "[INS", "[PRO"),
 )
 
+
 def raw_chat_template(preset: Preset) -> str:
     """A raw preset's template as Jinja, for GGUF ``tokenizer.chat_template`` (llama-server, LM Studio and
     Ollama then wrap a user turn as the optimizer does)."""
@@ -330,8 +331,8 @@ def preset_from_dict(data: dict[str, Any], *, where: str) -> Preset:
     extra = fields["min_new_tokens_extra"]
     _expect(extra is None or (isinstance(extra, int) and not isinstance(extra, bool) and extra >= 0), where,
             "min_new_tokens_extra", "a whole number >= 0")
-    numbers = {"n": "n", "temperature": "temperature", "top_p": "top_p", "top_k": "top_k", "max_new_tokens": "max_tokens"}
-    for key, limit in numbers.items():
+    for key in ("n", "temperature", "top_p", "top_k", "max_new_tokens"):
+        limit = "max_tokens" if key == "max_new_tokens" else key
         value = fields[key]
         if LIMITS[limit].kind is float and isinstance(value, int) and not isinstance(value, bool):
             fields[key] = value = float(value)

@@ -19,7 +19,7 @@ import bpo_local
 from bpo_local.errors import UsageError
 from bpo_local.models.build import build_preset, chat_template, preset_metadata
 from bpo_local.models.convert import convert_checkpoint
-from bpo_local.preset_files import load_preset_file
+from bpo_local.preset_files import find_preset, load_preset_file
 from bpo_local.presets import BUILTIN, MEPO, PAS, STABLE, build_prompt, final_prompt, postprocess
 
 PROMPTS = ["Tell me about Harry Potter", "emoji 🦙 and <|im_end|> typed by a user\n  {prompt}", "write a haiku"]
@@ -142,7 +142,7 @@ def test_a_toml_preset_in_the_config_folder_is_used_and_can_be_built_in(qwen2, b
     ("template = '{prompt}'\nuse = 'prepend'", r"mine\.toml: use must be replace or append$"),
     ("template = '{prompt}'\ntop_p = 2", r"mine\.toml: top_p must be a number in \(0, 1\], got 2\.0$"),
     ("template = '{prompt}'\ncolour = 'red'", r"mine\.toml: unknown field\(s\) colour; known: name, n,"),
-    ("name = 'stable'\ntemplate = '{prompt}'", r"mine\.toml: 'stable' is a built-in preset's name; give yours"),
+    ("name = 'other'\ntemplate = '{prompt}'", r"mine\.toml: name 'other' differs from the file's; rename"),
     ("template = [", r"^cannot read preset file .*mine\.toml: .*; fix or delete it$"),
 ])
 def test_a_broken_toml_preset_is_one_clear_line(tmp_path, text, message):
@@ -151,6 +151,17 @@ def test_a_broken_toml_preset_is_one_clear_line(tmp_path, text, message):
     with pytest.raises(UsageError, match=message) as err:
         load_preset_file(path)
     assert "\n" not in str(err.value)
+
+
+def test_a_toml_preset_cannot_take_a_built_in_name_and_a_broken_one_stops_only_its_own_runs(tmp_path):
+    (tmp_path / "stable.toml").write_text("template = '{prompt}'", encoding="utf-8")
+    with pytest.raises(UsageError, match=r"stable\.toml: 'stable' is a built-in preset's name; give yours"):
+        load_preset_file(tmp_path / "stable.toml")
+    (tmp_path / "broken.toml").write_text("template = [", encoding="utf-8")
+    assert find_preset("pas", {}, tmp_path) is PAS
+    with pytest.raises(UsageError,
+                       match=r"^unknown preset 'x'; choose from: stable, aggressive, pas, mepo, broken \(or add .*x\.toml\)$"):
+        find_preset("x", {}, tmp_path)
 
 
 def test_builds_of_known_sources_get_their_preset_and_bpo_keeps_its_keys():

@@ -44,8 +44,8 @@ def run(args: argparse.Namespace) -> int:
 
     plan = ConvertPlan(source=args.source or DEFAULT_SOURCE, revision=args.revision,
                        quants=parse_quants(args.quant), outtype=args.outtype, keep_f16=args.keep_f16,
-                       verify=not args.no_verify, preset=args.preset, name=args.name, eval_data=args.data, threads=args.threads,
-                       gpu_layers=args.gpu_layers)
+                       verify=not args.no_verify, preset=args.preset, name=args.name, eval_data=args.data,
+                       threads=args.threads, gpu_layers=args.gpu_layers)
     store = ModelStore(models_dir())
     with progress_bars(status_console()) as progress:
         builds = convert(plan, store, progress=progress)

@@ -70,9 +70,9 @@ SOURCE_PRESETS = {"THUDM/BPO": "stable", "PKU-Baichuan-MLSystemLab/PAS-7B": "pas
 
 def build_preset(name: str | None, repo: str | None) -> Preset:
     """The preset a build runs: ``name`` (built-in or the user's TOML), else the source repo's, else stable."""
-    from ..preset_files import find_preset, known_presets
+    from ..preset_files import find_preset
 
-    return find_preset(name or SOURCE_PRESETS.get(repo or "", "stable"), known_presets())
+    return find_preset(name or SOURCE_PRESETS.get(repo or "", "stable"), {})
 
 
 def preset_metadata(preset: Preset) -> dict[str, object]:
