@@ -238,3 +238,17 @@ def test_eval_compares_optimizers_over_the_same_answers(smollm2_gguf, qwen2, tmp
     assert bpo_pair["answers"]["original"] == pas_pair["answers"]["original"]  # answered once, shared
     assert pas["stages"]["answer"]["cached"] >= 1
     assert (out / "report.md").read_text().count("# BPO evaluation") == 2
+
+
+def test_convert_writes_the_preset_it_is_given_and_the_build_runs_it(qwen2, run_cli, bpo_home):
+    done = run_cli("convert", str(qwen2[0]), "--quant", "q8_0", "--no-verify", "--preset", "pas", "--threads", "1")
+    assert done.returncode == 0, done.stderr
+    from bpo_local.gguf_header import read_header
+
+    meta = read_header(bpo_home / "models" / "pas-7b" / "pas-7b-q8_0.gguf").metadata
+    assert meta["general.architecture"] == "qwen2" and meta["bpo.preset.default"] == "pas"
+    assert meta["bpo.pas.use"] == "append" and "bpo.stable.temperature" not in meta
+    assert meta["tokenizer.chat_template"] == json.loads((qwen2[0] / "tokenizer_config.json").read_text())["chat_template"]
+    ran = run_cli("optimize", "--model", "pas-7b:q8_0", "--json", "--no-log", "--max-tokens", "2", "hello")
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout)["mode"] == "pas"
