@@ -134,15 +134,15 @@ class _DirectSink:
         self._f = f
         end = f.tell()
         self._base = end - end % _ALIGN
-        self._fd = os.open(path, os.O_WRONLY | os.O_DIRECT)
-        self._writer = _BufferWriter(self._fd, f.fileno())
-        self._buffer = self._writer.free.get()
-        self._fill = 0
         reader = os.open(path, os.O_RDONLY)
         try:
-            self.write(os.pread(reader, end - self._base, self._base))
+            head = os.pread(reader, end - self._base, self._base)
         finally:
             os.close(reader)
+        self._writer = _BufferWriter(os.open(path, os.O_WRONLY | os.O_DIRECT), f.fileno())
+        self._buffer = self._writer.free.get()
+        self._fill = 0
+        self.write(head)
 
     def write(self, data: bytes | memoryview) -> None:
         data = memoryview(data).cast("B")
@@ -169,13 +169,11 @@ class _DirectSink:
         tail = bytes(self._buffer[whole:self._fill])
         self._writer.put(self._buffer, self._base, whole)
         self._writer.finish()
-        os.close(self._fd)
         os.pwrite(self._f.fileno(), tail, self._base + whole)
         self._f.seek(self._base + self._fill)
 
     def abort(self) -> None:
         self._writer.finish(check=False)
-        os.close(self._fd)
 
     def _filled(self, n: int) -> None:
         self._fill += n
@@ -191,6 +189,7 @@ class _BufferWriter:
 
     Its first error is raised by the next ``put`` or by ``finish``. If the file system takes
     ``O_DIRECT`` at open but refuses the write (EINVAL), the rest goes through ``fallback``.
+    It owns ``fd`` and closes it when finished.
     """
 
     def __init__(self, fd: int, fallback: int) -> None:
@@ -208,8 +207,9 @@ class _BufferWriter:
         self._todo.put((buffer, offset, nbytes))
 
     def finish(self, *, check: bool = True) -> None:
-        self._todo.put(None)
-        self._thread.join()
+        if self._thread.is_alive():
+            self._todo.put(None)
+            self._thread.join()
         if check:
             self._raise()
 
@@ -218,14 +218,18 @@ class _BufferWriter:
             raise self._error
 
     def _run(self) -> None:
-        while (job := self._todo.get()) is not None:
-            buffer, offset, nbytes = job
-            if self._error is None:
-                try:
-                    self._write(memoryview(buffer)[:nbytes], offset)
-                except OSError as exc:
-                    self._error = exc
-            self.free.put(buffer)
+        direct = self._fd
+        try:
+            while (job := self._todo.get()) is not None:
+                buffer, offset, nbytes = job
+                if self._error is None:
+                    try:
+                        self._write(memoryview(buffer)[:nbytes], offset)
+                    except OSError as exc:
+                        self._error = exc
+                self.free.put(buffer)
+        finally:
+            os.close(direct)
 
     def _write(self, view: memoryview, offset: int) -> None:
         with view:
