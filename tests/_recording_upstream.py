@@ -1,109 +1,117 @@
-"""A relay on 127.0.0.1 in front of a real server: it forwards every request as it came, passes the
-answer back chunk by chunk, and keeps both, so a test can see what the proxy forwarded and what the
-real server answered.
+"""A relay on 127.0.0.1 in front of a real server that keeps every exchange: what a proxy forwarded and
+what the real server answered, byte for byte.
 
-    with RecordingUpstream.start(llama_server.url) as relay:
-        ...  # point the proxy at f"{relay.url}/v1"
-        relay.exchanges[-1].request_json
+Tests compare the proxy's answer with the answer the real server gave to the very request the proxy made,
+never with a second generation (two llama.cpp generations match only when their batch shapes and cache
+state do, which the rest of the suite changes).
+
+    with RecordingUpstream.start(llama_server.url) as upstream:
+        ...  # point the proxy at f"{upstream.url}/v1"
+        exchange = upstream.last("/v1/chat/completions")
+        exchange.request["messages"], exchange.answer_text()
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import httpx
+import uvicorn
+from _llama_server import free_port
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import StreamingResponse
+from starlette.routing import Route
 
-_HOP = {"host", "content-length", "transfer-encoding", "connection", "keep-alive", "accept-encoding"}
+_HOP_BY_HOP = {"host", "content-length", "transfer-encoding", "connection", "content-encoding"}
 
 
 @dataclass
 class Exchange:
+    """One request the relay passed on, and the real server's answer."""
+
     method: str
     path: str
     headers: dict[str, str]
-    request: bytes
+    body: bytes
     status: int = 0
-    response: bytes = b""
+    answer: bytes = b""
+    done: threading.Event = field(default_factory=threading.Event)
 
     @property
-    def request_json(self) -> Any:
-        return json.loads(self.request)
+    def request(self) -> dict:
+        return json.loads(self.body)
+
+    def answer_text(self) -> str:
+        """The assistant's text in a chat answer, whole (JSON) or streamed (server-sent events)."""
+        self.done.wait(60)
+        if not self.answer.lstrip().startswith(b"data:"):
+            return json.loads(self.answer)["choices"][0]["message"]["content"]
+        events = [line[5:].strip() for line in self.answer.decode().splitlines() if line.startswith("data:")]
+        chunks = [json.loads(e) for e in events if e != "[DONE]"]
+        return "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
 
 
-@dataclass
 class RecordingUpstream:
-    server: ThreadingHTTPServer
-    target: str
-    exchanges: list[Exchange] = field(default_factory=list)
+    """Forwards every request to ``target`` unchanged, streams the answer back, and keeps both."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target.rstrip("/")
+        self.exchanges: list[Exchange] = []
+        self._client = httpx.AsyncClient(timeout=None)
+        app = Starlette(routes=[Route("/{path:path}", self._relay, methods=["GET", "POST", "PUT", "DELETE"])])
+        self.url = f"http://127.0.0.1:{free_port()}"
+        config = uvicorn.Config(app, host="127.0.0.1", port=int(self.url.rsplit(":", 1)[1]), log_level="warning")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
 
     @classmethod
-    def start(cls, target: str) -> RecordingUpstream:
-        relay: RecordingUpstream
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.0"  # the answer ends when the connection closes: chunks pass as they come
-
-            def _relay(self) -> None:
-                length = int(self.headers.get("content-length") or 0)
-                body = self.rfile.read(length) if length else _read_chunked(self) if _chunked(self) else b""
-                exchange = Exchange(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body)
-                relay.exchanges.append(exchange)
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
-                with httpx.stream(self.command, relay.target + self.path, content=body, headers=headers,
-                                  timeout=300) as answer:
-                    exchange.status = answer.status_code
-                    self.send_response(answer.status_code)
-                    for key, value in answer.headers.items():
-                        if key.lower() not in _HOP:
-                            self.send_header(key, value)
-                    self.end_headers()
-                    for chunk in answer.iter_raw():
-                        exchange.response += chunk
-                        self.wfile.write(chunk)
-                        self.wfile.flush()
-
-            do_GET = do_POST = _relay
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        server.daemon_threads = True
-        relay = cls(server, target.rstrip("/"))
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+    def start(cls, target: str, timeout: float = 30) -> RecordingUpstream:
+        relay = cls(target)
+        relay._thread.start()
+        deadline = time.monotonic() + timeout
+        while not relay._server.started:
+            if time.monotonic() > deadline or not relay._thread.is_alive():
+                raise RuntimeError(f"recording relay on {relay.url} did not start")
+            time.sleep(0.02)
         return relay
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+    async def _relay(self, request: Request) -> StreamingResponse:
+        body = await request.body()
+        exchange = Exchange(request.method, request.url.path, dict(request.headers), body)
+        self.exchanges.append(exchange)
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
+        upstream = await self._client.send(
+            self._client.build_request(request.method, f"{self.target}{request.url.path}", params=request.query_params,
+                                       headers=headers, content=body), stream=True)
+        exchange.status = upstream.status_code
 
-    def chats(self) -> list[Any]:
-        """The bodies of the chat requests forwarded so far, oldest first."""
-        return [e.request_json for e in self.exchanges if e.path.endswith("/chat/completions")]
+        async def passed_on() -> AsyncIterator[bytes]:
+            try:
+                async for chunk in upstream.aiter_bytes():
+                    exchange.answer += chunk
+                    yield chunk
+            finally:
+                await upstream.aclose()
+                exchange.done.set()
+
+        kept = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP_BY_HOP}
+        return StreamingResponse(passed_on(), status_code=upstream.status_code, headers=kept)
+
+    def last(self, path: str) -> Exchange:
+        """The newest exchange on ``path``."""
+        return next(e for e in reversed(self.exchanges) if e.path == path)
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self._server.should_exit = True
+        self._thread.join(10)
 
     def __enter__(self) -> RecordingUpstream:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def _chunked(handler: BaseHTTPRequestHandler) -> bool:
-    return "chunked" in handler.headers.get("transfer-encoding", "").lower()
-
-
-def _read_chunked(handler: BaseHTTPRequestHandler) -> bytes:
-    body = b""
-    while size := int(handler.rfile.readline().strip() or b"0", 16):
-        body += handler.rfile.read(size)
-        handler.rfile.readline()
-    handler.rfile.readline()
-    return body

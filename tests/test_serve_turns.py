@@ -52,6 +52,11 @@ def chat(client: openai.OpenAI, messages: list[dict], **headers: str):
     return reply, reply.model_extra["bpo"]
 
 
+def chats(relay: RecordingUpstream) -> list[dict]:
+    """The chat bodies the proxy forwarded, oldest first."""
+    return [e.request for e in relay.exchanges if e.path == "/v1/chat/completions"]
+
+
 def generations(proxy: BpoServer, prompt: str) -> int:
     return sum(1 for entry in proxy.logged(prompt, timeout=2) if entry["prompt"] == prompt)
 
@@ -60,11 +65,11 @@ def test_a_retry_gets_the_same_rewrite_without_generating(client, proxy: BpoServ
     question = [{"role": "user", "content": "name three rivers"}]
     first, bpo = chat(client, question)
     assert bpo["turn"] == "rewritten" and bpo["status"] == "optimized"
-    assert relay.chats()[-1]["messages"][0]["content"] == bpo["optimized_prompt"]
+    assert chats(relay)[-1]["messages"][0]["content"] == bpo["optimized_prompt"]
     assert first.choices[0].message.content == _answer(relay)
     again, remembered = chat(client, question)
     assert remembered["turn"] == "remembered" and remembered["optimized_prompt"] == bpo["optimized_prompt"]
-    assert relay.chats()[-1]["messages"] == relay.chats()[-2]["messages"]
+    assert chats(relay)[-1]["messages"] == chats(relay)[-2]["messages"]
     assert generations(proxy, "name three rivers") == 1
 
 
@@ -75,12 +80,12 @@ def test_a_follow_up_carries_the_stored_rewrite_and_is_not_rewritten(client, pro
     history = [question, {"role": "assistant", "content": answer.choices[0].message.content}]
     _, follow = chat(client, [*history, {"role": "user", "content": "make it shorter"}])
     assert follow["turn"] == "follow-up" and follow["optimized_prompt"] is None and follow["history_rewritten"] == 1
-    forwarded = relay.chats()[-1]["messages"]
+    forwarded = chats(relay)[-1]["messages"]
     assert forwarded[0]["content"] == bpo["optimized_prompt"] and forwarded[2]["content"] == "make it shorter"
     assert forwarded[1] == history[1]
     _, each = chat(client, [*history, {"role": "user", "content": "make it shorter"}], **{"X-BPO-Turns": "all"})
     assert each["turn"] == "rewritten" and each["optimized_prompt"]
-    assert relay.chats()[-1]["messages"][2]["content"] == each["optimized_prompt"]
+    assert chats(relay)[-1]["messages"][2]["content"] == each["optimized_prompt"]
     assert generations(proxy, "describe a cat") == 1 and generations(proxy, "make it shorter") == 1
 
 
@@ -98,11 +103,11 @@ def test_a_tool_round_makes_no_new_rewrite(proxy: BpoServer, relay: RecordingUps
                        max_retries=0).bind_tools([weather])
     task = HumanMessage("what is the weather in Paris")
     model.invoke([task])
-    rewrite = relay.chats()[-1]["messages"][0]["content"]
-    assert rewrite != task.content and relay.chats()[-1]["tools"][0]["function"]["name"] == "weather"
+    rewrite = chats(relay)[-1]["messages"][0]["content"]
+    assert rewrite != task.content and chats(relay)[-1]["tools"][0]["function"]["name"] == "weather"
     call = AIMessage("", tool_calls=[{"name": "weather", "args": {"city": "Paris"}, "id": "call_1"}])
     second = model.invoke([task, call, ToolMessage(weather.invoke({"city": "Paris"}), tool_call_id="call_1")])
-    forwarded = relay.chats()[-1]["messages"]
+    forwarded = chats(relay)[-1]["messages"]
     assert forwarded[0]["content"] == rewrite and forwarded[2] == {"role": "tool", "content": "sunny, 21 C",
                                                                    "tool_call_id": "call_1"}
     assert second.content == _answer(relay)
@@ -137,7 +142,7 @@ def test_the_store_survives_a_restart_and_is_private(smollm2_gguf: Path, proxy: 
 def test_mode_off_forwards_everything_as_typed(client, relay: RecordingUpstream) -> None:
     question = [{"role": "user", "content": "name three rivers"}]
     _, bpo = chat(client, question, **{"X-BPO-Mode": "off"})
-    assert bpo["turn"] == "off" and relay.chats()[-1]["messages"] == question
+    assert bpo["turn"] == "off" and chats(relay)[-1]["messages"] == question
 
 
 def test_other_routes_pass_through_unchanged(proxy: BpoServer, relay: RecordingUpstream) -> None:
@@ -145,11 +150,12 @@ def test_other_routes_pass_through_unchanged(proxy: BpoServer, relay: RecordingU
     response = httpx.post(f"{proxy.base_url}/completions", content=body,
                           headers={"content-type": "application/json"}, timeout=60)
     assert response.status_code == 200
-    assert relay.exchanges[-1].path == "/v1/completions" and relay.exchanges[-1].request == body
-    assert response.content == relay.exchanges[-1].response and "bpo" not in response.json()
+    passed = relay.last("/v1/completions")
+    assert passed.body == body and passed.done.wait(60)
+    assert response.content == passed.answer and "bpo" not in response.json()
     embeddings = httpx.post(f"{proxy.base_url}/embeddings", json={"input": "hi", "model": "target"}, timeout=30)
-    assert relay.exchanges[-1].path == "/v1/embeddings"  # this llama-server has no embeddings: its 501 comes back
-    assert (embeddings.status_code, embeddings.content) == (relay.exchanges[-1].status, relay.exchanges[-1].response)
+    passed = relay.last("/v1/embeddings")  # this llama-server has no embeddings: its 501 comes back
+    assert passed.done.wait(60) and (embeddings.status_code, embeddings.content) == (passed.status, passed.answer)
 
 
 def test_n_and_prompts_over_the_limit_are_400(proxy: BpoServer) -> None:
@@ -178,21 +184,7 @@ def test_a_full_store_forgets_the_least_recently_used(tmp_path: Path) -> None:
 
 def _answer(relay: RecordingUpstream) -> str:
     """What the real server answered to the last chat the relay passed on."""
-    import json
-
-    return json.loads(relay.exchanges[-1].response)["choices"][0]["message"]["content"]
-
-
-def _sse_text(data: bytes) -> str:
-    """The content of an OpenAI SSE stream, as the real server sent it."""
-    import json
-
-    text = ""
-    for raw in data.split(b"\n"):
-        if raw.startswith(b"data:") and raw[5:].strip() != b"[DONE]":
-            choices = json.loads(raw[5:])["choices"]
-            text += (choices[0].get("delta") or {}).get("content") or "" if choices else ""
-    return text
+    return relay.last("/v1/chat/completions").answer_text()
 
 
 OLLAMA_OPTIONS = {"temperature": 0, "seed": 0, "num_predict": 12, "top_k": 1}
@@ -204,13 +196,13 @@ def test_an_ollama_client_chats_whole_and_streamed(proxy: BpoServer, relay: Reco
     client = ollama.Client(host=proxy.url)
     ask = [{"role": "user", "content": "name a fruit"}]
     whole = client.chat(model="target", messages=ask, stream=False, options=OLLAMA_OPTIONS)
-    forwarded = relay.chats()[-1]
+    forwarded = chats(relay)[-1]
     assert forwarded["max_tokens"] == 12 and forwarded["temperature"] == 0 and forwarded["top_k"] == 1
     rewrite = forwarded["messages"][0]["content"]
     assert rewrite != "name a fruit" and whole.message.content == _answer(relay) and whole.done
     parts = list(client.chat(model="target", messages=ask, stream=True, options=OLLAMA_OPTIONS))
-    assert relay.chats()[-1]["messages"][0]["content"] == rewrite and relay.chats()[-1]["stream"] is True
-    assert "".join(p.message.content for p in parts) == _sse_text(relay.exchanges[-1].response)
+    assert chats(relay)[-1]["messages"][0]["content"] == rewrite and chats(relay)[-1]["stream"] is True
+    assert "".join(p.message.content for p in parts) == _answer(relay)
     assert parts[-1].done and not any(p.done for p in parts[:-1])
     record = httpx.post(f"{proxy.url}/api/chat", json={"model": "target", "messages": ask, "stream": False,
                                                        "options": OLLAMA_OPTIONS}, timeout=60).json()["bpo"]
@@ -223,7 +215,7 @@ def test_an_ollama_client_generates_and_lists(proxy: BpoServer, relay: Recording
 
     client = ollama.Client(host=proxy.url)
     answer = client.generate(model="target", prompt="say hello", system="Be brief.", options=OLLAMA_OPTIONS)
-    forwarded = relay.chats()[-1]["messages"]
+    forwarded = chats(relay)[-1]["messages"]
     assert forwarded[0] == {"role": "system", "content": "Be brief."} and forwarded[1]["content"] != "say hello"
     assert answer.response == _answer(relay) and answer.done
     listed = [m.model for m in client.list().models]
