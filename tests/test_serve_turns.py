@@ -127,15 +127,20 @@ def test_identical_requests_at_once_share_one_generation(proxy: BpoServer, relay
     assert generations(proxy, "list two colours") == 1
 
 
-def test_the_store_survives_a_restart_and_is_private(smollm2_gguf: Path, proxy: BpoServer, relay, home: Path,
+def test_the_store_survives_a_restart_and_is_private_and_history_may_stay_original(smollm2_gguf: Path, proxy: BpoServer, relay, home: Path,
                                                      client) -> None:
     _, bpo = chat(client, [{"role": "user", "content": "explain rain"}])
     store = home / "rewrites.db"
     assert stat.S_IMODE(store.stat().st_mode) == 0o600
-    with BpoServer.start(smollm2_gguf, *BPO, "--upstream", f"{relay.url}/v1", home=home) as second:
+    with BpoServer.start(smollm2_gguf, *BPO, "--history", "original", "--upstream", f"{relay.url}/v1",
+                         home=home) as second:
         again = openai.OpenAI(base_url=second.base_url, api_key="x", max_retries=0)
-        _, remembered = chat(again, [{"role": "user", "content": "explain rain"}])
-    assert remembered["turn"] == "remembered" and remembered["optimized_prompt"] == bpo["optimized_prompt"]
+        answer, remembered = chat(again, [{"role": "user", "content": "explain rain"}])
+        assert remembered["turn"] == "remembered" and remembered["optimized_prompt"] == bpo["optimized_prompt"]
+        history = [{"role": "user", "content": "explain rain"},
+                   {"role": "assistant", "content": answer.choices[0].message.content}]
+        _, follow = chat(again, [*history, {"role": "user", "content": "why?"}])
+    assert follow["history_rewritten"] == 0 and chats(relay)[-1]["messages"][:2] == history  # --history original
     assert generations(proxy, "explain rain") == 1
 
 
@@ -222,3 +227,12 @@ def test_an_ollama_client_generates_and_lists(proxy: BpoServer, relay: Recording
     assert listed == [m["id"] for m in httpx.get(f"{llama_server.url}/v1/models").json()["data"]]
     assert client.show("target").capabilities == ["completion"]
     assert httpx.get(f"{proxy.url}/api/version").json()["version"]
+
+
+def test_a_store_that_cannot_be_opened_is_one_line(run_cli, smollm2_gguf: Path, tmp_path: Path) -> None:
+    from _cli_helpers import assert_one_line_error
+
+    (tmp_path / "rewrites.db").mkdir()  # a folder where the store's file should be
+    proc = run_cli("serve", "--model", str(smollm2_gguf), "--upstream", "http://127.0.0.1:9/v1",
+                   env={"BPO_LOCAL_HOME": str(tmp_path)})
+    assert_one_line_error(proc, 1, "rewrites.db", "delete it")

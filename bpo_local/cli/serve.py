@@ -111,14 +111,14 @@ def run(args: argparse.Namespace) -> int:
     if args.upstream and not args.upstream.startswith(("http://", "https://")):
         raise UsageError(f"--upstream {args.upstream!r} is not an http(s) URL; give a base URL such as "
                          "http://127.0.0.1:11434/v1")
+    if args.upstream:  # a store that cannot be opened is one line now, not a failed startup later
+        RewriteStore.open(capacity=args.store_size).close()
     sock = _listen(args.host, args.port)
     settings = Settings(mode=args.mode, seed=args.seed, parallel=args.parallel, queue_size=args.queue, max_tokens=args.max_tokens,
                         max_body_bytes=args.max_body, api_key=args.api_key, upstream=args.upstream,
                         upstream_key=args.upstream_key, upstream_timeout=args.upstream_timeout, log=not args.no_log,
                         turns=args.turns, history=args.history, store_size=args.store_size, max_n=args.max_n,
                         max_prompts=args.max_prompts)
-    if args.upstream:  # a store that cannot be opened is one line now, not a failed startup later
-        RewriteStore.open(capacity=args.store_size).close()
     with load_optimizer(args) as optimizer:
         app = create_app(optimizer, settings)
         host, port = sock.getsockname()[:2]

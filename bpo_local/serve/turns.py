@@ -90,7 +90,7 @@ class Rewriter:
         """The rewrite of ``text``: one generation for every request that asks while it runs; it is
         cancelled only when all of them have gone."""
         shared = self._in_flight.get(key)
-        if shared is None:
+        if shared is None or shared.task.cancelled():  # a cancelled one may linger until its callback runs
             shared = self._in_flight[key] = _Shared(asyncio.ensure_future(
                 self._generate(key, text, mode, upstream_model)))
             shared.task.add_done_callback(lambda _: self._in_flight.pop(key, None))
