@@ -127,8 +127,8 @@ def test_identical_requests_at_once_share_one_generation(proxy: BpoServer, relay
     assert generations(proxy, "list two colours") == 1
 
 
-def test_the_store_survives_a_restart_and_is_private_and_history_may_stay_original(smollm2_gguf: Path, proxy: BpoServer, relay, home: Path,
-                                                     client) -> None:
+def test_the_store_survives_a_restart_and_is_private_and_history_may_stay_original(
+        smollm2_gguf: Path, proxy: BpoServer, relay, home: Path, client) -> None:
     _, bpo = chat(client, [{"role": "user", "content": "explain rain"}])
     store = home / "rewrites.db"
     assert stat.S_IMODE(store.stat().st_mode) == 0o600
