@@ -49,9 +49,9 @@ class Exchange:
     def answer_text(self) -> str:
         """The assistant's text in a chat answer, whole (JSON) or streamed (server-sent events)."""
         self.done.wait(60)
-        if not self.answer.lstrip().startswith(b"data:"):
-            return json.loads(self.answer)["choices"][0]["message"]["content"]
         events = [line[5:].strip() for line in self.answer.decode().splitlines() if line.startswith("data:")]
+        if not events:  # a stream may open with a ":" keep-alive comment, so look for events, not a prefix
+            return json.loads(self.answer)["choices"][0]["message"]["content"]
         chunks = [json.loads(e) for e in events if e != "[DONE]"]
         return "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
 

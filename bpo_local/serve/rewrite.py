@@ -15,8 +15,7 @@ REMEMBERED = "remembered"
 FOLLOW_UP = "follow-up"
 NOT_A_USER_TURN = "not a new user turn"
 FAILED = "failed"
-TURN_WORDS = (REWRITTEN, REMEMBERED, FOLLOW_UP, NOT_A_USER_TURN, OFF, FAILED)
-"""What the proxy did with a request's last message, as the ``bpo`` record's ``turn`` says it."""
+"""What the proxy did with a request's last message, as the ``bpo`` record's ``turn`` says it (or ``off``)."""
 
 
 @dataclass(frozen=True)

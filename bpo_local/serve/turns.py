@@ -22,8 +22,6 @@ from .parse import OFF, message_text, with_text
 from .rewrite import FOLLOW_UP, NOT_A_USER_TURN, REMEMBERED, Rewrite, rewrite
 from .store import RewriteStore, RewriteStoreError, turn_key
 
-HISTORY = ("rewritten", "original")
-
 _logger = logging.getLogger(__name__)
 
 
@@ -61,7 +59,7 @@ class Rewriter:
         earlier = users[:-1] if new else users
         keys = {i: self.key(text, mode) for i, text in users}
         stored = self._get(keys.values())
-        done = await self._new_turn(new, earlier, keys, stored, mode, turns, upstream_model, messages)
+        done = await self._new_turn(new, keys, stored, mode, turns, upstream_model, messages)
         swaps = {i: stored[keys[i]] for i, _ in earlier if self.history == "rewritten" and keys[i] in stored}
         history = len(swaps)
         if new and done.optimized is not None:
@@ -69,16 +67,15 @@ class Rewriter:
         forwarded = [with_text(m, swaps[i]) if i in swaps else m for i, m in enumerate(messages)]
         return forwarded, replace(done, history=history)
 
-    async def _new_turn(self, new: tuple[int, str] | None, earlier: list[tuple[int, str]], keys: dict[int, str],
-                        stored: dict[str, str], mode: str, turns: str, upstream_model: Any,
-                        messages: list[Any]) -> Rewrite:
+    async def _new_turn(self, new: tuple[int, str] | None, keys: dict[int, str], stored: dict[str, str], mode: str,
+                        turns: str, upstream_model: Any, messages: list[Any]) -> Rewrite:
         if new is None:
             role = messages[-1].get("role") if messages and isinstance(messages[-1], dict) else None
             return Rewrite(mode, None, turn=NOT_A_USER_TURN,
                            reason=f"the last message is {'a ' + role if isinstance(role, str) else 'not a user'} "
                                   "message: nothing new to rewrite")
         index, text = new
-        if turns == "first" and (earlier or any(_is_user(m) for m in messages[:index])):
+        if turns == "first" and any(_is_user(m) for m in messages[:index]):
             return Rewrite(mode, text, turn=FOLLOW_UP, reason="a follow-up: BPO rewrites a conversation's first "
                            "user turn only (X-BPO-Turns: all, or serve --turns all, rewrites each)")
         key = keys[index]
@@ -93,7 +90,7 @@ class Rewriter:
         if shared is None or shared.task.cancelled():  # a cancelled one may linger until its callback runs
             shared = self._in_flight[key] = _Shared(asyncio.ensure_future(
                 self._generate(key, text, mode, upstream_model)))
-            shared.task.add_done_callback(lambda _: self._in_flight.pop(key, None))
+            shared.task.add_done_callback(lambda _, ended=shared: self._forget(key, ended))
         shared.waiters += 1
         try:
             return await asyncio.shield(shared.task)
@@ -101,6 +98,10 @@ class Rewriter:
             shared.waiters -= 1
             if shared.waiters == 0 and not shared.task.done():
                 shared.task.cancel()
+
+    def _forget(self, key: str, ended: _Shared) -> None:
+        if self._in_flight.get(key) is ended:
+            del self._in_flight[key]
 
     async def _generate(self, key: str, text: str, mode: str, upstream_model: Any) -> Rewrite:
         done = await rewrite(self.owner, text, mode, self.seed, upstream_model)
