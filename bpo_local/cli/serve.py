@@ -25,9 +25,12 @@ routes:
   POST /v1/optimize          {{"prompt"}} or {{"prompts": [...]}}, mode, n, temperature, top_p, top_k,
                              max_tokens, seed -> what `optimize --json` prints
   POST /v1/chat/completions  BPO as the model (the last user message is rewritten), or with
-                             --upstream: the rewritten request forwarded, the upstream's answer back
+                             --upstream: forwarded with the turn rules below, the upstream's answer back
   POST /v1/completions       BPO as the model for {{"prompt"}} (with --upstream: passed through)
   *    /v1/...               with --upstream: every other route (embeddings, ...) passed through unchanged
+  POST /api/chat, /api/generate; GET /api/tags, /api/version; POST /api/show
+                             Ollama's native API (NDJSON streams, options mapped), through the
+                             upstream with the same turn rules, or BPO answering as an Ollama model
 
 proxy (--upstream URL, an OpenAI-compatible base URL such as http://127.0.0.1:11434/v1):
   X-BPO-Mode: stable|aggressive|off picks the rewrite per request (default --mode; aggressive forwards
@@ -52,6 +55,7 @@ safety:
 examples:
   bpo-local serve --port 8000
   bpo-local serve --upstream http://127.0.0.1:11434/v1 --mode aggressive
+  bpo-local serve --upstream http://127.0.0.1:11434/v1 --turns all --store-size 50000
   BPO_LOCAL_API_KEY=secret bpo-local serve --host 0.0.0.0 --upstream https://api.openai.com/v1
 """
 
