@@ -9,7 +9,7 @@ Usage:
    X-BPO-Mode: off, taking turns; median differences (target <= 5 ms over direct).
 2. A scripted 10-turn chat (each request carries the whole history, as chat apps send it), with a
    retry of turn 5 and a tool round after turn 8; BPO generations counted from the run log (target: 1
-   with the default --turns first).
+   with the default --turns first), and how many earlier turns went upstream as their stored rewrite.
 No asserts: numbers on a shared machine are noisy; compare runs on an idle one.
 """
 
@@ -66,7 +66,7 @@ def ten_turn_chat(proxied: str, server: BpoServer) -> None:
     with httpx.Client(timeout=300) as client:
         def send() -> dict:
             reply = client.post(f"{proxied}/chat/completions", json={**ANSWER, "messages": messages}).json()
-            turns.append(reply["bpo"]["turn"])
+            turns.append(f'{reply["bpo"]["turn"]} ({reply["bpo"]["history_rewritten"]} earlier rewritten)')
             return reply["choices"][0]["message"]
 
         for i, follow_up in enumerate(("", *FOLLOW_UPS)):
@@ -91,11 +91,13 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     parser.add_argument("--rounds", type=int, default=60)
     parser.add_argument("--turns", choices=("first", "all"), default="first")
+    parser.add_argument("--mode", choices=("stable", "aggressive"), default="aggressive",
+                        help="BPO's mode (default aggressive: its minimum length keeps SmolLM2's rewrites non-empty)")
     args = parser.parse_args()
     home = Path("/tmp") / f"bench-proxy-turns-{time.monotonic_ns()}"
     with LlamaServer.start(args.model, slots=1, threads=1, ctx=4096) as upstream, \
             BpoServer.start(args.model, "--ctx", "1024", "--max-tokens", "64", "--turns", args.turns,
-                            "--upstream", f"{upstream.url}/v1", home=home) as proxy:
+                            "--mode", args.mode, "--upstream", f"{upstream.url}/v1", home=home) as proxy:
         ten_turn_chat(proxy.base_url, proxy)
         remembered_overhead(f"{upstream.url}/v1", proxy.base_url, args.rounds)
 
