@@ -236,3 +236,21 @@ def test_a_store_that_cannot_be_opened_is_one_line(run_cli, smollm2_gguf: Path, 
     proc = run_cli("serve", "--model", str(smollm2_gguf), "--upstream", "http://127.0.0.1:9/v1",
                    env={"BPO_LOCAL_HOME": str(tmp_path)})
     assert_one_line_error(proc, 1, "rewrites.db", "delete it")
+
+
+def test_an_ollama_tool_round_is_translated_and_makes_no_new_rewrite(proxy: BpoServer, relay) -> None:
+    import ollama
+
+    client = ollama.Client(host=proxy.url)
+    task = {"role": "user", "content": "what is the weather in Rome"}
+    client.chat(model="target", messages=[task], options=OLLAMA_OPTIONS)
+    rewrite = chats(relay)[-1]["messages"][0]["content"]
+    call = {"role": "assistant", "content": "",
+            "tool_calls": [{"function": {"name": "weather", "arguments": {"city": "Rome"}}}]}
+    reply = client.chat(model="target", messages=[task, call, {"role": "tool", "content": "rainy"}],
+                        options=OLLAMA_OPTIONS, stream=False)
+    forwarded = chats(relay)[-1]["messages"]
+    assert forwarded[0]["content"] == rewrite != task["content"]
+    assert forwarded[1]["tool_calls"][0]["function"] == {"name": "weather", "arguments": '{"city": "Rome"}'}
+    assert forwarded[2] == {"role": "tool", "content": "rainy", "tool_call_id": forwarded[1]["tool_calls"][0]["id"]}
+    assert reply.message.content == _answer(relay) and generations(proxy, task["content"]) == 1
