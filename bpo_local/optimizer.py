@@ -128,6 +128,13 @@ class Optimizer:
 
         return build_presets(self.info.metadata)
 
+    def preset_names(self) -> list[str]:
+        """The names ``preset`` takes: built-in, the model's own, the user's TOML files (looked up on each call,
+        so a file added later counts, and a broken one fails only when picked)."""
+        from .preset_files import preset_names
+
+        return preset_names(self._build_presets[1])
+
     @property
     def default_preset(self) -> str:
         """The preset the model's build names (``bpo.preset.default``), else BPO's stable mode."""

@@ -84,9 +84,17 @@ def find_preset(name: str, from_build: Mapping[str, Preset], folder: Path | None
     path = folder / f"{name}.toml"
     if path.is_file():
         return load_preset_file(path)
-    names = [*known, *sorted(p.stem for p in folder.glob("*.toml") if p.stem not in known)] if folder.is_dir() \
-        else list(known)
-    raise UsageError(f"unknown preset {name!r}; choose from: {', '.join(names)} (or add {path})")
+    raise UsageError(f"unknown preset {name!r}; choose from: {', '.join(preset_names(from_build, folder))} "
+                     f"(or add {path})")
+
+
+def preset_names(from_build: Mapping[str, Preset], folder: Path | None = None) -> list[str]:
+    """The names ``find_preset`` may be given: built-in, the build's own, then ``folder``'s TOML files
+    (by file name, not read)."""
+    known = [*BUILTIN, *(name for name in from_build if name not in BUILTIN)]
+    folder = folder or user_presets_dir()
+    return [*known, *sorted(p.stem for p in folder.glob("*.toml") if p.stem not in known)] if folder.is_dir() \
+        else known
 
 
 def gguf_metadata(presets: Iterable[Preset], default: str) -> dict[str, object]:

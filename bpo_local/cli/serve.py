@@ -7,11 +7,15 @@ import ipaddress
 import os
 import socket
 import sys
+from typing import TYPE_CHECKING
 
 from ..errors import BpoLocalError, UsageError
 from ..presets import MODES
 from .common import add_model_options, load_optimizer, positive_int, seconds
 from .optimize import DEFAULT_PARALLEL
+
+if TYPE_CHECKING:
+    from ..serve import Settings
 
 API_KEY_ENV = "BPO_LOCAL_API_KEY"
 UPSTREAM_KEY_ENV = "BPO_LOCAL_UPSTREAM_KEY"
@@ -33,8 +37,9 @@ routes:
                              upstream with the same turn rules, or BPO answering as an Ollama model
 
 proxy (--upstream URL, an OpenAI-compatible base URL such as http://127.0.0.1:11434/v1):
-  X-BPO-Mode: stable|aggressive|off picks the rewrite per request (default --mode; aggressive forwards
-  the first candidate). The answer carries a "bpo" field (original and optimized prompt) and the
+  X-BPO-Mode: stable|aggressive|pas|mepo|<your preset>|off picks the rewrite per request (default
+  --mode/--preset, else the model's own preset; aggressive forwards the first candidate; an appending
+  preset such as pas forwards the prompt, its separator and the supplement). The answer carries a "bpo" field (original and optimized prompt) and the
   X-BPO-Status / X-BPO-Optimized-Prompt headers; an empty or failed rewrite forwards the original and
   says why. A user turn is rewritten once: the rewrite store (rewrites.db in the data folder, at most
   --store-size rewrites, least recently used forgotten first; delete the file to clear it) answers a
@@ -78,7 +83,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help=f"on SIGTERM, how long requests in flight may take to finish (default {GRACE_SECONDS:g})")
     net.add_argument("--no-log", action="store_true", help="do not record the rewrites in the run log")
     bpo = parser.add_argument_group("BPO")
-    bpo.add_argument("--mode", choices=MODES, default="stable", help="default mode (requests may choose their own)")
+    bpo.add_argument("--mode", choices=MODES, help="default preset, BPO's modes (requests may choose their own; "
+                     "default: the model's own preset, else stable)")
+    bpo.add_argument("--preset", dest="mode", metavar="NAME",
+                     help="default preset: stable, aggressive, pas, mepo, or a TOML file's name in the config "
+                          "folder's presets/ (requests may choose their own)")
     bpo.add_argument("--seed", type=int, help="BPO's seed where a request gives none, e.g. the proxy's rewrites "
                      "(default: random)")
     bpo.add_argument("--parallel", type=positive_int, default=DEFAULT_PARALLEL, metavar="K",
@@ -106,7 +115,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..serve import Settings, create_app
+    from ..serve import create_app
     from ..serve.server import serve
     from ..serve.store import RewriteStore
 
@@ -118,20 +127,26 @@ def run(args: argparse.Namespace) -> int:
     if args.upstream:  # a store that cannot be opened is one line now, not a failed startup later
         RewriteStore.open(capacity=args.store_size).close()
     sock = _listen(args.host, args.port)
-    settings = Settings(mode=args.mode, seed=args.seed, parallel=args.parallel, queue_size=args.queue, max_tokens=args.max_tokens,
-                        max_body_bytes=args.max_body, api_key=args.api_key, upstream=args.upstream,
-                        upstream_key=args.upstream_key, upstream_timeout=args.upstream_timeout, log=not args.no_log,
-                        turns=args.turns, history=args.history, store_size=args.store_size, max_n=args.max_n,
-                        max_prompts=args.max_prompts)
     with load_optimizer(args) as optimizer:
-        app = create_app(optimizer, settings)
+        mode = optimizer.preset(args.mode).name  # an unknown or broken preset fails now, listing the known ones
+        app = create_app(optimizer, _settings(args, mode))
         host, port = sock.getsockname()[:2]
         where = f"[{host}]" if ":" in host else host
-        print(f"serving {optimizer.info.name} on http://{where}:{port}"
+        print(f"serving {optimizer.info.name} ({mode}) on http://{where}:{port}"
               + (f", proxying {args.upstream}" if args.upstream else ""), file=sys.stderr, flush=True)
         if not serve(app, sock, grace=args.grace, debug=args.debug):
             raise BpoLocalError("the server did not start (see the messages above)")
     return 0
+
+
+def _settings(args: argparse.Namespace, mode: str) -> Settings:
+    from ..serve import Settings
+
+    return Settings(mode=mode, seed=args.seed, parallel=args.parallel, queue_size=args.queue,
+                    max_tokens=args.max_tokens, max_body_bytes=args.max_body, api_key=args.api_key,
+                    upstream=args.upstream, upstream_key=args.upstream_key, upstream_timeout=args.upstream_timeout,
+                    log=not args.no_log, turns=args.turns, history=args.history, store_size=args.store_size,
+                    max_n=args.max_n, max_prompts=args.max_prompts)
 
 
 def _listen(host: str, port: int) -> socket.socket:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -22,10 +22,11 @@ from .turns import Rewriter
 
 @dataclass(frozen=True)
 class Settings:
-    """What the operator fixed: BPO's default mode, how many optimizations decode together, the queue,
+    """What the operator fixed: the default preset, how many optimizations decode together, the queue,
     the limits, the key clients must send, and the upstream (None: BPO itself is the model)."""
 
-    mode: str = "stable"
+    mode: str | None = None
+    """The preset where a request names none (None: the model's own, else stable)."""
     seed: int | None = None
     """BPO's seed where a request gives none (the proxy's rewrites always); None: random."""
     parallel: int = 4
@@ -86,6 +87,7 @@ def _rewriter(optimizer: Optimizer, owner: EngineOwner, settings: Settings) -> R
 
 def create_app(optimizer: Optimizer, settings: Settings) -> Starlette:
     """The server for ``optimizer``; its engine is driven by one owner thread from startup to shutdown."""
+    settings = replace(settings, mode=settings.mode or optimizer.default_preset)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

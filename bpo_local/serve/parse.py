@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.requests import Request
 
-from ..presets import MODES
 from .errors import ApiError
 
 MODE_HEADER = "x-bpo-mode"
@@ -23,7 +23,7 @@ _FLOATS = ("temperature", "top_p")
 
 @dataclass(frozen=True)
 class Optimization:
-    """What to optimize and how: BPO's mode, the sampling overrides the CLI takes, and the seed."""
+    """What to optimize and how: the preset's name (``mode``), the sampling overrides the CLI takes, and the seed."""
 
     mode: str
     seed: int | None = None
@@ -60,12 +60,13 @@ def _too_large(size: int, limit: int) -> ApiError:
 
 
 def optimization(body: dict[str, Any], default_mode: str, default_seed: int | None = None, *, max_n: int,
-                 max_tokens_key: tuple[str, ...] = ("max_tokens",)) -> Optimization:
-    """BPO's settings from a body: ``mode`` and the overrides n (at most ``max_n``), temperature, top_p,
-    top_k, max_tokens, seed."""
+                 presets: Sequence[str], max_tokens_key: tuple[str, ...] = ("max_tokens",)) -> Optimization:
+    """The optimizer's settings from a body: ``mode`` (one of ``presets``' names) and the overrides n (at most
+    ``max_n``), temperature, top_p, top_k, max_tokens, seed."""
     mode = body.get("mode", default_mode)
-    if mode not in MODES:
-        raise ApiError(400, f"unknown mode {mode!r}; choose from: {', '.join(MODES)}", code="invalid_value")
+    if mode not in presets:
+        raise ApiError(400, f"unknown preset {mode!r} in \"mode\"; choose from: {', '.join(presets)}",
+                       code="invalid_value")
     values: dict[str, Any] = {}
     for key in _INTS:
         names = max_tokens_key if key == "max_tokens" else (key,)
@@ -86,11 +87,14 @@ def optimization(body: dict[str, Any], default_mode: str, default_seed: int | No
     return Optimization(mode, seed, {k: v for k, v in values.items() if v is not None})
 
 
-def header_mode(request: Request, default_mode: str) -> str:
-    """The proxy's mode for this request: ``X-BPO-Mode`` (stable, aggressive or off), else the default."""
-    mode = request.headers.get(MODE_HEADER, default_mode).strip().lower()
-    if mode != OFF and mode not in MODES:
-        raise ApiError(400, f"X-BPO-Mode {mode!r} is not one of: {', '.join((*MODES, OFF))}", code="invalid_value")
+def header_mode(request: Request, default_mode: str, presets: Sequence[str]) -> str:
+    """The proxy's preset for this request: ``X-BPO-Mode`` (a name in ``presets``, or off; any case where the
+    exact name is unknown), else the default."""
+    mode = request.headers.get(MODE_HEADER, default_mode).strip()
+    mode = mode if mode in presets else mode.lower()
+    if mode != OFF and mode not in presets:
+        raise ApiError(400, f"X-BPO-Mode {mode!r} is not a known preset; choose from: {', '.join((*presets, OFF))}",
+                       code="invalid_value")
     return mode
 
 

@@ -40,13 +40,19 @@ async def optimize(request: Request) -> Response:
     state = request.app.state.bpo
     body = await parse.json_body(request, state.settings.max_body_bytes)
     prompts = parse.prompts(body, state.settings.max_prompts)
-    how = parse.optimization(body, state.settings.mode, state.settings.seed, max_n=state.settings.max_n)
+    how = _optimization(state, body)
     if "prompts" not in body:
         ticket = state.owner.submit(prompts[0], mode=how.mode, seed=how.seed, overrides=how.overrides)
         return JSONResponse((await until_disconnect(request, ticket.result())).to_dict())
     tickets = _submit_each(state.owner, prompts, how)
     outcomes = await until_disconnect(request, asyncio.gather(*(_outcome(t) for t in tickets)))
     return JSONResponse({"results": [_item(o) for o in outcomes]})
+
+
+def _optimization(state: Any, body: dict[str, Any], **how: Any) -> parse.Optimization:
+    """The body's preset and settings, with this server's defaults and limits and the presets it knows."""
+    return parse.optimization(body, state.settings.mode, state.settings.seed, max_n=state.settings.max_n,
+                              presets=state.owner.optimizer.preset_names(), **how)
 
 
 def _submit_each(owner: Any, prompts: list[str], how: parse.Optimization) -> list[Any]:
@@ -90,8 +96,7 @@ async def chat_completions(request: Request) -> Response:
         return await _proxy_chat(request, state)
     body = await parse.json_body(request, state.settings.max_body_bytes)
     _, text = parse.last_user_turn(body)
-    how = parse.optimization(body, state.settings.mode, state.settings.seed, max_n=state.settings.max_n,
-                             max_tokens_key=("max_tokens", "max_completion_tokens"))
+    how = _optimization(state, body, max_tokens_key=("max_tokens", "max_completion_tokens"))
     return await _answer(request, state, "chat", text, how, parse.wants_stream(body))
 
 
@@ -101,7 +106,7 @@ async def completions(request: Request) -> Response:
         return await passthrough(request)
     body = await parse.json_body(request, state.settings.max_body_bytes)
     prompts = parse.prompts({"prompt": body.get("prompt")})
-    how = parse.optimization(body, state.settings.mode, state.settings.seed, max_n=state.settings.max_n)
+    how = _optimization(state, body)
     return await _answer(request, state, "text", prompts[0], how, parse.wants_stream(body))
 
 
@@ -139,7 +144,7 @@ async def _proxy_chat(request: Request, state: Any) -> Response:
 async def proxied(request: Request, state: Any, body: dict[str, Any]) -> tuple[dict[str, Any], Rewrite]:
     """``body`` with its messages as they go upstream (the turn rules applied), and what was done."""
     messages = parse.messages(body)
-    mode = parse.header_mode(request, state.settings.mode)
+    mode = parse.header_mode(request, state.settings.mode, state.owner.optimizer.preset_names())
     turns = parse.header_turns(request, state.settings.turns)
     forwarded, done = await until_disconnect(
         request, state.rewriter.conversation(messages, mode, turns, body.get("model")))
