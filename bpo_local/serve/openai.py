@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 from ..optimizer import OptimizeResult
-from ..presets import REFERENCE_SPLIT, Preset
+from ..presets import Preset
 from .owner import Ticket
 
 Kind = Literal["chat", "text"]
@@ -68,13 +68,21 @@ async def chunks(kind: Kind, ticket: Ticket, model: str) -> AsyncIterator[bytes]
 
 async def pieces(ticket: Ticket) -> AsyncIterator[str]:
     """The content of ``ticket``'s result piece by piece: the first candidate's settled text as it
-    grows, then the rest once the result is ready. Leaving early cancels the ticket."""
-    raw, sent = "", ""
+    grows, then the rest once the result is ready. An appending preset's candidate opens with the prompt,
+    sent at once; the separator goes with the supplement's first settled text (an empty supplement leaves
+    the prompt alone). Leaving early cancels the ticket."""
+    preset = ticket.preset
+    sent = ticket.prompt if preset.use == "append" else ""
+    if sent:
+        yield sent
+    raw = ""
     async for delta in ticket.deltas():
         if delta.index != 0:
             continue
         raw += delta.text
-        now = settled(raw, ticket.preset)
+        now = settled(raw, preset)
+        if now and preset.use == "append":
+            now = ticket.prompt + preset.separator + now
         if len(now) > len(sent):
             yield now[len(sent):]
             sent = now
@@ -84,15 +92,32 @@ async def pieces(ticket: Ticket) -> AsyncIterator[str]:
 
 
 def settled(raw: str, preset: Preset) -> str:
-    """The longest prefix of ``postprocess(raw)`` that no text generated after ``raw`` can change.
+    """The longest prefix of ``postprocess(raw, preset)`` that no text generated after ``raw`` can change.
 
-    ``postprocess`` cuts at the first marker ([/INST], the preset's cut markers) and strips; text
-    that could still become the start of a marker, and trailing whitespace, are held back.
+    ``postprocess`` ends the text at the preset's end marker, cuts at its cut markers, deletes its
+    ``delete`` texts and strips; text that could still become the start of a marker or of a deleted text,
+    a deleted text that would straddle the end, and trailing whitespace, are held back.
     """
-    markers = (REFERENCE_SPLIT, *preset.cut_markers)
-    hold = max(len(m) for m in markers) - 1
-    cut = min([raw.find(m) for m in markers if m in raw] + [max(0, len(raw) - hold)])
-    return raw[:cut].strip()
+    markers = (*([preset.end_marker] if preset.end_marker else []), *preset.cut_markers)
+    hold = max((len(m) for m in (*markers, *preset.delete)), default=1) - 1
+    found = [raw.find(m) for m in markers if m in raw]
+    full = raw[:min(found)] if found else raw
+    text = full[:max(0, len(raw) - hold)]
+    for unwanted in preset.delete:
+        text = _before_straddling(text, full, unwanted)
+        text, full = text.replace(unwanted, ""), full.replace(unwanted, "")
+    return text.strip()
+
+
+def _before_straddling(text: str, full: str, unwanted: str) -> str:
+    """``text`` (a prefix of ``full``) ended before any occurrence of ``unwanted`` in ``full`` that crosses
+    its end, so that deleting ``unwanted`` from both keeps one a prefix of the other."""
+    start = full.find(unwanted)
+    while 0 <= start < len(text):
+        if start + len(unwanted) > len(text):
+            return text[:start]
+        start = full.find(unwanted, start + len(unwanted))
+    return text
 
 
 def _head(kind: Kind, model: str) -> dict[str, Any]:

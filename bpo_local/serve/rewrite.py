@@ -20,9 +20,10 @@ FAILED = "failed"
 
 @dataclass(frozen=True)
 class Rewrite:
-    """``optimized`` is what was forwarded in place of ``original`` (the last user turn's text, None
-    when the last message is not a user turn); ``turn`` says what was done, ``reason`` why no rewrite
-    went; ``history`` counts the earlier user turns forwarded as their stored rewrites."""
+    """``mode`` names the preset; ``optimized`` is what was forwarded in place of ``original`` (the last
+    user turn's text, None when the last message is not a user turn); ``turn`` says what was done,
+    ``reason`` why no rewrite went; ``history`` counts the earlier user turns forwarded as their stored
+    rewrites."""
 
     mode: str
     original: str | None
@@ -51,8 +52,8 @@ class Rewrite:
 
 
 async def rewrite(owner: EngineOwner, text: str, mode: str, seed: int | None, upstream_model: Any) -> Rewrite:
-    """Optimize ``text`` with ``mode`` (aggressive: the first candidate); an empty or failed rewrite
-    keeps the original. A full queue or a closing server is raised: the request is not forwarded."""
+    """Optimize ``text`` with the preset ``mode`` (aggressive: the first candidate; an appending preset such as
+    PAS: ``text``, its separator and the supplement); an empty or failed rewrite keeps the original. A full queue or a closing server is raised: the request is not forwarded."""
     if mode == OFF:
         return Rewrite(mode, text, turn=OFF)
     try:
@@ -64,6 +65,7 @@ async def rewrite(owner: EngineOwner, text: str, mode: str, seed: int | None, up
         return Rewrite(mode, text, reason=f"rewrite failed: {err}", turn=FAILED)
     if result.cancelled:
         return Rewrite(mode, text, reason="rewrite cancelled", turn=FAILED)
-    if not result.text:
-        return Rewrite(mode, text, reason="the rewrite was empty", turn=FAILED)
+    if not result.text or result.text == text and ticket.preset.use == "append":
+        return Rewrite(mode, text, reason=f"the {'supplement' if ticket.preset.use == 'append' else 'rewrite'} "
+                       "was empty", turn=FAILED)
     return Rewrite(mode, text, result.text)
