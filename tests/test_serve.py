@@ -6,6 +6,7 @@ SmolLM2-135M stands in for BPO (the optimizer does not care what the GGUF learne
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import httpx
@@ -16,7 +17,8 @@ from _llama_server import free_port
 from _recording_upstream import RecordingUpstream
 from _serve_helpers import BpoServer
 
-from bpo_local.presets import STABLE, postprocess
+from bpo_local.presets import AGGRESSIVE, MEPO, PAS, STABLE, postprocess
+from bpo_local.serve import openai as openai_wire
 
 PROMPT = "tell me a joke"
 SETTINGS = {"seed": 1, "max_tokens": 40}
@@ -149,7 +151,8 @@ def error_of(response: httpx.Response) -> dict:
     (b'{"messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}', 400, "invalid_value", "temperature"),
     (b'{"messages": [{"role": "user", "content": "hi"}], "top_p": 2}', 400, "invalid_value", "top_p"),
     (b'{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 600}', 400, "invalid_value", "limit of 512"),
-    (b'{"messages": [{"role": "user", "content": "hi"}], "mode": "wild"}', 400, "invalid_value", "unknown mode"),
+    (b'{"messages": [{"role": "user", "content": "hi"}], "mode": "wild"}', 400, "invalid_value",
+     "unknown preset 'wild' in \"mode\"; choose from: stable, aggressive, pas, mepo"),
     (b'{"messages": [{"role": "user", "content": "  "}]}', 400, "invalid_value", "empty"),
 ])
 def test_bad_chat_requests_get_openai_style_errors(server: BpoServer, body: bytes, status: int, code: str,
@@ -191,6 +194,50 @@ def test_serve_on_a_port_in_use_is_one_line(run_cli, server: BpoServer, smollm2_
     port = server.url.rsplit(":", 1)[1]
     proc = run_cli("serve", "--model", str(smollm2_gguf), "--port", port)
     assert_one_line_error(proc, 1, f"127.0.0.1:{port}", "--port")
+
+
+def test_an_append_preset_answers_prompt_separator_and_supplement_whole_and_streamed(client: openai.OpenAI) -> None:
+    whole = client.chat.completions.create(model="bpo", messages=[{"role": "user", "content": PROMPT}],
+                                           extra_body={"mode": "pas"}, **SETTINGS)
+    bpo = whole.model_extra["bpo"]
+    assert bpo["mode"] == "pas" and whole.choices[0].message.content == bpo["optimized_prompt"]
+    assert bpo["optimized_prompt"].startswith(PROMPT + "\n") and len(bpo["optimized_prompt"]) > len(PROMPT) + 1
+    with client.chat.completions.with_streaming_response.create(
+            model="bpo", messages=[{"role": "user", "content": PROMPT}], stream=True, extra_body={"mode": "pas"},
+            **SETTINGS) as response:
+        chunks = list(response.parse())
+    pieces = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    record = chunks[-1].model_extra["bpo"]  # this very request's result: the pieces must add up to it
+    assert record["mode"] == "pas" and "".join(pieces) == record["optimized_prompt"]
+    assert pieces[0] == PROMPT and pieces[1].startswith("\n") and len(pieces) > 2  # the prompt first, then as it settles
+
+
+def test_a_users_toml_preset_added_while_serving_is_picked_by_name(server: BpoServer) -> None:
+    (server.home / "presets").mkdir(exist_ok=True)
+    (server.home / "presets" / "mine.toml").write_text(
+        'template = "Add one detail.\\n{prompt}\\nDetail:"\nwrap = "chat"\nuse = "append"\nseparator = " -- "\n'
+        'temperature = 0\nmax_new_tokens = 7\n', encoding="utf-8")
+    result = httpx.post(f"{server.base_url}/optimize", json={"prompt": PROMPT, "mode": "mine"}, timeout=60).json()
+    assert result["mode"] == "mine" and result["params"]["max_tokens"] == 7, result
+    assert result["optimized_prompt"] == PROMPT or result["optimized_prompt"].startswith(PROMPT + " -- ")
+
+
+@pytest.mark.parametrize("preset", [STABLE, AGGRESSIVE, PAS, MEPO], ids=lambda p: p.name)
+def test_streamed_text_is_always_a_prefix_of_the_final_output(preset) -> None:
+    """What a stream sends (``settled``) is never taken back: markers, deleted texts and whitespace that
+    arrive later are held back, whatever the pieces."""
+    pieces = ["a", " ", "\n", "[/INST]", "[KE", "[INS", "[PRO", "Golden", " Prompt:", "Golden Prompt:", "G", "Go"]
+    draw = random.Random(0)
+    for _ in range(3000):
+        raw = "".join(draw.choice(pieces) for _ in range(draw.randint(0, 10)))
+        final = postprocess(raw, preset)
+        for end in range(len(raw) + 1):
+            assert final.startswith(openai_wire.settled(raw[:end], preset)), (raw, end)
+
+
+def test_serve_with_an_unknown_preset_is_a_usage_error(run_cli, smollm2_gguf: Path) -> None:
+    proc = run_cli("serve", "--model", str(smollm2_gguf), "--port", "0", "--preset", "nope")
+    assert_one_line_error(proc, 2, "unknown preset 'nope'", "pas, mepo")
 
 
 def test_serve_with_a_bad_flag_is_a_usage_error(run_cli) -> None:

@@ -93,6 +93,24 @@ def test_streaming_passes_the_upstreams_chunks_through(client: openai.OpenAI, up
     assert text == forwarded(upstream, [{"role": "user", "content": optimized}])
 
 
+def test_pas_forwards_the_prompt_and_its_supplement_and_is_never_taken_for_bpo(
+        client: openai.OpenAI, proxy: BpoServer, upstream: RecordingUpstream) -> None:
+    raw = ask(client, "pas")
+    bpo = raw.parse().model_extra["bpo"]
+    assert bpo["mode"] == "pas" and raw.headers["x-bpo-mode"] == "pas" and bpo["status"] == "optimized", bpo
+    appended = bpo["optimized_prompt"]
+    assert appended.startswith(PROMPT + "\n") and appended.strip() != PROMPT  # the original, "\n", a supplement
+    expected = forwarded(upstream, [{"role": "system", "content": "Be brief."}, {"role": "user", "content": appended}])
+    assert raw.parse().choices[0].message.content == expected
+    ollama = httpx.post(f"{proxy.url}/api/chat", headers={"X-BPO-Mode": "pas"},
+                        json={"model": "target", "messages": [{"role": "user", "content": PROMPT}], "stream": False,
+                              "options": {"temperature": 0, "seed": 0, "num_predict": 8}}, timeout=120).json()
+    assert ollama["bpo"]["mode"] == "pas" and ollama["bpo"]["optimized_prompt"].startswith(PROMPT + "\n")
+    assert upstream.last("/v1/chat/completions").request["messages"][-1]["content"] == ollama["bpo"]["optimized_prompt"]
+    stable = ask(client, "stable").parse().model_extra["bpo"]  # the same turn: the store keeps presets apart
+    assert stable["mode"] == "stable" and stable["optimized_prompt"] != appended
+
+
 def test_models_are_the_upstreams(client: openai.OpenAI, llama_server) -> None:
     ours = [m.id for m in client.models.list()]
     theirs = httpx.get(f"{llama_server.url}/v1/models").json()
@@ -118,7 +136,8 @@ def test_an_upstream_error_keeps_its_status(client: openai.OpenAI) -> None:
 def test_bad_mode_header_is_400(proxy: BpoServer) -> None:
     response = httpx.post(f"{proxy.base_url}/chat/completions", headers={"X-BPO-Mode": "wild"},
                           json={"messages": [{"role": "user", "content": "hi"}]})
-    assert response.status_code == 400 and "X-BPO-Mode" in response.json()["error"]["message"]
+    message = response.json()["error"]["message"]
+    assert response.status_code == 400 and "X-BPO-Mode 'wild'" in message and "pas, mepo" in message
 
 
 def test_an_unreachable_upstream_is_502(smollm2_gguf: Path, tmp_path: Path) -> None:
