@@ -129,3 +129,16 @@ def test_an_optimizer_named_twice_is_one_line(smollm2_gguf: Path, tmp_path: Path
     proc = run_cli(*eval_args(smollm2_gguf, tmp_path / "out", "--optimizer", "pas", "--optimizer", "pas"))
     assert_one_line_error(proc, 2, "--optimizer pas is given twice")
     assert not (tmp_path / "out").exists()
+
+
+def test_an_item_an_optimizer_cannot_rewrite_fails_its_head_to_head_too(smollm2_gguf: Path, tmp_path: Path,
+                                                                        run_cli: CliRunner) -> None:
+    data = tmp_path / "mixed.jsonl"
+    long_prompt = "Summarise: " + "river stone cloud " * 400  # beyond BPO's 1024-token context
+    data.write_text(json.dumps({"prompt": "Name a colour."}) + "\n" + json.dumps({"prompt": long_prompt}) + "\n")
+    proc = run_cli(*compare_args(smollm2_gguf, tmp_path / "out", "--data", str(data)))
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines()[-1].startswith("error: 3 pair(s) failed before a verdict;")  # 2 optimizers, 1 pair
+    ok, failed = json.loads(proc.stdout)["head_to_head"][0]["pairs"]
+    assert ok["outcome"] is not None and ok["error"] is None
+    assert failed["outcome"] is None and failed["error"].startswith("the first optimizer's optimize: prompt is")

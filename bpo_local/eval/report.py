@@ -188,6 +188,8 @@ class _Names:
     """How a report's Markdown names its sides."""
 
     title: str
+    optimizers: tuple[tuple[str, dict[str, Any]], ...]
+    """(name, settings) of each optimizer."""
     winner: str
     """Whose win / tie / loss the rates are."""
     rewrites: tuple[tuple[str, str], ...]
@@ -200,19 +202,20 @@ class _Names:
 
 def _names(settings: dict[str, Any]) -> _Names:
     if "a" not in settings:
-        return _Names("BPO evaluation", "BPO", (("BPO's rewrite", "optimized_prompt"),),
-                      ("the original", "the optimized"), ("the original", "the optimized"))
+        original = ("the original", "the optimized")
+        return _Names("BPO evaluation", (("BPO", settings["bpo"]),), "BPO", (("BPO's rewrite", "optimized_prompt"),),
+                      original, original)
     a, b = optimizer_label(settings["a"]), optimizer_label(settings["b"])
-    return _Names(f"Head to head: {a} vs {b}", a, ((f"{a}'s rewrite", "a_prompt"), (f"{b}'s rewrite", "b_prompt")),
+    rewrites = ((f"{a}'s rewrite", "a_prompt"), (f"{b}'s rewrite", "b_prompt"))
+    return _Names(f"Head to head: {a} vs {b}", ((a, settings["a"]), (b, settings["b"])), a, rewrites,
                   (f"{b}'s rewrite", f"{a}'s rewrite"), (b, a))
 
 
 def render_markdown(report: dict[str, Any]) -> str:
     """A Markdown report of ``report_dict``'s output: settings, the table, then every pair in full."""
     s, names = report["settings"], _names(report["settings"])
-    optimizers = [("BPO", s["bpo"])] if "bpo" in s else [(optimizer_label(s[side]), s[side]) for side in "ab"]
     lines = [f"# {names.title}", "",
-             *(f"- {who}: `{bpo['model']}`, {bpo['mode']} mode, seed {bpo['seed']}" for who, bpo in optimizers),
+             *(f"- {who}: `{bpo['model']}`, {bpo['mode']} mode, seed {bpo['seed']}" for who, bpo in names.optimizers),
              *_shared_lines(s), "", *_markdown_table(table_columns(names.winner), map(table_row, report["results"]))]
     lines += [f"\n{r['dataset']}: BPO left {r['empty_rewrites']} rewrite(s) empty; they were answered as they are."
               for r in report["results"] if r["empty_rewrites"] and r["dataset"] != "all" and "bpo" in s]
