@@ -37,11 +37,12 @@ routes:
                              upstream with the same turn rules, or BPO answering as an Ollama model
 
 proxy (--upstream URL, an OpenAI-compatible base URL such as http://127.0.0.1:11434/v1):
-  X-BPO-Mode: stable|aggressive|pas|mepo|<your preset>|off picks the rewrite per request (default
+  X-BPO-Mode: stable|aggressive|pas|mepo|<your preset>|off picks the preset per request (default
   --mode/--preset, else the model's own preset; aggressive forwards the first candidate; an appending
-  preset such as pas forwards the prompt, its separator and the supplement). The answer carries a "bpo" field (original and optimized prompt) and the
-  X-BPO-Status / X-BPO-Optimized-Prompt headers; an empty or failed rewrite forwards the original and
-  says why. A user turn is rewritten once: the rewrite store (rewrites.db in the data folder, at most
+  preset such as pas forwards the prompt, its separator and the supplement). The answer carries a
+  "bpo" field (preset as "mode", original and optimized prompt) and the X-BPO-Mode / X-BPO-Status /
+  X-BPO-Optimized-Prompt headers; an empty or failed rewrite forwards the original and says why.
+  A user turn is rewritten once: the rewrite store (rewrites.db in the data folder, at most
   --store-size rewrites, least recently used forgotten first; delete the file to clear it) answers a
   retry, a regenerate and the turn carried as history without generating. Only a conversation's first
   user turn is rewritten (BPO is single-turn; --turns all or X-BPO-Turns: all rewrites each new one);
