@@ -8,8 +8,6 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 import importlib
 from typing import TYPE_CHECKING
 
@@ -25,6 +23,7 @@ from .errors import (
     UsageError,
 )
 from .presets import AGGRESSIVE, PRESETS, STABLE, Preset
+from .version import __version__
 
 if TYPE_CHECKING:
     from .optimizer import Optimizer, OptimizeResult, load

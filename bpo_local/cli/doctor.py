@@ -9,7 +9,7 @@ import platform
 from dataclasses import asdict
 from typing import Any
 
-from .. import __version__
+from ..version import __version__
 from ..errors import BpoLocalError
 from .common import add_model_options, load_optimizer
 

@@ -9,7 +9,8 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from .. import __version__, crash
+from .. import crash
+from ..version import __version__
 from ..errors import BpoLocalError
 
 COMMANDS = ("optimize", "repl", "serve", "eval", "convert", "models", "verify", "log", "doctor")

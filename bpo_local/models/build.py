@@ -15,7 +15,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .. import __version__
+from ..version import __version__
 from ..errors import ConversionError
 from ..gguf_header import read_header
 from ..presets import CHAT_TEMPLATE_JINJA, PRESETS

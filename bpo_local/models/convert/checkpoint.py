@@ -29,7 +29,8 @@ import numpy as np
 from ...errors import ConversionError
 from .arch import Architecture, OutputTensor, for_hparams
 from .hparams import HParams
-from .reader import SourceTensor, read_tensors
+from .reader import read_tensors
+from .source import SourceTensor
 from .vocab import Vocab, load_vocab
 
 TensorCallback = Callable[[str, int, int], None]
