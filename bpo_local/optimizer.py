@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Generator, Iterable, Iterator, Mapping
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -17,6 +17,8 @@ from .backend import Backend, Generation, GenerationResult, ModelInfo, Request, 
 from .errors import BpoLocalError, Unsupported, UsageError
 from .presets import PRESETS, Overrides, Preset, bans_follow_cuts, build_prompt, postprocess
 
+CANDIDATE_SEPARATOR = "---"
+"""The line between candidates when several are shown as one text (the CLI's output, serve's answer)."""
 SKIPPED_BANS = ("banned sequences not applied (this backend cannot ban multi-token sequences; each can only "
                 "follow a cut marker, so the candidates are unchanged, while raw may hold text BPO would have banned)")
 
@@ -27,6 +29,11 @@ class CandidateDelta:
 
     index: int
     text: str
+
+
+def format_candidates(candidates: Sequence[str]) -> str:
+    """Candidates as one text, a ``---`` line between them: how a result reads as plain text."""
+    return f"\n{CANDIDATE_SEPARATOR}\n".join(candidates)
 
 
 @dataclass(frozen=True)

@@ -173,7 +173,7 @@ def _record(opt: Optimizer, result: OptimizeResult, log: RunLog | None) -> None:
 
 
 def _format(result: OptimizeResult) -> str:
-    from .render import format_candidates
+    from ..optimizer import format_candidates
 
     return format_candidates(result.candidates)
 
