@@ -14,7 +14,7 @@ from types import MappingProxyType
 from typing import Any
 
 from .backend import Backend, Generation, GenerationResult, ModelInfo, Request, RequestDone, Sampling, Timings
-from .errors import BpoLocalError, Unsupported, UsageError
+from .errors import BpoLocalError, InvalidSetting, Unsupported, UsageError
 from .presets import PRESETS, Overrides, Preset, bans_follow_cuts, build_prompt, postprocess
 
 CANDIDATE_SEPARATOR = "---"
@@ -179,7 +179,7 @@ class Optimizer:
         Closing the iterator (or Ctrl-C) cancels the prompts in flight; the engine stays usable.
         """
         if parallel < 1:
-            raise UsageError(f"--parallel must be at least 1 (got {parallel})")
+            raise InvalidSetting("parallel", parallel)
         preset = self.preset(mode, seed=seed, **overrides)
         return self._optimize_many(prompts, preset, seed, parallel)
 

@@ -9,6 +9,7 @@ import sentencepiece
 from _checkpoints import build_llama2_pad_safetensors
 
 import bpo_local
+from bpo_local.cli.advice import describe
 from bpo_local.models.convert import convert_checkpoint
 from bpo_local.presets import AGGRESSIVE, STABLE, build_prompt
 
@@ -123,5 +124,6 @@ def test_optimize_many_one_at_a_time_equals_optimize(smollm2: bpo_local.Optimize
 
 
 def test_optimize_many_rejects_a_bad_parallel_at_once(smollm2: bpo_local.Optimizer) -> None:
-    with pytest.raises(bpo_local.UsageError, match="--parallel must be at least 1"):
+    with pytest.raises(bpo_local.UsageError, match="^parallel must be at least 1") as info:
         smollm2.optimize_many(["hi"], parallel=0)
+    assert describe(info.value) == "--parallel must be at least 1 (got 0)"

@@ -122,16 +122,3 @@ def _resolve_or_offer_build(model: str | None, config: Config) -> Path:
 
 def _first(*values: int | None) -> int | None:
     return next((v for v in values if v is not None), None)
-
-
-def advice(exc: BaseException) -> str:
-    """What the CLI adds to a library error: the flag or setting that changes the outcome."""
-    from ..errors import ServerError, Unsupported
-
-    if isinstance(exc, Unsupported):
-        return "; run BPO on llama.cpp's llama-server or vLLM, or locally with --model"
-    if isinstance(exc, ServerError):
-        if "API key" in str(exc):
-            return "; pass the right --server-key (or BPO_LOCAL_SERVER_KEY)"
-        return "; check --server (or BPO_LOCAL_SERVER / `server` in config.toml); with --resume, rerun to continue"
-    return ""

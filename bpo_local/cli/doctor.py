@@ -9,8 +9,9 @@ import platform
 from dataclasses import asdict
 from typing import Any
 
-from ..version import __version__
 from ..errors import BpoLocalError
+from ..version import __version__
+from .advice import describe
 from .common import add_model_options, load_optimizer
 
 
@@ -102,16 +103,16 @@ def _model(args: argparse.Namespace) -> dict[str, Any]:
         configured = configured_model(args.model, config)
         choice = choose_backend(args)
     except ModelNotFound as exc:
-        return {"error": str(exc)} if configured else {"none": str(exc)}
+        return {"error": describe(exc)} if configured else {"none": describe(exc)}
     except BpoLocalError as exc:
-        return {"error": str(exc)}
+        return {"error": describe(exc)}
     if isinstance(choice, tuple):
         return _servers(choice, args)
     try:
         with load_optimizer(args, choice) as opt:
             info = opt.info
     except BpoLocalError as exc:
-        return {"error": str(exc)}
+        return {"error": describe(exc)}
     template = info.chat_template
     return {
         "path": str(info.path),
@@ -149,7 +150,7 @@ def _servers(urls: tuple[str, ...], args: argparse.Namespace) -> dict[str, Any]:
             endpoint = probe(url, kind=args.server_kind or config.server_kind,
                              api_key=configured_server_key(args.server_key, config))
         except BpoLocalError as exc:
-            servers.append({"url": url, "error": str(exc)})
+            servers.append({"url": url, "error": describe(exc)})
             continue
         from ..backends.remote import Fleet, RemoteBackend
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError
 from ..presets import MODES, parse_parameter
+from .advice import describe
 from .common import add_model_options, load_optimizer, positive_int, status_console
 
 if TYPE_CHECKING:
@@ -216,7 +217,7 @@ def _run_batch(args: argparse.Namespace) -> int:
 
                     parallel = args.parallel or DEFAULT_PARALLEL
                     failed = process(todo, lambda prompts: opt.optimize_many(prompts, parallel=parallel, **sampling),
-                                     sink, on_item)
+                                     sink, on_item, describe)
         if resume:
             failed = resume.failed
     if failed:

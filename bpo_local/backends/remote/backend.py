@@ -16,10 +16,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from ...backend import GenerationResult, ModelInfo, Request, RequestDone, TokenEvent
-from ...errors import BpoLocalError, PromptTooLong, ServerError, UsageError
+from ...errors import BpoLocalError, PromptTooLong, ServerError, ServerRejected, UsageError
 from .endpoint import Endpoint
 from .fleet import Fleet
-from .http import Rejected
 
 _END = object()
 _IDLE_SECONDS = 0.005
@@ -163,7 +162,7 @@ class RemoteBatch:
         try:
             result = self._fleet.run(request.n, limit, attempt, first=server)
             self._done.put(RequestDone(index, result=result))
-        except (Rejected, PromptTooLong, UsageError) as exc:  # this request's own fault: the others go on
+        except (ServerRejected, PromptTooLong, UsageError) as exc:  # this request's own fault: the others go on
             self._done.put(RequestDone(index, error=exc))
         except BaseException as exc:
             self._done.put(exc)
