@@ -26,16 +26,17 @@ from .presets import AGGRESSIVE, PRESETS, STABLE, Preset
 from .version import __version__
 
 if TYPE_CHECKING:
-    from .optimizer import Optimizer, OptimizeResult, load
+    from .open import connect, load
+    from .optimizer import Optimizer, OptimizeResult
 
-_LAZY = ("OptimizeResult", "Optimizer", "load")
-"""Imported from ``.optimizer`` on first use: it pulls in the engine package, which every CLI start
-(``bpo-local --help`` included) would otherwise pay for through ``bpo_local.__version__``."""
+_LAZY = {"OptimizeResult": ".optimizer", "Optimizer": ".optimizer", "load": ".open", "connect": ".open"}
+"""Imported on first use: opening BPO pulls in the config, the store and the engine package, which every
+CLI start (``bpo-local --help`` included) would otherwise pay for."""
 
 
 def __getattr__(name: str) -> object:
     if name in _LAZY:
-        return getattr(importlib.import_module(".optimizer", __name__), name)
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -56,5 +57,6 @@ __all__ = [
     "StoreError",
     "UsageError",
     "__version__",
+    "connect",
     "load",
 ]

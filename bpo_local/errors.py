@@ -40,6 +40,14 @@ class InvalidSetting(UsageError):
         self.name, self.value, self.minimum = name, value, minimum
 
 
+class TwoBackends(UsageError):
+    """Both a model and servers were given: they name two different backends."""
+
+    def __init__(self, model: str, servers: tuple[str, ...]) -> None:
+        super().__init__(f"a model ({model}) and servers ({', '.join(servers)}) name two different backends; give one")
+        self.model, self.servers = model, servers
+
+
 class Unsupported(UsageError):
     """The backend cannot reproduce a setting exactly (e.g. a server's sampler order)."""
 

@@ -7,7 +7,6 @@ the mapping from a preset to an engine request and from the engine's completions
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -235,6 +234,11 @@ class Optimizer:
             adaptations=self._plan(preset)[1],
         )
 
+    def adaptations(self, mode: str = "stable", **overrides: Any) -> tuple[str, ...]:
+        """How this backend will run ``mode`` differently from the reference but with the same
+        candidates (empty: exactly as the reference); ``Unsupported`` naming the setting when it cannot."""
+        return self._plan(self.preset(mode, **overrides))[1]
+
     def _plan(self, preset: Preset) -> tuple[tuple[tuple[int, ...], ...], tuple[str, ...]]:
         """The bans to send for ``preset`` and the adaptations that carries, worked out once per preset."""
         if preset not in self._plans:
@@ -307,38 +311,4 @@ def _params(preset: Preset, seed: int) -> dict[str, Any]:
         "max_tokens": preset.max_new_tokens,
         "seed": seed,
     }
-
-
-def load(
-    model: str | os.PathLike[str] | None = None,
-    *,
-    gpu_layers: int | None = None,
-    ctx: int | None = None,
-    threads: int | None = None,
-    cpu_buffers: str | None = None,
-    verbose: bool = False,
-) -> Optimizer:
-    """Load a BPO model: a GGUF path, a store name such as ``bpo:q4_k_m``, or None for the default.
-
-    ``cpu_buffers`` ("auto", "all", "none"; None = "auto") picks llama.cpp's extra CPU weight buffer types:
-    "auto" leaves out the ones known to crash (AMX), "all" opts back in."""
-    from .backends.llamacpp import Engine
-    from .models.resolve import resolve_model
-
-    path = resolve_model(os.fspath(model) if model is not None else None)
-    return Optimizer(Engine(path, n_ctx=ctx, n_gpu_layers=gpu_layers, n_threads=threads,
-                            cpu_buffers=cpu_buffers or "auto", verbose=verbose))
-
-
-def connect(servers: str | Iterable[str], *, kind: str | None = None, api_key: str | None = None,
-            timeout: float | None = None) -> Optimizer:
-    """BPO on one or more running servers serving BPO's model (llama.cpp's llama-server or vLLM).
-
-    ``servers`` is a URL or several (requests spread over them, retried on another when one fails);
-    ``kind`` ("llama-server", "vllm") skips detection; ``api_key`` is sent as a Bearer token.
-    """
-    from .backends.remote import connect as connect_servers
-
-    urls = [servers] if isinstance(servers, str) else list(servers)
-    return Optimizer(connect_servers(urls, kind=kind, api_key=api_key, timeout=timeout))
 

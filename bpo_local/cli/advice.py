@@ -24,6 +24,7 @@ from ..errors import (
     RunLogUnusable,
     ServerAuth,
     ServerError,
+    TwoBackends,
     Unsupported,
     explain,
 )
@@ -47,6 +48,7 @@ ADVICE: Advice = (
     (RunLogTooNew, lambda e: f"{e}; upgrade bpo-local or pass --no-log"),
     (RunLogUnusable, lambda e: f"{e}; move it away or pass --no-log"),
     (ResumeUnreadable, lambda e: f"cannot open {e.path} for --resume: {e.reason}; check the path"),
+    (TwoBackends, lambda e: "--model and --server name two different backends; give one"),
     (Unsupported, lambda e: f"{e}; run BPO on llama.cpp's llama-server or vLLM, or locally with --model"),
     (ServerAuth, lambda e: f"{e}; pass the right --server-key (or BPO_LOCAL_SERVER_KEY)"),
     (ServerError, lambda e: f"{e}; check --server (or BPO_LOCAL_SERVER / `server` in config.toml); "

@@ -33,8 +33,10 @@ class RemoteBackend:
         self.capabilities = head.capabilities
         self.eos_token = facts.eos_token
         urls = ", ".join(e.server.url for e in fleet.endpoints)
+        said = {"url": facts.url, "kind": facts.kind, "version": facts.version, "slots": facts.slots}
         self.info = ModelInfo(name=facts.model.rsplit("/", 1)[-1], title=facts.model, n_ctx=facts.n_ctx,
-                              backend=f"{facts.kind} {urls}", chat_template=facts.chat_template)
+                              backend=f"{facts.kind} {urls}", chat_template=facts.chat_template,
+                              metadata={k: str(v) for k, v in said.items() if v is not None})
 
     def _any(self, call):  # type: ignore[no-untyped-def]
         """``call(endpoint)`` on a server, retried on another if one fails."""
