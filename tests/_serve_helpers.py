@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from _llama_server import die_with_parent
+from _llama_server import die_with_parent, server_env
 
 _SERVING = re.compile(r"serving .* on (http://\S+?)(,|$)", re.M)
 
@@ -26,13 +26,13 @@ class BpoServer:
 
     @classmethod
     def start(cls, model: Path | None, *args: str, home: Path, env: dict[str, str] | None = None,
-              timeout: float = 120) -> BpoServer:
+              timeout: float = 120, as_users_run_it: bool = False) -> BpoServer:
         """``bpo-local serve --model MODEL --port 0 ARGS`` with its data in ``home``; waits for /health.
-        ``model`` None leaves --model out (pass ``--server URL`` in ``args``)."""
+        ``model`` None leaves --model out (pass ``--server URL`` in ``args``). ``as_users_run_it``: see
+        ``_llama_server.server_env``."""
         home.mkdir(parents=True, exist_ok=True)
         log = home / f"serve-{time.monotonic_ns()}.log"
-        full_env = {**os.environ, "OMP_WAIT_POLICY": "passive", "NO_COLOR": "1", "BPO_LOCAL_HOME": str(home),
-                    **(env or {})}
+        full_env = {**server_env(as_users_run_it), "NO_COLOR": "1", "BPO_LOCAL_HOME": str(home), **(env or {})}
         with open(log, "wb") as out:
             process = subprocess.Popen(
                 [sys.executable, "-m", "bpo_local", "serve", *(("--model", str(model)) if model else ()), "--port", "0",

