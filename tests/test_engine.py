@@ -126,6 +126,7 @@ def test_token_events_stream_each_sequence_text(engine, haiku):
     generation = engine.generate(Request(haiku, 30, Sampling(temperature=0.9, seed=3), n=3,
                                          stop_tokens=frozenset({engine.eos_token})))
     events = list(generation)
+    assert [c.index for c in generation.result.completions] == [0, 1, 2]
     for completion in generation.result.completions:
         mine = [e for e in events if e.index == completion.index]
         assert tuple(e.token for e in mine) == completion.tokens
@@ -252,7 +253,7 @@ def test_sigint_during_decoding_leaves_the_engine_usable(engine, haiku):
             generation.run()
     finally:
         timer.cancel()
-    assert all(c.finish_reason == "cancelled" for c in generation.result.completions)
+    assert [c.finish_reason for c in generation.result.completions] == ["cancelled"] * 4
     assert greedy(engine, haiku, 24).tokens == reference.tokens
 
 

@@ -60,12 +60,15 @@ def test_aggressive_candidates_respect_min_length_and_stops(llama2_bpo: bpo_loca
 
 def test_aggressive_on_a_real_model_stops_at_newline_and_never_shows_a_ban(smollm2: bpo_local.Optimizer) -> None:
     result = smollm2.optimize("Write a short poem about the sea", mode="aggressive", seed=11, max_tokens=48)
-    assert len(result.candidates) == 5
+    assert len(result.candidates) == len(result.raw) == len(result.finish_reasons) == 5
+    assert "stop" in result.finish_reasons, result.finish_reasons  # else the newline check below checks nothing
     for raw, candidate, reason in zip(result.raw, result.candidates, result.finish_reasons):
         if reason == "stop":
             assert "\n" not in raw
-        for banned in ("[PROTECT]", "[KEEP", "[INSTRUCTION]", "[KE", "[INS", "[PRO"):
-            assert banned not in candidate
+        for banned in AGGRESSIVE.banned_strings:  # the engine never generates them (post-processing would hide it)
+            assert banned not in raw
+        for marker in AGGRESSIVE.cut_markers:  # what post-processing cuts
+            assert marker not in candidate
 
 
 def test_same_seed_same_candidates(smollm2: bpo_local.Optimizer) -> None:
