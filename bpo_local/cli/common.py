@@ -67,16 +67,12 @@ def status_console() -> Console:
 def choose_or_build(args: argparse.Namespace) -> Choice:
     """What the options name, resolved once (``open.choose_backend``): the servers' URLs, or the local model's
     path; when nothing names a model and the store is empty, a user at a terminal is offered a build."""
-    from ..config import configured_model, load_config
     from ..errors import NoModel
     from ..open import choose_backend
 
-    config = load_config()
     try:
-        return choose_backend(args.model, args.server, config)
-    except NoModel:
-        if configured_model(args.model, config) is not None:
-            raise
+        return choose_backend(args.model, args.server)
+    except NoModel:  # nothing names a model (a named one that is missing is another error)
         from .build import offer_default_build
 
         built = offer_default_build(status_console())
@@ -90,10 +86,11 @@ def load_optimizer(args: argparse.Namespace, choice: Choice | None = None) -> Op
     terminal: a local GGUF, or the servers given by --server."""
     from ..open import open_optimizer
 
+    settings = given(args)
     choice = choice if choice is not None else choose_or_build(args)
     what = f"connecting to {', '.join(choice)}" if isinstance(choice, tuple) else f"loading {choice.name}"
     with status_console().status(what):
-        return open_optimizer(choice, given(args), verbose=args.debug)
+        return open_optimizer(choice, settings, verbose=args.debug)
 
 
 def given(args: argparse.Namespace) -> Config:
