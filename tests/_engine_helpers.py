@@ -1,4 +1,4 @@
-"""Helpers for the engine tests: chat prompts, a plain llama.cpp greedy loop, sampling distributions."""
+"""Helpers for the engine tests: chat prompts, a plain llama.cpp loop's logits, sampling distributions."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ def chat_prompt(engine, text: str) -> tuple[int, ...]:
                                  add_bos=False, parse_special=True))
 
 
-def plain_greedy(path: Path, prompt: Sequence[int], n_tokens: int, n_threads: int = 1) -> list[int]:
-    """Reference: the simplest llama.cpp loop (llama_batch_get_one + greedy sampler), no stops."""
+def plain_logits(path: Path, prompt: Sequence[int], forced: Sequence[int], n_threads: int = 1) -> np.ndarray:
+    """Reference: the simplest llama.cpp loop (llama_batch_get_one), fed ``forced`` one token at a time
+    after the prompt; the logits after the prompt and after each forced token, (len(forced) + 1, n_vocab)."""
     import llama_cpp.llama_cpp as lib
 
     from bpo_local.backends.llamacpp import buffers
@@ -27,19 +28,15 @@ def plain_greedy(path: Path, prompt: Sequence[int], n_tokens: int, n_threads: in
     params = lib.llama_context_default_params()
     params.n_ctx, params.n_threads, params.n_threads_batch = 1024, n_threads, n_threads
     ctx = lib.llama_init_from_model(model, params)
-    sampler = lib.llama_sampler_init_greedy()
+    n_vocab = lib.llama_vocab_n_tokens(lib.llama_model_get_vocab(model))
     try:
-        tokens = (lib.llama_token * len(prompt))(*prompt)
-        assert lib.llama_decode(ctx, lib.llama_batch_get_one(tokens, len(prompt))) == 0
-        out: list[int] = []
-        for _ in range(n_tokens):
-            token = lib.llama_sampler_sample(sampler, ctx, -1)
-            out.append(token)
-            one = (lib.llama_token * 1)(token)
-            assert lib.llama_decode(ctx, lib.llama_batch_get_one(one, 1)) == 0
-        return out
+        rows = []
+        for batch in (list(prompt), *([t] for t in forced)):
+            tokens = (lib.llama_token * len(batch))(*batch)
+            assert lib.llama_decode(ctx, lib.llama_batch_get_one(tokens, len(batch))) == 0
+            rows.append(np.ctypeslib.as_array(lib.llama_get_logits_ith(ctx, -1), shape=(n_vocab,)).copy())
+        return np.stack(rows)
     finally:
-        lib.llama_sampler_free(sampler)
         lib.llama_free(ctx)
         lib.llama_model_free(model)
 
@@ -66,6 +63,35 @@ def _top_p(x: np.ndarray, p: float) -> np.ndarray:
 def transformers_distribution(logits: np.ndarray, temperature: float, top_k: int, top_p: float) -> np.ndarray:
     """transformers' warpers: temperature, then top-k, then top-p."""
     return _softmax(_top_p(_top_k(logits.astype(np.float64) / temperature, top_k), top_p))
+
+
+def away_from_the_cut(samples: Sequence[int], logits: np.ndarray, temperature: float, top_k: int, top_p: float,
+                      noise: float = 0.01) -> tuple[list[int], np.ndarray]:
+    """The draws, and transformers' distribution, conditioned on the tokens that float noise cannot move
+    across the top-k / top-p cut-off.
+
+    The engine samples from its own evaluation of the prompt, which rounds differently from
+    ``logits`` (another batch shape; another CPU). A token within ``noise`` (in logit) of the top-k
+    cut, or within the matching shift of cumulative probability of the top-p cut, may be in on one
+    and out on the other: its draws are dropped and its mass removed. Among the others the two
+    distributions are proportional, so the conditioned draws must still fit the conditioned one.
+    """
+    x = logits.astype(np.float64) / temperature
+    d = 2 * noise / temperature  # two tokens' logits may move towards each other
+    edge = np.zeros(len(x), dtype=bool)
+    if top_k > 0:
+        ascending = np.sort(x)
+        near_or_above = len(x) - np.searchsorted(ascending, x - d, side="right") - 1  # others within d or above
+        surely_above = len(x) - np.searchsorted(ascending, x + d, side="left")
+        edge |= (near_or_above >= top_k) & (surely_above < top_k)
+    probs = _softmax(_top_k(x, top_k))
+    order = np.argsort(-probs, kind="stable")
+    before = np.empty_like(probs)
+    before[order] = np.cumsum(probs[order]) - probs[order]  # mass of the tokens ranked above each one
+    edge |= (probs > 0) & (np.abs(before - top_p) <= 2 * d)
+    expected = transformers_distribution(logits, temperature, top_k, top_p)
+    expected = np.where(edge, 0.0, expected)
+    return [t for t in samples if not edge[t]], expected / expected.sum()
 
 
 def llama_cpp_python_distribution(logits: np.ndarray, temperature: float, top_k: int = 40, top_p: float = 0.95,

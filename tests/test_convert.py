@@ -85,7 +85,10 @@ def test_f32_logits_match_numpy_reference_forward(kind, checkpoints, ggufs):
     assert ours.shape == reference.shape
     scale = np.abs(reference).max()
     np.testing.assert_allclose(ours, reference, atol=1e-5 * scale, rtol=0)
-    assert (ours.argmax(-1) == reference.argmax(-1)).all()
+    top2 = np.sort(reference, axis=-1)[:, -2:]
+    clear = top2[:, 1] - top2[:, 0] > 2e-5 * scale  # a near-tie within the tolerance may go either way
+    assert clear.sum() >= len(tokens) - 1
+    assert (ours.argmax(-1) == reference.argmax(-1))[clear].all()
 
 
 @pytest.mark.parametrize("kind", ["llama2_bin", "pad_safetensors"])

@@ -241,6 +241,7 @@ def smollm2(smollm2_gguf: Path) -> Engine:
 
 def test_cancel_midway_keeps_partial_results_and_the_engine_usable(smollm2: Engine) -> None:
     prompts = [chat_prompt(smollm2, t) for t in ("Name a fruit.", "Write a poem.", "Count to ten.", "Hi")]
+    smollm2.logits(prompts[0])  # the reference, and the run after the batch, evaluate only the last prompt token
     reference = smollm2.generate(Request(prompts[0], 12, GREEDY)).run().completions[0].tokens
     batch = smollm2.generate_many([Request(p, 200, Sampling(temperature=1.0, seed=1), n=2) for p in prompts])
     tokens = 0
@@ -256,6 +257,7 @@ def test_cancel_midway_keeps_partial_results_and_the_engine_usable(smollm2: Engi
 
 def test_an_interrupted_batch_is_cleaned_up_by_the_next_request(smollm2: Engine) -> None:
     prompts = [chat_prompt(smollm2, t) for t in ("Tell a story.", "Explain rain.", "List colours.")]
+    smollm2.logits(prompts[0])  # the batch's lead: the reference, and the run after it, evaluate prompts[1] after it
     reference = smollm2.generate(Request(prompts[1], 12, GREEDY)).run().completions[0].tokens
     with pytest.raises(KeyboardInterrupt):
         for i, _ in enumerate(smollm2.generate_many([Request(p, 300, Sampling(seed=2), n=3) for p in prompts])):

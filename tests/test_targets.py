@@ -68,7 +68,10 @@ def test_answer_stops_at_the_end_of_turn_and_reuses_the_template_prefix(chat: Lo
 def test_a_seeded_sampled_answer_repeats(chat: LocalChat) -> None:
     settings = ChatSettings(max_tokens=24, temperature=0.7, seed=7)
     prompt = user_message("Tell me something about cats.")
-    assert complete(chat, prompt, settings).text == complete(chat, prompt, settings).text
+    complete(chat, prompt, settings)  # caches the prompt: both answers below start from the same cache state
+    first, again = complete(chat, prompt, settings), complete(chat, prompt, settings)
+    assert first.timings.cached_prompt_tokens == again.timings.cached_prompt_tokens > 0
+    assert first.text == again.text
 
 
 def test_cancel_keeps_the_partial_answer(chat: LocalChat) -> None:
