@@ -4,6 +4,7 @@
     >>> bpo = bpo_local.load("bpo-q4_k_m.gguf")          # or a store name, or None for the default
     >>> bpo.optimize("how can I create a profile on Facebook?").text
     >>> bpo.optimize("...", mode="aggressive").candidates
+    >>> bpo.optimize("...", mode="pas").text             # any preset: stable, aggressive, pas, mepo, yours
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from .errors import (
     StoreError,
     UsageError,
 )
-from .presets import AGGRESSIVE, PRESETS, STABLE, Preset
+from .presets import AGGRESSIVE, BUILTIN, MEPO, PAS, PRESETS, STABLE, Preset
 from .version import __version__
 
 if TYPE_CHECKING:
@@ -42,6 +43,9 @@ def __getattr__(name: str) -> object:
 
 __all__ = [
     "AGGRESSIVE",
+    "BUILTIN",
+    "MEPO",
+    "PAS",
     "PRESETS",
     "STABLE",
     "BpoLocalError",

@@ -48,6 +48,14 @@ class TwoBackends(UsageError):
         self.model, self.servers = model, servers
 
 
+class BuildPresetsUnreadable(UsageError):
+    """The presets a build's GGUF carries (metadata ``key``) are not JSON."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"the model's {key} is not JSON ({reason}); rebuild it")
+        self.key = key
+
+
 class Unsupported(UsageError):
     """The backend cannot reproduce a setting exactly (e.g. a server's sampler order)."""
 

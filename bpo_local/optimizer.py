@@ -1,4 +1,4 @@
-"""The BPO optimizer: BPO's presets (presets.py) served by a token-level generation backend.
+"""The optimizer: presets (presets.py: BPO's modes, PAS, MePO, the user's) served by a token-level backend.
 
 The backend is anything that implements ``backend.Backend``; the local llama.cpp engine is one. This module owns
 the mapping from a preset to an engine request and from the engine's completions to optimized prompts.
@@ -14,7 +14,7 @@ from typing import Any
 
 from .backend import Backend, Generation, GenerationResult, ModelInfo, Request, RequestDone, Sampling, Timings
 from .errors import BpoLocalError, InvalidSetting, Unsupported, UsageError
-from .presets import PRESETS, Overrides, Preset, bans_follow_cuts, build_prompt, postprocess
+from .presets import Overrides, Preset, bans_follow_cuts, build_prompt, final_prompt, postprocess
 
 CANDIDATE_SEPARATOR = "---"
 """The line between candidates when several are shown as one text (the CLI's output, serve's answer)."""
@@ -119,6 +119,25 @@ class Optimizer:
         self.backend = backend
         self._sha256: str | None = None
         self._plans: dict[Preset, tuple[tuple[tuple[int, ...], ...], tuple[str, ...]]] = {}
+        self._stops: dict[Preset, frozenset[int]] = {}
+
+    @functools.cached_property
+    def presets(self) -> Mapping[str, Preset]:
+        """Every preset a name may pick here: built-in, the model's own (from its GGUF), the user's TOML files."""
+        from .preset_files import known_presets
+
+        return MappingProxyType(known_presets(self.info.metadata))
+
+    @functools.cached_property
+    def _build_presets(self) -> tuple[str | None, dict[str, Preset]]:
+        from .preset_files import build_presets
+
+        return build_presets(self.info.metadata)
+
+    @property
+    def default_preset(self) -> str:
+        """The preset the model's build names (``bpo.preset.default``), else BPO's stable mode."""
+        return self._build_presets[0] or "stable"
 
     @property
     def info(self) -> ModelInfo:
@@ -139,20 +158,21 @@ class Optimizer:
             self._sha256 = file_sha256(self.info.path)
         return self._sha256
 
-    def preset(self, mode: str = "stable", **overrides: Any) -> Preset:
-        """The preset for ``mode`` with overrides (``Overrides``' fields: n, temperature, top_p, top_k,
-        max_tokens) applied and checked; None values keep the preset's."""
-        if mode not in PRESETS:
-            raise UsageError(f"unknown mode {mode!r}; choose from: {', '.join(PRESETS)}")
+    def preset(self, mode: str | None = None, **overrides: Any) -> Preset:
+        """The preset named ``mode`` (None: the model's default) with overrides (``Overrides``' fields: n,
+        temperature, top_p, top_k, max_tokens) applied and checked; None values keep the preset's."""
+        from .preset_files import find_preset
+
+        chosen = find_preset(mode or self.default_preset, self._build_presets[1])
         try:
             checked = Overrides(**overrides)
         except TypeError:
             unknown = sorted(set(overrides) - set(Overrides.__dataclass_fields__))
             raise UsageError(f"unknown setting(s) {', '.join(unknown)}; known: "
                              f"{', '.join(Overrides.__dataclass_fields__)}") from None
-        return PRESETS[mode].with_overrides(checked)
+        return chosen.with_overrides(checked)
 
-    def stream(self, prompt: str, *, mode: str = "stable", seed: int | None = None, **overrides: Any) -> OptimizeStream:
+    def stream(self, prompt: str, *, mode: str | None = None, seed: int | None = None, **overrides: Any) -> OptimizeStream:
         """Start optimizing ``prompt``; iterate the stream for text as it is generated."""
         if not prompt.strip():
             raise UsageError("empty prompt; pass the prompt as an argument or on stdin")
@@ -161,14 +181,14 @@ class Optimizer:
         return OptimizeStream(self.backend.generate(request), preset,
                               lambda result: self.result_for(prompt, preset, result))
 
-    def optimize(self, prompt: str, *, mode: str = "stable", seed: int | None = None, **overrides: Any) -> OptimizeResult:
+    def optimize(self, prompt: str, *, mode: str | None = None, seed: int | None = None, **overrides: Any) -> OptimizeResult:
         """Optimize ``prompt`` and return the finished result."""
         stream = self.stream(prompt, mode=mode, seed=seed, **overrides)
         for _ in stream:
             pass
         return stream.result
 
-    def optimize_many(self, prompts: Iterable[str], *, parallel: int = 4, mode: str = "stable",
+    def optimize_many(self, prompts: Iterable[str], *, parallel: int = 4, mode: str | None = None,
                       seed: int | None = None, **overrides: Any) -> Generator[OptimizeResult | BpoLocalError, None, None]:
         """Optimize ``prompts`` with up to ``parallel`` of them in flight, decoded together.
 
@@ -224,7 +244,7 @@ class Optimizer:
         return OptimizeResult(
             prompt=prompt,
             mode=preset.name,
-            candidates=tuple(postprocess(text, preset) for text in raw),
+            candidates=tuple(final_prompt(prompt, postprocess(text, preset), preset) for text in raw),
             finish_reasons=tuple(c.finish_reason for c in result.completions),
             params=MappingProxyType(_params(preset, result.seed)),
             model=self.info.name,
@@ -275,22 +295,49 @@ class Optimizer:
         ``result_for``, what a caller driving ``backend.generate_many`` itself needs (the HTTP server)."""
         banned = self._plan(preset)[0]
         tokenize = self.backend.tokenize
-        stops = {self.backend.eos_token}
-        if preset.stop_on_newline and self._newline is not None:
-            stops.add(self._newline)
         min_new = 0
         if preset.min_new_tokens_extra is not None:
             # The reference's min_length is len(prompt ids) + len(user prompt ids, BOS included) + 5.
             min_new = len(tokenize(prompt, add_bos=True)) + preset.min_new_tokens_extra
         return Request(
-            prompt=tuple(tokenize(build_prompt(prompt), add_bos=True)),
+            prompt=self._prompt_tokens(prompt, preset),
             max_new_tokens=preset.max_new_tokens,
             sampling=Sampling(temperature=preset.temperature, top_p=preset.top_p, top_k=preset.top_k, seed=seed),
             n=preset.n,
-            stop_tokens=frozenset(stops),
+            stop_tokens=self._stop_tokens(preset),
             min_new_tokens=min_new,
             banned=banned,
         )
+
+    def _prompt_tokens(self, prompt: str, preset: Preset) -> tuple[int, ...]:
+        """BOS + the raw template's text (parsed as plain text, as BPO's reference does), or the chat turns
+        rendered through the model's own chat template (its special tokens parsed, as transformers does)."""
+        if preset.wrap == "raw":
+            return tuple(self.backend.tokenize(build_prompt(prompt, preset), add_bos=True))
+        from .chat_template import render
+
+        if not self.info.chat_template:
+            raise UsageError(f"the {preset.name} preset wraps the prompt in the model's chat template, and "
+                             f"{self.info.name} has none; convert the model with its tokenizer_config.json")
+        messages = [{"role": "system", "content": preset.system}] if preset.system is not None else []
+        messages.append({"role": "user", "content": build_prompt(prompt, preset)})
+        bos = self.backend.detokenize(self.backend.tokenize("", add_bos=True), skip_special=False)
+        eos = self.backend.detokenize([self.backend.eos_token], skip_special=False)
+        text = render(self.info.chat_template, messages, bos_token=bos, eos_token=eos)
+        return tuple(self.backend.tokenize(text, add_bos=False, parse_special=True))
+
+    def _stop_tokens(self, preset: Preset) -> frozenset[int]:
+        """EOS, the newline token where the preset stops on it, and its stop tokens this vocabulary has."""
+        if preset not in self._stops:
+            stops = {self.backend.eos_token}
+            if preset.stop_on_newline and self._newline is not None:
+                stops.add(self._newline)
+            for text in preset.stop_tokens:
+                ids = self.backend.tokenize(text, add_bos=False, parse_special=True)
+                if len(ids) == 1:
+                    stops.add(ids[0])
+            self._stops[preset] = frozenset(stops)
+        return self._stops[preset]
 
     def close(self) -> None:
         self.backend.close()

@@ -292,6 +292,26 @@ def _bf16_bits_to_f32(bits: np.ndarray) -> np.ndarray:
     return (bits.astype(np.uint32) << 16).view(np.float32)
 
 
+def tokenizer_json_from_vocab_gguf(kv: dict[str, object], *, pre_tokenizer: dict, post_processor: dict,
+                                   specials_in_vocab: bool, normalizer: dict | None = None,
+                                   decoder: dict | None = None) -> dict:
+    """A tokenizer.json holding a llama.cpp GGUF's vocabulary, merges and special (CONTROL) tokens."""
+    tokens, types, merges = kv["tokenizer.ggml.tokens"], kv["tokenizer.ggml.token_type"], kv["tokenizer.ggml.merges"]
+    return {
+        "version": "1.0", "truncation": None, "padding": None, "normalizer": normalizer,
+        "added_tokens": [{"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False,
+                          "normalized": False, "special": True} for i, t in enumerate(tokens) if types[i] == 3],
+        "pre_tokenizer": pre_tokenizer,
+        "post_processor": post_processor,
+        "decoder": decoder or {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
+        "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
+                  "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": True,
+                  "vocab": {t: i for i, t in enumerate(tokens) if (specials_in_vocab or types[i] != 3)
+                            and types[i] != 4},
+                  "merges": [m.split(" ") for m in merges]},
+    }
+
+
 def build_from_vocab_gguf(folder: Path, vocab_gguf: Path, *, pre_tokenizer: dict = LLAMA3_PRE_TOKENIZER,
                           post_processor: dict | None = None, tokenizer_config: dict | None = None,
                           specials_in_vocab: bool = False) -> Checkpoint:
@@ -301,21 +321,12 @@ def build_from_vocab_gguf(folder: Path, vocab_gguf: Path, *, pre_tokenizer: dict
     ``tokenizer_config`` adds to tokenizer_config.json.
     ``specials_in_vocab``: the BPE vocab lists the special tokens too (SmolLM's do; Llama-3's do not)."""
     kv = read_gguf_kv(vocab_gguf)
-    tokens, types, merges = kv["tokenizer.ggml.tokens"], kv["tokenizer.ggml.token_type"], kv["tokenizer.ggml.merges"]
+    tokens = kv["tokenizer.ggml.tokens"]
     bos, eos = tokens[kv["tokenizer.ggml.bos_token_id"]], tokens[kv["tokenizer.ggml.eos_token_id"]]
     folder.mkdir(parents=True)
-    tokenizer = {
-        "version": "1.0", "truncation": None, "padding": None, "normalizer": None,
-        "added_tokens": [{"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False,
-                          "normalized": False, "special": True} for i, t in enumerate(tokens) if types[i] == 3],
-        "pre_tokenizer": pre_tokenizer,
-        "post_processor": post_processor or bos_template(bos, tokens.index(bos)),
-        "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
-        "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
-                  "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": True,
-                  "vocab": {t: i for i, t in enumerate(tokens) if specials_in_vocab or types[i] != 3},
-                  "merges": [m.split(" ") for m in merges]},
-    }
+    tokenizer = tokenizer_json_from_vocab_gguf(kv, pre_tokenizer=pre_tokenizer,
+                                               post_processor=post_processor or bos_template(bos, tokens.index(bos)),
+                                               specials_in_vocab=specials_in_vocab)
     write_json(folder, "tokenizer.json", tokenizer)
     write_json(folder, "tokenizer_config.json", {"bos_token": bos, "eos_token": eos,
                                                  "tokenizer_class": "PreTrainedTokenizerFast",
@@ -338,3 +349,67 @@ def build_smollm2(folder: Path, smollm2_gguf: Path) -> Checkpoint:
         tokenizer_config={"add_prefix_space": False, "pad_token": "<|im_end|>", "unk_token": "<|endoftext|>",
                           "clean_up_tokenization_spaces": False, "model_max_length": 8192,
                           "tokenizer_class": "GPT2Tokenizer", "vocab_size": 49152, "chat_template": template})
+
+
+QWEN2_REGEX = ("(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*"
+               "|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+")
+QWEN2_BYTE_LEVEL = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": False}
+QWEN2_PRE_TOKENIZER = {"type": "Sequence", "pretokenizers": [
+    {"type": "Split", "pattern": {"Regex": QWEN2_REGEX}, "behavior": "Isolated", "invert": False}, QWEN2_BYTE_LEVEL]}
+"""Qwen2's tokenizer.json (Qwen/Qwen2-7B-Instruct): NFC, then this split (digits one by one), then bytes."""
+
+
+def qwen2_config(vocab_size: int, *, tied: bool, dtype: str) -> dict:
+    """A Qwen2-7B-Instruct style config.json for the tiny model (bos <|endoftext|>, eos <|im_end|>)."""
+    return {
+        "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "attention_dropout": 0.0,
+        "hidden_size": HIDDEN, "intermediate_size": FFN, "num_hidden_layers": LAYERS,
+        "num_attention_heads": HEADS, "num_key_value_heads": KV_HEADS, "vocab_size": vocab_size,
+        "max_position_embeddings": 256, "max_window_layers": LAYERS, "sliding_window": 256,
+        "use_sliding_window": False, "rms_norm_eps": 1e-6, "rope_theta": 1000000.0, "hidden_act": "silu",
+        "tie_word_embeddings": tied, "torch_dtype": dtype, "use_cache": True,
+        "bos_token_id": 151643, "eos_token_id": 151645,
+    }
+
+
+def random_qwen2(vocab_size: int, *, seed: int, tied: bool) -> dict[str, np.ndarray]:
+    """Random HF-named Qwen2 weights (float32): Llama's plus the q/k/v biases."""
+    weights = random_llama(vocab_size, seed=seed, tied=tied)
+    rng = np.random.default_rng(seed + 1000)
+    for i in range(LAYERS):
+        for proj in ("q_proj", "k_proj", "v_proj"):
+            rows = weights[f"model.layers.{i}.self_attn.{proj}.weight"].shape[0]
+            weights[f"model.layers.{i}.self_attn.{proj}.bias"] = (rng.standard_normal(rows) * 0.2).astype(np.float32)
+    return weights
+
+
+def build_qwen2(folder: Path, qwen2_vocab_gguf: Path, *, tied: bool, dtype: str, shards: int = 1) -> Checkpoint:
+    """A tiny random Qwen2 laid out as Qwen/Qwen2-7B-Instruct is: the real Qwen2 vocabulary and merges
+    (llama.cpp's ggml-vocab-qwen2.gguf) as tokenizer.json, its chat template, biased q/k/v, weights in
+    ``dtype`` (f16, bf16) safetensors in ``shards`` files."""
+    kv = read_gguf_kv(qwen2_vocab_gguf)
+    tokens = kv["tokenizer.ggml.tokens"]
+    folder.mkdir(parents=True)
+    tokenizer = tokenizer_json_from_vocab_gguf(kv, pre_tokenizer=QWEN2_PRE_TOKENIZER, post_processor=QWEN2_BYTE_LEVEL,
+                                               specials_in_vocab=False, normalizer={"type": "NFC"},
+                                               decoder=QWEN2_BYTE_LEVEL)
+    tokenizer["model"] |= {"continuing_subword_prefix": "", "end_of_word_suffix": "", "ignore_merges": False}
+    write_json(folder, "tokenizer.json", tokenizer)
+    specials = {str(t["id"]): {k: t[k] for k in ("content", "lstrip", "normalized", "rstrip", "single_word", "special")}
+                for t in tokenizer["added_tokens"]}
+    write_json(folder, "tokenizer_config.json", {
+        "add_prefix_space": False, "added_tokens_decoder": specials,
+        "additional_special_tokens": ["<|im_start|>", "<|im_end|>"], "bos_token": None,
+        "chat_template": kv["tokenizer.chat_template"], "clean_up_tokenization_spaces": False,
+        "eos_token": "<|im_end|>", "errors": "replace", "model_max_length": 32768, "pad_token": "<|endoftext|>",
+        "split_special_tokens": False, "tokenizer_class": "Qwen2Tokenizer", "unk_token": None})
+    config = qwen2_config(len(tokens), tied=tied, dtype={"f16": "float16", "bf16": "bfloat16"}[dtype])
+    weights = stored(random_qwen2(len(tokens), seed=5, tied=tied), dtype)
+    if shards == 1:
+        save_safetensors(folder / "model.safetensors", weights, dtype)
+    else:
+        write_sharded(folder, weights, dtype, fmt="safetensors", shards=shards)
+    write_json(folder, "config.json", config)
+    write_json(folder, "generation_config.json", {"bos_token_id": 151643, "eos_token_id": [151645, 151643],
+                                                  "pad_token_id": 151643})
+    return Checkpoint(folder, config, weights)

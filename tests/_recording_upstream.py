@@ -39,6 +39,7 @@ class Exchange:
     headers: dict[str, str]
     body: bytes
     status: int = 0
+    answer_headers: dict[str, str] = field(default_factory=dict)
     answer: bytes = b""
     done: threading.Event = field(default_factory=threading.Event)
 
@@ -46,14 +47,22 @@ class Exchange:
     def request(self) -> dict:
         return json.loads(self.body)
 
+    def events(self) -> list[dict]:
+        """The answer's server-sent events, once the answer is complete."""
+        assert self.done.wait(60), f"{self.path}: the answer never ended"
+        lines = [line[5:].strip() for line in self.answer.decode().splitlines() if line.startswith("data:")]
+        return [json.loads(line) for line in lines if line != "[DONE]"]
+
     def answer_text(self) -> str:
         """The assistant's text in a chat answer, whole (JSON) or streamed (server-sent events)."""
-        self.done.wait(60)
-        if not self.answer.lstrip().startswith(b"data:"):
+        assert self.done.wait(60), f"{self.path}: the answer never ended"
+        if "text/event-stream" not in self.answer_headers.get("content-type", ""):
             return json.loads(self.answer)["choices"][0]["message"]["content"]
-        events = [line[5:].strip() for line in self.answer.decode().splitlines() if line.startswith("data:")]
-        chunks = [json.loads(e) for e in events if e != "[DONE]"]
-        return "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+        return "".join(c["choices"][0]["delta"].get("content") or "" for c in self.events() if c["choices"])
+
+    def completion_text(self) -> str:
+        """The text of a streamed llama-server ``/completion`` answer."""
+        return "".join(event["content"] for event in self.events())
 
 
 class RecordingUpstream:
@@ -88,7 +97,7 @@ class RecordingUpstream:
         upstream = await self._client.send(
             self._client.build_request(request.method, f"{self.target}{request.url.path}", params=request.query_params,
                                        headers=headers, content=body), stream=True)
-        exchange.status = upstream.status_code
+        exchange.status, exchange.answer_headers = upstream.status_code, dict(upstream.headers)
 
         async def passed_on() -> AsyncIterator[bytes]:
             try:

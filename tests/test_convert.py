@@ -265,7 +265,8 @@ def test_unsupported_architecture(checkpoints, tmp_path):
     config = json.loads((src / "config.json").read_text()) | {"architectures": ["GPT2LMHeadModel"]}
     (src / "config.json").write_text(json.dumps(config))
     _fails(src, tmp_path,
-           r"^unsupported architecture GPT2LMHeadModel; supported: LlamaForCausalLM, MistralForCausalLM$")
+           r"^unsupported architecture GPT2LMHeadModel; supported: LlamaForCausalLM, MistralForCausalLM, "
+           r"Qwen2ForCausalLM$")
 
 
 def test_vocab_size_not_matching_the_embedding(checkpoints, tmp_path):

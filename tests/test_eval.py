@@ -29,6 +29,12 @@ def cache_lines(out: Path) -> dict[str, int]:
             for stage in ("optimize", "answer", "judge")}
 
 
+def cache_records(out: Path) -> dict[str, dict[str, dict]]:
+    """Each stage's cached records by key."""
+    return {stage: {r["key"]: r for r in map(json.loads, (out / "cache" / f"{stage}.jsonl").read_text().splitlines())}
+            for stage in ("optimize", "answer", "judge")}
+
+
 def results(report: dict[str, Any]) -> dict[str, Any]:
     """What the report says, without what this particular run did (stage counts)."""
     return {k: v for k, v in report.items() if k != "stages"}
@@ -107,6 +113,9 @@ def test_killed_mid_run_resumes_without_redoing_a_stage(first_run: tuple[Path, d
     before = cache_lines(out)
     assert before["optimize"] == LIMIT and before["judge"] < 2 * LIMIT  # it died with work left
     assert not (out / "report.json").exists()
+    kept, uninterrupted = cache_records(out), cache_records(first_run[0])
+    for stage, records in kept.items():  # up to the kill it did what the first run did, in the same order
+        assert all(record == uninterrupted[stage][key] for key, record in records.items()), stage
 
     proc = run_cli(*args)
     assert proc.returncode == 0, proc.stderr
@@ -115,7 +124,15 @@ def test_killed_mid_run_resumes_without_redoing_a_stage(first_run: tuple[Path, d
         assert count["cached"] == before[stage], stage
         assert count["computed"] == count["total"] - before[stage], stage
     assert cache_lines(out) == {stage: c["total"] for stage, c in resumed["stages"].items()}  # nothing twice
-    assert results(resumed) == results(first_run[1])  # the same report as the run that was never killed
+    finished = cache_records(out)
+    assert all(finished[stage][key] == record for stage, records in kept.items() for key, record in records.items())
+    assert [p["prompt"] for p in resumed["pairs"]] == [p["prompt"] for p in first_run[1]["pairs"]]
+    assert resumed["results"][0]["judged"] == first_run[1]["results"][0]["judged"] == LIMIT
+    # The work after the kill ran from other cache states than in the first run, so its sampled answers may
+    # differ; the report is the one its cache makes, as a rerun that computes nothing shows.
+    again = run_cli(*args)
+    assert again.returncode == 0, again.stderr
+    assert results(json.loads(again.stdout)) == results(resumed)
 
 
 def test_bpo_and_the_target_behind_servers(llama_server: LlamaServer, smollm2_gguf: Path, tmp_path: Path,

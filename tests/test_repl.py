@@ -218,7 +218,7 @@ def test_help_lists_every_command_and_mistakes_are_one_line(start: Start, smollm
     assert "error: nothing optimized yet" in repl.run("/diff")
     assert "n must be a whole number >= 1, got 0" in repl.run("/n 0")
     assert "top_p must be a number in (0, 1], got 0.0" in repl.run("/top_p 0")  # the preset's range, not another
-    assert "unknown mode 'wild'" in repl.run("/mode wild")
+    assert "unknown preset 'wild'" in repl.run("/mode wild")
     assert "name it .md or .jsonl" in repl.run("/save notes.txt")
     assert "model file not found" in repl.run("/model /nowhere/missing.gguf")
     switched = repl.run(f"/model {smollm2_gguf}")

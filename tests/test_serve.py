@@ -13,7 +13,10 @@ import openai
 import pytest
 from _cli_helpers import assert_one_line_error, model_args
 from _llama_server import free_port
+from _recording_upstream import RecordingUpstream
 from _serve_helpers import BpoServer
+
+from bpo_local.presets import STABLE, postprocess
 
 PROMPT = "tell me a joke"
 SETTINGS = {"seed": 1, "max_tokens": 40}
@@ -43,7 +46,16 @@ def test_health_and_models(server: BpoServer, client: openai.OpenAI, smollm2_ggu
     assert [m.id for m in client.models.list()] == [smollm2_gguf.name]
 
 
-def test_chat_answers_what_optimize_prints(client: openai.OpenAI, run_cli, smollm2_gguf: Path) -> None:
+@pytest.fixture
+def fresh(smollm2_gguf: Path, tmp_path: Path):
+    """A server that has answered nothing yet: its first answer starts from an empty cache, as a fresh
+    `bpo-local optimize` process does, so the two are equal by construction (same model options)."""
+    with BpoServer.start(smollm2_gguf, "--ctx", "2048", "--max-tokens", "512", home=tmp_path / "fresh") as server:
+        yield server
+
+
+def test_chat_answers_what_optimize_prints(fresh: BpoServer, run_cli, smollm2_gguf: Path) -> None:
+    client = openai.OpenAI(base_url=fresh.base_url, api_key="unused", max_retries=0)
     reply = client.chat.completions.create(model="bpo", messages=[
         {"role": "system", "content": "ignored"}, {"role": "user", "content": "earlier"},
         {"role": "assistant", "content": "ok"}, {"role": "user", "content": PROMPT}], **SETTINGS)
@@ -54,7 +66,9 @@ def test_chat_answers_what_optimize_prints(client: openai.OpenAI, run_cli, smoll
     assert reply.model_extra["bpo"]["prompt"] == PROMPT
 
 
-def test_aggressive_chat_answers_the_candidates_as_optimize_prints_them(client, run_cli, smollm2_gguf: Path) -> None:
+def test_aggressive_chat_answers_the_candidates_as_optimize_prints_them(fresh: BpoServer, run_cli,
+                                                                        smollm2_gguf: Path) -> None:
+    client = openai.OpenAI(base_url=fresh.base_url, api_key="unused", max_retries=0)
     reply = client.chat.completions.create(model="bpo", messages=[{"role": "user", "content": PROMPT}],
                                            extra_body={"mode": "aggressive"}, **SETTINGS)
     expected = cli_prints(run_cli, smollm2_gguf, PROMPT, "--mode", "aggressive", "--seed", "1", "--max-tokens", "40")
@@ -62,13 +76,21 @@ def test_aggressive_chat_answers_the_candidates_as_optimize_prints_them(client, 
     assert len(reply.model_extra["bpo"]["candidates"]) == 5
 
 
+def twice_after_a_first(ask):
+    """``ask()`` three times; the last two. The engine keeps the last prompt cached, so the second and third
+    requests start from the same cache state (the first may not: it follows whatever ran before)."""
+    ask()
+    return ask(), ask()
+
+
 @pytest.mark.parametrize("mode", ["stable", "aggressive"])
 def test_a_streamed_chat_adds_up_to_the_whole_answer(client: openai.OpenAI, mode: str) -> None:
     kwargs = dict(model="bpo", messages=[{"role": "user", "content": "tell me a joke"}], extra_body={"mode": mode},
                   seed=4, max_tokens=60)
-    reply = client.chat.completions.create(**kwargs)
-    whole = reply.choices[0]
-    chunks = list(client.chat.completions.create(stream=True, **kwargs))
+    streams = iter([False, False, True])
+    reply, chunks = twice_after_a_first(
+        lambda: client.chat.completions.create(**kwargs, **({"stream": True} if next(streams) else {})))
+    whole, chunks = reply.choices[0], list(chunks)
     assert len(chunks) > 3
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == whole.message.content
     assert chunks[0].choices[0].delta.role == "assistant"
@@ -78,16 +100,17 @@ def test_a_streamed_chat_adds_up_to_the_whole_answer(client: openai.OpenAI, mode
 
 
 def test_completions_stream_and_whole(client: openai.OpenAI) -> None:
-    whole = client.completions.create(model="bpo", prompt=PROMPT, **SETTINGS).choices[0].text
-    streamed = "".join(c.choices[0].text for c in client.completions.create(model="bpo", prompt=PROMPT, stream=True,
-                                                                             **SETTINGS))
-    assert whole and streamed == whole
+    streams = iter([False, False, True])
+    whole, streamed = twice_after_a_first(
+        lambda: client.completions.create(model="bpo", prompt=PROMPT, stream=next(streams), **SETTINGS))
+    whole = whole.choices[0].text
+    assert whole and "".join(c.choices[0].text for c in streamed) == whole
 
 
-def test_optimize_route_returns_what_optimize_json_prints(server: BpoServer, run_cli, smollm2_gguf: Path) -> None:
+def test_optimize_route_returns_what_optimize_json_prints(fresh: BpoServer, run_cli, smollm2_gguf: Path) -> None:
     body = {"prompt": PROMPT, "mode": "stable", "n": 2, "temperature": 0.8, "top_p": 0.95, "top_k": 40,
             "max_tokens": 30, "seed": 11}
-    got = httpx.post(f"{server.url}/v1/optimize", json=body, timeout=120).json()
+    got = httpx.post(f"{fresh.url}/v1/optimize", json=body, timeout=120).json()
     expected = json.loads(cli_prints(run_cli, smollm2_gguf, PROMPT, "--json", "-n", "2", "--temperature", "0.8",
                                      "--top-p", "0.95", "--top-k", "40", "--max-tokens", "30", "--seed", "11"))
     for record in (got, expected):
@@ -213,19 +236,26 @@ def test_free_port_helper_is_free() -> None:
 
 
 def test_serve_in_front_of_a_remote_bpo_answers_what_optimize_prints(llama_server, run_cli, tmp_path: Path) -> None:
-    """``serve --server URL``: BPO runs on a llama-server; a chat client (whole or streamed) gets exactly what
-    ``optimize --server`` prints for the same greedy settings."""
-    remote = BpoServer.start(None, "--server", llama_server.url, home=tmp_path / "home")
-    try:
-        client = openai.OpenAI(base_url=remote.base_url, api_key="unused")
-        ask = {"model": "bpo", "messages": [{"role": "user", "content": "how do I bake bread"}],
-               "temperature": 0, "max_tokens": 24}
-        answer = client.chat.completions.create(**ask).choices[0].message.content
-        streamed = "".join(chunk.choices[0].delta.content or "" for chunk in
-                           client.chat.completions.create(**ask, stream=True) if chunk.choices)
-    finally:
-        remote.stop()
-    printed = run_cli("optimize", "--server", llama_server.url, "--temperature", "0", "--max-tokens", "24",
-                      "--no-log", "how do I bake bread")
-    assert printed.returncode == 0, printed.stderr
-    assert answer == streamed == printed.stdout.rstrip("\n")
+    """``serve --server URL``: BPO runs on a llama-server; a chat client (whole or streamed) gets the text the server
+    generated for exactly the request ``optimize --server`` sends for the same greedy settings. Each answer is
+    compared with what the server streamed for that very request (a relay keeps it): two generations on a
+    server whose slots and prompt cache other requests have used need not match."""
+    ask = {"model": "bpo", "messages": [{"role": "user", "content": "how do I bake bread"}],
+           "temperature": 0, "max_tokens": 24}
+    with RecordingUpstream.start(llama_server.url) as relay:
+        with BpoServer.start(None, "--server", relay.url, home=tmp_path / "home") as remote:
+            client = openai.OpenAI(base_url=remote.base_url, api_key="unused")
+            answer = client.chat.completions.create(**ask).choices[0].message.content
+            whole = relay.last("/completion")
+            streamed = "".join(chunk.choices[0].delta.content or "" for chunk in
+                               client.chat.completions.create(**ask, stream=True) if chunk.choices)
+            in_stream = relay.last("/completion")
+        printed = run_cli("optimize", "--server", relay.url, "--temperature", "0", "--max-tokens", "24",
+                          "--no-log", "how do I bake bread")
+        assert printed.returncode == 0, printed.stderr
+        by_cli = relay.last("/completion")
+    bodies = [{k: v for k, v in e.request.items() if k not in ("id_slot", "seed")}  # greedy: the seed plays no part
+              for e in (whole, in_stream, by_cli)]
+    assert bodies[0] == bodies[1] == bodies[2] and bodies[0]["temperature"] == 0 and bodies[0]["n_predict"] == 24
+    assert (answer, streamed, printed.stdout.rstrip("\n")) == tuple(postprocess(e.completion_text(), STABLE)
+                                                                    for e in (whole, in_stream, by_cli))

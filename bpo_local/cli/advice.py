@@ -9,6 +9,7 @@ from __future__ import annotations
 from ..errors import (
     Advice,
     BpoLocalError,
+    BuildPresetsUnreadable,
     ContextFull,
     ContextTooBig,
     DecodeFailed,
@@ -48,6 +49,7 @@ ADVICE: Advice = (
     (RunLogTooNew, lambda e: f"{e}; upgrade bpo-local or pass --no-log"),
     (RunLogUnusable, lambda e: f"{e}; move it away or pass --no-log"),
     (ResumeUnreadable, lambda e: f"cannot open {e.path} for --resume: {e.reason}; check the path"),
+    (BuildPresetsUnreadable, lambda e: f"{e} or pass --preset"),
     (TwoBackends, lambda e: "--model and --server name two different backends; give one"),
     (Unsupported, lambda e: f"{e}; run BPO on llama.cpp's llama-server or vLLM, or locally with --model"),
     (ServerAuth, lambda e: f"{e}; pass the right --server-key (or BPO_LOCAL_SERVER_KEY)"),

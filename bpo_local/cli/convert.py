@@ -22,6 +22,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="precision of the intermediate GGUF (default: %(default)s)")
     parser.add_argument("--keep-f16", action="store_true", help="keep the intermediate GGUF as a build too")
     parser.add_argument("--no-verify", action="store_true", help="skip the KL check against the intermediate")
+    parser.add_argument("--preset", metavar="NAME",
+                        help="the optimizer preset the build runs by default: stable (BPO), pas, mepo or one of "
+                             "yours (default: the source's, else stable)")
     parser.add_argument("--name", help="model name in the store (default: the source's name, lowercased)")
     parser.add_argument("--data", type=Path, metavar="FILE",
                         help="eval pairs for the KL check: JSON list or JSONL with prompt/optimized_prompt")
@@ -42,8 +45,8 @@ def run(args: argparse.Namespace) -> int:
 
     plan = ConvertPlan(source=args.source or DEFAULT_SOURCE, revision=args.revision,
                        quants=parse_quants(args.quant), outtype=args.outtype, keep_f16=args.keep_f16,
-                       verify=not args.no_verify, name=args.name, eval_data=args.data, threads=args.threads,
-                       gpu_layers=args.gpu_layers)
+                       verify=not args.no_verify, preset=args.preset, name=args.name, eval_data=args.data,
+                       threads=args.threads, gpu_layers=args.gpu_layers)
     store = ModelStore(models_dir())
     with progress_bars(status_console()) as progress:
         builds = convert(plan, store, progress=progress)

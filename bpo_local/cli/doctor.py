@@ -139,7 +139,7 @@ BPO_PROBE_IDS = [1, 518, 25580, 29962]
 def _servers(urls: tuple[str, ...], args: argparse.Namespace) -> dict[str, Any]:
     """Each server's kind, version, model, context, slots, and whether BPO runs there exactly."""
     from ..open import open_optimizer
-    from ..presets import CHAT_TEMPLATE_JINJA, MODES
+    from ..presets import AGGRESSIVE, CHAT_TEMPLATE_JINJA, STABLE
 
     servers = []
     for url in urls:
@@ -155,7 +155,7 @@ def _servers(urls: tuple[str, ...], args: argparse.Namespace) -> dict[str, Any]:
                 "context": info.n_ctx, "slots": int(said["slots"]) if "slots" in said else None,
                 "bpo_vocabulary": _bpo_vocabulary(opt),
                 "bpo_chat_template": info.chat_template == CHAT_TEMPLATE_JINJA if info.chat_template else None,
-                "modes": {mode: _fidelity(opt, mode) for mode in MODES}, "how": list(opt.backend.capabilities.notes),
+                "modes": {p.name: _fidelity(opt, p.name) for p in (STABLE, AGGRESSIVE)}, "how": list(opt.backend.capabilities.notes),
             })
     failed = [s["error"] for s in servers if "error" in s]
     return {"servers": servers, **({"error": failed[0]} if failed else {})}

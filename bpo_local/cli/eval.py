@@ -8,6 +8,7 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, closing, contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +30,9 @@ how it works:
   with the paper's pair-v2 prompt at temperature 0, once with each answer first. A verdict that flips
   with the order counts as a tie; a judgment without [[A]], [[B]] or [[C]] is counted as "no verdict".
   The table gives BPO's win / tie / loss rates over the judged pairs with 95% bootstrap intervals.
-  In aggressive mode the first of BPO's candidates is evaluated.
+  In aggressive mode the first of BPO's candidates is evaluated. --optimizer A --optimizer B ... runs
+  the same for each optimizer (a preset, @ a model if not --model's: pas@pas-7b:q4_k_m) over the same
+  target answers to the original prompts and prints one table per optimizer.
 
 target and judge:
   A GGUF path or store name (run locally with its own chat template), or the URL of an
@@ -69,7 +72,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run = parser.add_argument_group("run")
     run.add_argument("--data", action="append", metavar="NAME|FILE", help=f"data set(s) (default: {DEFAULT_DATA})")
     run.add_argument("--limit", type=int, metavar="N", help="only the first N items of each data set")
-    run.add_argument("--mode", choices=MODES, default="stable", help="BPO's mode (default: stable)")
+    run.add_argument("--mode", choices=MODES, help="BPO's mode (default: the model's own preset, else stable)")
+    run.add_argument("--preset", dest="mode", metavar="NAME",
+                     help="the optimizer preset: stable, aggressive, pas, mepo, or a TOML file's name in the config "
+                          "folder's presets/")
+    run.add_argument("--optimizer", action="append", metavar="PRESET[@MODEL]",
+                     help="compare optimizers: repeat for each (a preset, on --model or on MODEL, a GGUF path or "
+                          "store name); every one is judged against the original prompts with the same target, "
+                          "judge and answers, and the table compares them")
     run.add_argument("--seed", type=int, default=0, metavar="N",
                      help="seed of BPO, the answers and the bootstrap (default: 0)")
     run.add_argument("--temperature", type=float, default=0.7, metavar="T",
@@ -99,30 +109,43 @@ def run_eval_command(args: argparse.Namespace) -> int:
         judge=ChatSettings(max_tokens=args.judge_max_tokens, temperature=0.0, seed=args.seed),
     )
     console = status_console()
+    specs = [_spec(text) for text in args.optimizer] if args.optimizer else [(args.mode, None)]
+    reports = []
     with ExitStack() as stack:
         target = stack.enter_context(closing(_open(args, "target", console)))
         same = (args.judge, args.judge_model, args.judge_key) == (args.target, args.target_model, args.target_key)
         judge = target if same else stack.enter_context(closing(_open(args, "judge", console)))
-        optimizer = stack.enter_context(load_optimizer(args))
         items = [item for dataset in datasets for item in dataset.items]
-        with _progress_bars(console) as progress:
-            run = run_eval(items, optimizer, target, judge, settings, args.out / "cache", progress)
-        meta = run_settings(optimizer.info.name, target.name, judge.name, settings, [d.name for d in datasets],
-                            args.limit)
-    summaries = summarize(run.pairs, args.seed)
-    report = report_dict(run, summaries, meta)
+        for preset, model in specs:  # one optimizer loaded at a time; the caches share answers and judgments
+            model_args = args if model is None else argparse.Namespace(**{**vars(args), "model": model, "server": None})
+            with load_optimizer(model_args) as optimizer, _progress_bars(console) as progress:
+                chosen = replace(settings, mode=optimizer.preset(preset).name)  # None: the model's own preset
+                run = run_eval(items, optimizer, target, judge, chosen, args.out / "cache", progress)
+                meta = run_settings(optimizer.info.name, target.name, judge.name, chosen,
+                                    [d.name for d in datasets], args.limit)
+            reports.append(report_dict(run, summarize(run.pairs, args.seed), meta))
+    report = reports[0] if len(reports) == 1 else {"optimizers": reports}
     write_text_atomic(args.out / "report.json", json.dumps(report, ensure_ascii=False, indent=1) + "\n")
-    write_text_atomic(args.out / "report.md", render_markdown(report))
+    write_text_atomic(args.out / "report.md", "\n".join(render_markdown(r) for r in reports))
     if args.json:
         json.dump(report, sys.stdout, ensure_ascii=False)
         sys.stdout.write("\n")
     else:
-        _print_table(report)
-    failed = sum(s.errors for s in summaries if s.dataset != "all")
+        for each in reports:
+            _print_table(each)
+    failed = sum(r["errors"] for each in reports for r in each["results"] if r["dataset"] != "all")
     if failed:
         print(f"error: {failed} pair(s) failed before a verdict; {args.out / 'report.md'} says why", file=sys.stderr)
         return 1
     return 0
+
+
+def _spec(text: str) -> tuple[str, str | None]:
+    """``--optimizer PRESET[@MODEL]`` as (preset, model or None for --model's)."""
+    preset, at, model = text.partition("@")
+    if not preset.strip() or (at and not model.strip()):
+        raise UsageError(f"--optimizer {text!r}: give a preset name, optionally @ a model (e.g. pas@pas-7b:q4_k_m)")
+    return preset.strip(), model.strip() or None
 
 
 def _check(args: argparse.Namespace) -> None:
@@ -134,6 +157,8 @@ def _check(args: argparse.Namespace) -> None:
             raise UsageError(f"{flag} must be at least {low} (got {value})")
     if args.temperature < 0:
         raise UsageError(f"--temperature must be at least 0 (got {args.temperature})")
+    if args.optimizer and args.mode:
+        raise UsageError("--optimizer names each optimizer's preset; drop --mode/--preset")
     if not 0 < args.top_p <= 1:
         raise UsageError(f"--top-p must be in (0, 1] (got {args.top_p})")
 

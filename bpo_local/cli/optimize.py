@@ -59,9 +59,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("prompt", nargs="?", metavar="PROMPT",
                         help="the prompt; '-' or none reads stdin. With --jsonl/--lines: an input file")
-    sampling = parser.add_argument_group("sampling (defaults: the mode's BPO preset)")
-    sampling.add_argument("--mode", choices=MODES, default="stable",
-                          help="stable: one careful rewrite; aggressive: 5 bolder candidates")
+    sampling = parser.add_argument_group("sampling (defaults: the preset's)")
+    sampling.add_argument("--mode", choices=MODES, default=None,
+                          help="BPO's stable: one careful rewrite; aggressive: 5 bolder candidates "
+                               "(default: the model's own preset, else stable)")
+    sampling.add_argument("--preset", dest="mode", metavar="NAME",
+                          help="any optimizer preset: stable, aggressive, pas, mepo, or a TOML file's name in "
+                               "the config folder's presets/")
     sampling.add_argument("-a", "--aggressive", dest="mode", action="store_const", const="aggressive",
                           help="same as --mode aggressive")
     sampling.add_argument("-n", type=parameter("n"), metavar="K", help="number of candidates")

@@ -24,7 +24,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Optimize prompts interactively; /help inside lists the commands.",
     )
     add_model_options(parser)
-    parser.add_argument("--mode", choices=MODES, default="stable", help="starting mode (default: stable)")
+    parser.add_argument("--mode", choices=MODES, help="starting BPO mode (default: the model's own preset, else stable)")
+    parser.add_argument("--preset", dest="mode", metavar="NAME",
+                        help="starting preset: stable, aggressive, pas, mepo, or a TOML file's name in the config "
+                             "folder's presets/")
     parser.add_argument("--target", metavar="MODEL",
                         help="chat model that /compare answers both prompts with: a GGUF path, a store name, "
                              "or an OpenAI-compatible server's URL ($OPENAI_API_KEY is its key)")
@@ -57,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
             load_target=lambda name: _load_target(args, name),
             target=target,
         )
-        repl.settings.mode = args.mode
+        repl.settings.mode = repl.optimizer.preset(args.mode).name  # an unknown name fails now
         try:
             repl.run()
         finally:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from ..version import __version__
 from ..errors import ConversionError
 from ..gguf_header import read_header
-from ..presets import CHAT_TEMPLATE_JINJA, PRESETS
+from ..presets import PRESETS, Preset, raw_chat_template
 from .convert.hub import DEFAULT_SOURCE
 from .quantize import DEFAULT_QUANTS, quantize
 from .store import Build, ModelStore, model_name
@@ -42,6 +42,8 @@ class ConvertPlan:
     keep_f16: bool = False
     """Keep the full-precision intermediate as a build of its own (``<model>:f16``)."""
     verify: bool = True
+    preset: str | None = None
+    """The preset the build runs by default (written into it); None: the source's, else BPO's stable mode."""
     name: str | None = None
     """Store model name; default: the source's last path part, lowercased."""
     eval_data: Path | None = None
@@ -60,15 +62,30 @@ class _Source:
     """The GGUF is ours (in the scratch folder) rather than the user's file."""
 
 
-def preset_metadata() -> dict[str, object]:
-    """BPO's sampling presets as GGUF keys (``bpo.stable.temperature``, ...), from presets.PRESETS.
-    Unset values (None, empty lists) are left out: GGUF has no null or empty array."""
-    meta: dict[str, object] = {}
-    for preset in PRESETS.values():
-        for key, value in vars(preset).items():
-            if key != "name" and value not in (None, ()):
-                meta[f"bpo.{preset.name}.{key}"] = list(value) if isinstance(value, tuple) else value
-    return meta
+SOURCE_PRESETS = {"THUDM/BPO": "stable", "PKU-Baichuan-MLSystemLab/PAS-7B": "pas", "zixiaozhu/MePO": "mepo"}
+"""The preset a build of these Hub repos runs unless told otherwise."""
+
+
+def build_preset(name: str | None, repo: str | None) -> Preset:
+    """The preset a build runs: ``name`` (built-in or the user's TOML), else the source repo's, else stable."""
+    from ..preset_files import find_preset
+
+    return find_preset(name or SOURCE_PRESETS.get(repo or "", "stable"), {})
+
+
+def preset_metadata(preset: Preset) -> dict[str, object]:
+    """The build's presets as GGUF keys (``bpo.stable.temperature``, ..., ``bpo.preset.default``): BPO's
+    two modes for a BPO build, else ``preset`` alone."""
+    from ..preset_files import gguf_metadata
+
+    presets = PRESETS.values() if PRESETS.get(preset.name) == preset else [preset]
+    return gguf_metadata(presets, preset.name)
+
+
+def chat_template(preset: Preset) -> str | None:
+    """The chat template the build carries: a raw preset's as Jinja; None keeps the checkpoint's own
+    (a chat preset wraps prompts in it)."""
+    return raw_chat_template(preset) if preset.wrap == "raw" else None
 
 
 def convert(plan: ConvertPlan, store: ModelStore, *, progress: Progress | None = None) -> list[Build]:
@@ -126,9 +143,10 @@ def _prepare(plan: ConvertPlan, work: Path, bars: Bars) -> _Source:
     checkout = fetch_source(plan.source, revision=plan.revision, progress=bars.labelled())
     model = plan.name or model_name(checkout.repo_id or str(checkout.path))
     out = work / f"{model}-{plan.outtype}.gguf"
-    metadata = {**_source_metadata(checkout.repo_id, checkout.revision), **preset_metadata()}
+    preset = build_preset(plan.preset, checkout.repo_id)
+    metadata = {**_source_metadata(checkout.repo_id, checkout.revision), **preset_metadata(preset)}
     on_tensor = bars.tensors("convert")
-    convert_checkpoint(checkout.path, out, outtype=plan.outtype, name=model, chat_template=CHAT_TEMPLATE_JINJA,
+    convert_checkpoint(checkout.path, out, outtype=plan.outtype, name=model, chat_template=chat_template(preset),
                        extra_metadata=metadata, on_tensor=lambda name, i, total: on_tensor(name, i + 1, total))
     repo = checkout.repo_id or str(checkout.path)
     return _Source(out, plan.outtype, model, repo, checkout.revision, owned=True)

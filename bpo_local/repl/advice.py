@@ -8,6 +8,7 @@ from __future__ import annotations
 from ..errors import (
     Advice,
     BpoLocalError,
+    BuildPresetsUnreadable,
     ContextFull,
     ModelIsFolder,
     PromptTooLong,
@@ -16,6 +17,7 @@ from ..errors import (
 )
 
 ADVICE: Advice = (
+    (BuildPresetsUnreadable, lambda e: f"{e} or pick a built-in preset with /mode"),
     (PromptTooLong, lambda e: f"{e}; shorten the prompt (or start the REPL with a larger context)"),
     (ContextFull, lambda e: f"{e}; lower /max or /n"),
     (ModelIsFolder, lambda e: f"{e}; /model the .gguf file inside"),

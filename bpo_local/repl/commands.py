@@ -13,19 +13,21 @@ from typing import TYPE_CHECKING, Protocol
 from rich.text import Text
 
 from ..errors import UsageError
-from ..presets import MODES, parse_parameter
+from ..presets import parse_parameter
 from . import view
 from .external import copy_to_clipboard, edit_text
 
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from ..optimizer import Optimizer
     from .session import Session, Settings
 
 
 class Repl(Protocol):
     """What a command may use of the REPL (``app.Repl`` is the one there is); the table stays free of the app."""
 
+    optimizer: Optimizer
     console: Console
     settings: Settings
     session: Session
@@ -96,12 +98,10 @@ def _help(repl: Repl, arg: str) -> None:
     repl.console.print(view.help_table(COMMANDS.values()))
 
 
-@command("mode", "stable|aggressive", "stable: one rewrite; aggressive: several numbered candidates")
+@command("mode", "NAME", "the preset: stable (one rewrite), aggressive (numbered candidates), pas, mepo, yours")
 def _mode(repl: Repl, arg: str) -> None:
     if arg:
-        if arg not in MODES:
-            raise UsageError(f"unknown mode {arg!r}; choose from: {', '.join(MODES)}")
-        repl.settings.mode = arg
+        repl.settings.mode = repl.optimizer.preset(arg).name  # UsageError listing the known ones
     repl.show_params()
 
 

@@ -5,7 +5,7 @@ writes it as one GGUF. Adding an architecture is one module with an ``Architectu
 registered under its ``config.json`` name (see ``llama.py``).
 """
 
-from . import llama, mistral  # noqa: F401  (each architecture registers itself)
+from . import llama, mistral, qwen2  # noqa: F401  (each architecture registers itself)
 from .arch import Architecture
 from .arch import supported as supported_architectures
 from .checkpoint import OUTTYPES, ConversionReport, TensorCallback, convert_checkpoint

@@ -29,6 +29,8 @@ class Architecture(Protocol):
     """Metadata and tensor mapping of one HF architecture; one small module implements each."""
 
     gguf_arch: gguf.MODEL_ARCH
+    llama_vocab_keys: bool
+    """Write the tokenizer keys only llama.cpp's Llama converter adds (``add_space_prefix``, ...)."""
 
     def write_kv(self, hp: HParams, writer: gguf.GGUFWriter) -> None:
         """Add the architecture's hyper-parameter keys (``llama.block_count``...)."""

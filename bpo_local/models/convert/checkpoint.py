@@ -135,7 +135,7 @@ def _header(hp: HParams, arch: Architecture, vocab: Vocab, plan: list[_Planned],
     arch.write_kv(hp, writer)
     writer.add_file_type(file_type)
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
-    vocab.write(writer, chat_template)
+    vocab.write(writer, chat_template, llama_keys=arch.llama_vocab_keys)
     for key, value in extra_metadata.items():
         writer.add_key_value(key, value, _value_type(value))
     for p in plan:

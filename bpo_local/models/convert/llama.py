@@ -19,25 +19,14 @@ _SKIPPED_SUFFIXES = (".rotary_emb.inv_freq", ".attention.masked_bias", ".attenti
 @register("LlamaForCausalLM")
 class Llama:
     gguf_arch = gguf.MODEL_ARCH.LLAMA
+    llama_vocab_keys = True
 
     def write_kv(self, hp: HParams, writer: gguf.GGUFWriter) -> None:
         writer.add_vocab_size(hp.vocab_size)
-        if hp.max_position_embeddings is not None:
-            writer.add_context_length(hp.max_position_embeddings)
-        writer.add_embedding_length(hp.hidden_size)
-        writer.add_feed_forward_length(hp.intermediate_size)
-        writer.add_block_count(hp.num_hidden_layers)
-        writer.add_head_count(hp.num_attention_heads)
-        writer.add_head_count_kv(hp.num_key_value_heads)
-        if hp.rope_theta is not None:
-            writer.add_rope_freq_base(hp.rope_theta)
-        if hp.rms_norm_eps is not None:
-            writer.add_layer_norm_rms_eps(hp.rms_norm_eps)
-        if hp.head_dim is not None:
-            writer.add_key_length(hp.head_dim)
-            writer.add_value_length(hp.head_dim)
+        write_sizes(hp, writer, block_count_first=False)
+        write_norm_and_heads(hp, writer)
         writer.add_rope_dimension_count(hp.rope_dim)
-        _write_rope_scaling(hp, writer)
+        write_rope_scaling(hp, writer)
 
     def tensors(self, hp: HParams, source: Iterable[SourceTensor]) -> Iterator[OutputTensor]:
         if (factors := _llama3_rope_factors(hp)) is not None:
@@ -69,7 +58,34 @@ def permute(weights: np.ndarray, n_head: int) -> np.ndarray:
             .reshape(weights.shape))
 
 
-def _write_rope_scaling(hp: HParams, writer: gguf.GGUFWriter) -> None:
+def write_sizes(hp: HParams, writer: gguf.GGUFWriter, *, block_count_first: bool) -> None:
+    """Context, widths, layers and heads, in the order llama.cpp's Llama converter (block count after the
+    widths) or its ``TextModel`` (block count first) writes them."""
+    if block_count_first:
+        writer.add_block_count(hp.num_hidden_layers)
+    if hp.max_position_embeddings is not None:
+        writer.add_context_length(hp.max_position_embeddings)
+    writer.add_embedding_length(hp.hidden_size)
+    writer.add_feed_forward_length(hp.intermediate_size)
+    if not block_count_first:
+        writer.add_block_count(hp.num_hidden_layers)
+    writer.add_head_count(hp.num_attention_heads)
+    writer.add_head_count_kv(hp.num_key_value_heads)
+
+
+def write_norm_and_heads(hp: HParams, writer: gguf.GGUFWriter) -> None:
+    """RoPE base, RMS norm epsilon and an explicit head size."""
+    if hp.rope_theta is not None:
+        writer.add_rope_freq_base(hp.rope_theta)
+    if hp.rms_norm_eps is not None:
+        writer.add_layer_norm_rms_eps(hp.rms_norm_eps)
+    if hp.head_dim is not None:
+        writer.add_key_length(hp.head_dim)
+        writer.add_value_length(hp.head_dim)
+
+
+def write_rope_scaling(hp: HParams, writer: gguf.GGUFWriter) -> None:
+    """Linear and yarn scaling keys, as llama.cpp's ``TextModel`` writes them (Llama, Qwen2)."""
     rope = hp.rope_scaling
     if rope is None or rope.factor is None or rope.type not in ("linear", "yarn"):
         return  # llama3 scaling is the rope_freqs tensor; others have no llama keys

@@ -48,9 +48,10 @@ class Vocab:
     special: gguf.SpecialVocab
     add_space_prefix: bool | None = None
 
-    def write(self, writer: gguf.GGUFWriter, chat_template: str | None = None) -> None:
-        """The ``tokenizer.*`` keys, in the order llama.cpp's Llama converter writes them."""
-        if self.add_space_prefix is not None:
+    def write(self, writer: gguf.GGUFWriter, chat_template: str | None = None, *, llama_keys: bool = True) -> None:
+        """The ``tokenizer.*`` keys, in the order llama.cpp's converter writes them; ``llama_keys`` adds the
+        ones only its Llama converter writes (``add_space_prefix``, Granite's add_bos_token = false)."""
+        if llama_keys and self.add_space_prefix is not None:
             writer.add_add_space_prefix(self.add_space_prefix)
         writer.add_tokenizer_model(self.model)
         writer.add_tokenizer_pre(self.pre)
@@ -61,7 +62,7 @@ class Vocab:
         if chat_template is not None:
             self.special.chat_template = chat_template
         self.special.add_to_gguf(writer, quiet=True)
-        if len(self.tokens) == _NO_BOS_VOCAB_SIZE:
+        if llama_keys and len(self.tokens) == _NO_BOS_VOCAB_SIZE:
             writer.add_add_bos_token(False)
 
 
