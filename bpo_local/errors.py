@@ -213,6 +213,10 @@ class ServerClosing(BpoLocalError):
     """``serve`` is shutting down and takes no new request."""
 
 
+class RewriteStoreError(BpoLocalError):
+    """``serve``'s rewrite store file cannot be opened or written."""
+
+
 class UpstreamUnreachable(BpoLocalError):
     """``serve``'s proxy could not reach its upstream (refused, reset, DNS)."""
 

@@ -1,5 +1,6 @@
 """Tensors stored in the output type are copied file to file: in the kernel on one file system, by
-reads and writes across two (a tmpfs), with the same bytes either way and a full disk still named."""
+reads and writes across two (a tmpfs), or straight to the disk (O_DIRECT) when the output is larger
+than the kernel lets stay dirty, with the same bytes every way and a full disk still named."""
 
 from __future__ import annotations
 
@@ -12,12 +13,20 @@ from _convert_helpers import fill_disk_at, mounted_tmpfs
 from gguf import GGUFReader
 
 from bpo_local.errors import ConversionError
-from bpo_local.models.convert import convert_checkpoint
+from bpo_local.models.convert import convert_checkpoint, sink
 
 
 @pytest.fixture(scope="module")
 def f16_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Checkpoint:
     return build_bpe_tied(tmp_path_factory.mktemp("copy") / "bpe_tied")
+
+
+@pytest.fixture
+def direct(monkeypatch):
+    """Every output counts as larger than the kernel lets stay dirty: the O_DIRECT path is taken, with
+    12 KiB buffers so that tensors and the header's end straddle many of them."""
+    monkeypatch.setattr(sink, "dirty_limit", lambda: 0)
+    monkeypatch.setattr(sink, "_BUFFER_BYTES", 3 * 4096)
 
 
 @pytest.fixture
@@ -38,6 +47,25 @@ def test_f16_tensors_are_the_stored_bytes_on_one_file_system_and_across_two(f16_
 
 
 def test_disk_filling_up_while_copying(f16_checkpoint, other_disk):
+    with pytest.raises(ConversionError, match=r"^not enough disk space in .*disk: need ~"):
+        convert_checkpoint(f16_checkpoint.path, other_disk / "m.gguf", outtype="f16", on_tensor=fill_disk_at(other_disk))
+    assert [p.name for p in other_disk.iterdir()] == ["other-program.bin"]
+
+
+def test_direct_writes_give_the_same_bytes(f16_checkpoint, tmp_path, direct):
+    for outtype in ("f16", "f32"):  # stored bytes copied, and every tensor converted
+        cached = tmp_path / f"cached-{outtype}.gguf"
+        with pytest.MonkeyPatch.context() as undo:
+            undo.setattr(sink, "dirty_limit", lambda: float("inf"))
+            convert_checkpoint(f16_checkpoint.path, cached, outtype=outtype)
+        report = convert_checkpoint(f16_checkpoint.path, tmp_path / f"direct-{outtype}.gguf", outtype=outtype)
+        assert report.path.read_bytes() == cached.read_bytes()
+        assert report.size_bytes % 4096 != 0  # the unaligned tail went through the page cache
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cached-f16.gguf", "cached-f32.gguf", "direct-f16.gguf",
+                                                          "direct-f32.gguf"]
+
+
+def test_disk_filling_up_while_writing_directly(f16_checkpoint, other_disk, direct):
     with pytest.raises(ConversionError, match=r"^not enough disk space in .*disk: need ~"):
         convert_checkpoint(f16_checkpoint.path, other_disk / "m.gguf", outtype="f16", on_tensor=fill_disk_at(other_disk))
     assert [p.name for p in other_disk.iterdir()] == ["other-program.bin"]

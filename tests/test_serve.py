@@ -259,3 +259,22 @@ def test_serve_in_front_of_a_remote_bpo_answers_what_optimize_prints(llama_serve
     assert bodies[0] == bodies[1] == bodies[2] and bodies[0]["temperature"] == 0 and bodies[0]["n_predict"] == 24
     assert (answer, streamed, printed.stdout.rstrip("\n")) == tuple(postprocess(e.completion_text(), STABLE)
                                                                     for e in (whole, in_stream, by_cli))
+
+
+def test_bpo_answers_as_an_ollama_model(server: BpoServer, smollm2_gguf: Path) -> None:
+    import ollama
+
+    client = ollama.Client(host=server.url)
+    ask = [{"role": "user", "content": PROMPT}]
+    options = {"seed": 1, "num_predict": 40}
+    whole = client.chat(model="bpo", messages=ask, stream=False, options=options)
+    assert whole.done and whole.model == smollm2_gguf.name and whole.eval_count > 0 and whole.message.content
+    raw = httpx.post(f"{server.url}/api/chat", json={"model": "bpo", "messages": ask, "options": options}, timeout=120)
+    lines = [json.loads(line) for line in raw.text.splitlines()]  # NDJSON, streamed by default
+    assert raw.headers["content-type"].startswith("application/x-ndjson") and lines[-1]["done"]
+    assert "".join(line["message"]["content"] for line in lines) == lines[-1]["bpo"]["optimized_prompt"]
+    generated = httpx.post(f"{server.url}/api/generate", json={"model": "bpo", "prompt": PROMPT, "stream": False,
+                                                               "options": options}, timeout=120).json()
+    assert generated["done"] and generated["response"] == generated["bpo"]["optimized_prompt"]
+    assert client.generate(model="bpo", prompt=PROMPT, options=options).done
+    assert [m.model for m in client.list().models] == [smollm2_gguf.name]

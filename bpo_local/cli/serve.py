@@ -25,14 +25,25 @@ routes:
   POST /v1/optimize          {{"prompt"}} or {{"prompts": [...]}}, mode, n, temperature, top_p, top_k,
                              max_tokens, seed -> what `optimize --json` prints
   POST /v1/chat/completions  BPO as the model (the last user message is rewritten), or with
-                             --upstream: the rewritten request forwarded, the upstream's answer back
-  POST /v1/completions       BPO as the model for {{"prompt"}}
+                             --upstream: forwarded with the turn rules below, the upstream's answer back
+  POST /v1/completions       BPO as the model for {{"prompt"}} (with --upstream: passed through)
+  *    /v1/...               with --upstream: every other route (embeddings, ...) passed through unchanged
+  POST /api/chat, /api/generate; GET /api/tags, /api/version; POST /api/show
+                             Ollama's native API (NDJSON streams, options mapped), through the
+                             upstream with the same turn rules, or BPO answering as an Ollama model
 
 proxy (--upstream URL, an OpenAI-compatible base URL such as http://127.0.0.1:11434/v1):
   X-BPO-Mode: stable|aggressive|off picks the rewrite per request (default --mode; aggressive forwards
   the first candidate). The answer carries a "bpo" field (original and optimized prompt) and the
   X-BPO-Status / X-BPO-Optimized-Prompt headers; an empty or failed rewrite forwards the original and
-  says why. The upstream key is --upstream-key (or ${UPSTREAM_KEY_ENV}); without it the client's own
+  says why. A user turn is rewritten once: the rewrite store (rewrites.db in the data folder, at most
+  --store-size rewrites, least recently used forgotten first; delete the file to clear it) answers a
+  retry, a regenerate and the turn carried as history without generating. Only a conversation's first
+  user turn is rewritten (BPO is single-turn; --turns all or X-BPO-Turns: all rewrites each new one);
+  a request whose last message is not a user turn (a tool result) makes no new rewrite. Earlier user
+  turns go upstream as their stored rewrites (--history original keeps them as typed). The record's
+  "turn" says what was done: rewritten, remembered, follow-up, not a new user turn, off, failed.
+  The upstream key is --upstream-key (or ${UPSTREAM_KEY_ENV}); without it the client's own
   Authorization is passed on, unless --api-key is set.
 
 safety:
@@ -44,6 +55,7 @@ safety:
 examples:
   bpo-local serve --port 8000
   bpo-local serve --upstream http://127.0.0.1:11434/v1 --mode aggressive
+  bpo-local serve --upstream http://127.0.0.1:11434/v1 --turns all --store-size 50000
   BPO_LOCAL_API_KEY=secret bpo-local serve --host 0.0.0.0 --upstream https://api.openai.com/v1
 """
 
@@ -73,12 +85,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help=f"optimizations decoded together (default {DEFAULT_PARALLEL})")
     bpo.add_argument("--max-tokens", type=positive_int, default=1024, metavar="N",
                      help="most new tokens a request may ask BPO for (default 1024, the presets')")
+    bpo.add_argument("--max-n", type=positive_int, default=8, metavar="N",
+                     help="most candidates a request may ask BPO for (default 8; aggressive mode takes 5)")
+    bpo.add_argument("--max-prompts", type=positive_int, default=64, metavar="N",
+                     help="most prompts in one /v1/optimize request (default 64)")
     up = parser.add_argument_group("proxy")
     up.add_argument("--upstream", metavar="URL", help="OpenAI-compatible base URL to forward chat requests to")
     up.add_argument("--upstream-key", default=os.environ.get(UPSTREAM_KEY_ENV),
                     help=f"key for the upstream (or ${UPSTREAM_KEY_ENV})")
     up.add_argument("--upstream-timeout", type=seconds, default=300.0, metavar="SECONDS",
                     help="how long an upstream call may take (default 300)")
+    up.add_argument("--turns", choices=("first", "all"), default="first",
+                    help="which user turns are rewritten: a conversation's first only (default), or each new one")
+    up.add_argument("--history", choices=("rewritten", "original"), default="rewritten",
+                    help="earlier user turns go upstream as their stored rewrites (default) or as typed")
+    up.add_argument("--store-size", type=positive_int, default=10_000, metavar="N",
+                    help="most rewrites the rewrite store keeps (default 10000)")
     add_model_options(parser)
     parser.set_defaults(func=run)
 
@@ -86,16 +108,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..serve import Settings, create_app
     from ..serve.server import serve
+    from ..serve.store import RewriteStore
 
     if not _is_loopback(args.host) and not args.api_key:
         raise UsageError(f"listening on {args.host} exposes BPO beyond this machine: set --api-key or ${API_KEY_ENV}")
     if args.upstream and not args.upstream.startswith(("http://", "https://")):
         raise UsageError(f"--upstream {args.upstream!r} is not an http(s) URL; give a base URL such as "
                          "http://127.0.0.1:11434/v1")
+    if args.upstream:  # a store that cannot be opened is one line now, not a failed startup later
+        RewriteStore.open(capacity=args.store_size).close()
     sock = _listen(args.host, args.port)
     settings = Settings(mode=args.mode, seed=args.seed, parallel=args.parallel, queue_size=args.queue, max_tokens=args.max_tokens,
                         max_body_bytes=args.max_body, api_key=args.api_key, upstream=args.upstream,
-                        upstream_key=args.upstream_key, upstream_timeout=args.upstream_timeout, log=not args.no_log)
+                        upstream_key=args.upstream_key, upstream_timeout=args.upstream_timeout, log=not args.no_log,
+                        turns=args.turns, history=args.history, store_size=args.store_size, max_n=args.max_n,
+                        max_prompts=args.max_prompts)
     with load_optimizer(args) as optimizer:
         app = create_app(optimizer, settings)
         host, port = sock.getsockname()[:2]

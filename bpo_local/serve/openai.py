@@ -59,6 +59,16 @@ async def chunks(kind: Kind, ticket: Ticket, model: str) -> AsyncIterator[bytes]
     head = _head(kind, model)
     if kind == "chat":
         yield _event(head, {"role": "assistant", "content": ""}, None, kind)
+    async for piece in pieces(ticket):
+        yield _event(head, piece, None, kind)
+    result = await ticket.result()
+    yield _event(head, "", finish_reason(result), kind, usage=usage(result), bpo=result.to_dict())
+    yield DONE
+
+
+async def pieces(ticket: Ticket) -> AsyncIterator[str]:
+    """The content of ``ticket``'s result piece by piece: the first candidate's settled text as it
+    grows, then the rest once the result is ready. Leaving early cancels the ticket."""
     raw, sent = "", ""
     async for delta in ticket.deltas():
         if delta.index != 0:
@@ -66,14 +76,11 @@ async def chunks(kind: Kind, ticket: Ticket, model: str) -> AsyncIterator[bytes]
         raw += delta.text
         now = settled(raw, ticket.preset)
         if len(now) > len(sent):
-            yield _event(head, now[len(sent):], None, kind)
+            yield now[len(sent):]
             sent = now
-    result = await ticket.result()
-    rest = content(result)[len(sent):]
+    rest = content(await ticket.result())[len(sent):]
     if rest:
-        yield _event(head, rest, None, kind)
-    yield _event(head, "", finish_reason(result), kind, usage=usage(result), bpo=result.to_dict())
-    yield DONE
+        yield rest
 
 
 def settled(raw: str, preset: Preset) -> str:

@@ -137,7 +137,7 @@ class EngineOwner:
             raise UsageError("empty prompt")
         if self._stopping.is_set():
             raise ServerClosing("the server is shutting down")
-        preset = self._preset(mode, dict(overrides or {}))
+        preset = self.preset(mode, dict(overrides or {}))
         ticket = Ticket(self, prompt, preset, seed, MappingProxyType(dict(note or {})), asyncio.get_running_loop())
         try:
             self._queue.put_nowait(ticket)
@@ -145,7 +145,8 @@ class EngineOwner:
             raise QueueFull(f"all {self._queue.maxsize} places in the queue are taken") from None
         return ticket
 
-    def _preset(self, mode: str, overrides: dict[str, Any]) -> Preset:
+    def preset(self, mode: str, overrides: dict[str, Any]) -> Preset:
+        """BPO's preset for ``mode`` with ``overrides``, capped at this server's max tokens."""
         asked = overrides.get("max_tokens")
         if asked is not None and asked > self.max_tokens:
             raise UsageError(f"max_tokens {asked} is over this server's limit of {self.max_tokens}")

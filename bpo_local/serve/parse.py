@@ -12,7 +12,10 @@ from ..presets import MODES
 from .errors import ApiError
 
 MODE_HEADER = "x-bpo-mode"
+TURNS_HEADER = "x-bpo-turns"
 OFF = "off"
+TURNS = ("first", "all")
+"""Which user turns the proxy rewrites: a conversation's first only, or each new one."""
 
 _INTS = ("n", "top_k", "max_tokens", "seed")
 _FLOATS = ("temperature", "top_p")
@@ -27,8 +30,8 @@ class Optimization:
     overrides: dict[str, Any] = field(default_factory=dict)
 
 
-async def json_body(request: Request, limit: int) -> dict[str, Any]:
-    """The body as a JSON object, at most ``limit`` bytes (413 beyond it, 400 if it is not JSON)."""
+async def raw_body(request: Request, limit: int) -> bytes:
+    """The body, at most ``limit`` bytes (413 beyond it)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _too_large(int(declared), limit)
@@ -37,6 +40,12 @@ async def json_body(request: Request, limit: int) -> dict[str, Any]:
         data += chunk
         if len(data) > limit:
             raise _too_large(len(data), limit)
+    return bytes(data)
+
+
+async def json_body(request: Request, limit: int) -> dict[str, Any]:
+    """The body as a JSON object, at most ``limit`` bytes (413 beyond it, 400 if it is not JSON)."""
+    data = await raw_body(request, limit)
     try:
         body = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -50,9 +59,10 @@ def _too_large(size: int, limit: int) -> ApiError:
     return ApiError(413, f"the body is {size} bytes; this server takes at most {limit}", code="body_too_large")
 
 
-def optimization(body: dict[str, Any], default_mode: str, default_seed: int | None = None, *,
+def optimization(body: dict[str, Any], default_mode: str, default_seed: int | None = None, *, max_n: int,
                  max_tokens_key: tuple[str, ...] = ("max_tokens",)) -> Optimization:
-    """BPO's settings from a body: ``mode`` and the overrides n, temperature, top_p, top_k, max_tokens, seed."""
+    """BPO's settings from a body: ``mode`` and the overrides n (at most ``max_n``), temperature, top_p,
+    top_k, max_tokens, seed."""
     mode = body.get("mode", default_mode)
     if mode not in MODES:
         raise ApiError(400, f"unknown mode {mode!r}; choose from: {', '.join(MODES)}", code="invalid_value")
@@ -63,6 +73,9 @@ def optimization(body: dict[str, Any], default_mode: str, default_seed: int | No
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
             raise ApiError(400, f"{names[0]} must be an integer, got {value!r}", code="invalid_value")
         values[key] = value
+    if values["n"] is not None and values["n"] > max_n:
+        raise ApiError(400, f"n {values['n']} is over this server's limit of {max_n} (serve --max-n)",
+                       code="invalid_value")
     for key in _FLOATS:
         value = body.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
@@ -81,12 +94,24 @@ def header_mode(request: Request, default_mode: str) -> str:
     return mode
 
 
-def prompts(body: dict[str, Any]) -> list[str]:
-    """``prompt`` (a string) or ``prompts`` (a list of strings) of /v1/optimize or /v1/completions."""
+def header_turns(request: Request, default_turns: str) -> str:
+    """Which turns the proxy rewrites for this request: ``X-BPO-Turns`` (first or all), else the default."""
+    turns = request.headers.get(TURNS_HEADER, default_turns).strip().lower()
+    if turns not in TURNS:
+        raise ApiError(400, f"X-BPO-Turns {turns!r} is not one of: {', '.join(TURNS)}", code="invalid_value")
+    return turns
+
+
+def prompts(body: dict[str, Any], max_prompts: int = 1) -> list[str]:
+    """``prompt`` (a string) or ``prompts`` (a list of at most ``max_prompts`` strings) of /v1/optimize or
+    /v1/completions."""
     if "prompts" in body:
         items = body["prompts"]
         if not isinstance(items, list) or not items or not all(isinstance(p, str) for p in items):
             raise ApiError(400, "prompts must be a non-empty list of strings", code="invalid_value")
+        if len(items) > max_prompts:
+            raise ApiError(400, f"{len(items)} prompts are over this server's limit of {max_prompts} per request "
+                           "(serve --max-prompts); send them in several requests", code="invalid_value")
         return items
     prompt = body.get("prompt")
     if isinstance(prompt, list) and len(prompt) == 1:
@@ -96,12 +121,17 @@ def prompts(body: dict[str, Any]) -> list[str]:
     return [prompt]
 
 
-def last_user_turn(body: dict[str, Any]) -> tuple[dict[str, Any], str]:
-    """The last user message of ``messages`` and its text (text parts joined by newlines)."""
+def messages(body: dict[str, Any]) -> list[Any]:
+    """``messages``: a non-empty list."""
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise ApiError(400, "missing messages: give \"messages\" as a non-empty list", code="missing_messages")
-    for message in reversed(messages):
+    return messages
+
+
+def last_user_turn(body: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """The last user message of ``messages`` and its text (text parts joined by newlines)."""
+    for message in reversed(messages(body)):
         if isinstance(message, dict) and message.get("role") == "user":
             return message, message_text(message)
     raise ApiError(400, "messages hold no user message to optimize", code="invalid_value")

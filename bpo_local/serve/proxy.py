@@ -15,6 +15,7 @@ from ..errors import UpstreamError, UpstreamTimeout, UpstreamUnreachable
 _DROPPED_REQUEST_HEADERS = frozenset({
     "host", "content-length", "authorization", "accept-encoding", "connection", "keep-alive", "transfer-encoding",
     "te", "trailer", "upgrade", "proxy-authorization", "proxy-connection", "cookie", "x-bpo-mode",
+    "x-bpo-turns",
 })
 """Client headers not forwarded: hop-by-hop ones, what httpx sets itself, our credentials and our own."""
 
@@ -59,10 +60,13 @@ class Upstream:
         self._client = httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
                                          limits=httpx.Limits(max_connections=None, max_keepalive_connections=64))
 
-    async def send(self, method: str, path: str, client_headers: Mapping[str, str], json: Any = None) -> UpstreamReply:
-        """Send to ``base_url + path``; raises UpstreamError (its status), UpstreamUnreachable or UpstreamTimeout."""
+    async def send(self, method: str, path: str, client_headers: Mapping[str, str], json: Any = None,
+                   content: bytes | None = None) -> UpstreamReply:
+        """Send ``json`` (or the raw ``content``) to ``base_url + path``; raises UpstreamError (its status),
+        UpstreamUnreachable or UpstreamTimeout."""
         url = self.base_url + path
-        request = self._client.build_request(method, url, json=json, headers=self._headers(client_headers))
+        request = self._client.build_request(method, url, json=json, content=content,
+                                             headers=self._headers(client_headers))
         try:
             response = await self._client.send(request, stream=True)
         except httpx.TransportError as exc:

@@ -10,28 +10,39 @@ from ..errors import BpoLocalError, QueueFull, ServerClosing
 from .owner import EngineOwner
 from .parse import OFF
 
+REWRITTEN = "rewritten"
+REMEMBERED = "remembered"
+FOLLOW_UP = "follow-up"
+NOT_A_USER_TURN = "not a new user turn"
+FAILED = "failed"
+"""What the proxy did with a request's last message, as the ``bpo`` record's ``turn`` says it (or ``off``)."""
+
 
 @dataclass(frozen=True)
 class Rewrite:
-    """``optimized`` is what was forwarded in place of ``original``; None when the original went
-    (mode off, or an empty or failed rewrite, with the ``reason``)."""
+    """``optimized`` is what was forwarded in place of ``original`` (the last user turn's text, None
+    when the last message is not a user turn); ``turn`` says what was done, ``reason`` why no rewrite
+    went; ``history`` counts the earlier user turns forwarded as their stored rewrites."""
 
     mode: str
-    original: str
+    original: str | None
     optimized: str | None = None
     reason: str | None = None
+    turn: str = REWRITTEN
+    history: int = 0
 
     @property
     def status(self) -> str:
         return OFF if self.mode == OFF else "optimized" if self.optimized is not None else "original"
 
     def record(self) -> dict[str, Any]:
-        return {"mode": self.mode, "status": self.status, "original_prompt": self.original,
-                "optimized_prompt": self.optimized, "reason": self.reason}
+        return {"mode": self.mode, "status": self.status, "turn": self.turn, "original_prompt": self.original,
+                "optimized_prompt": self.optimized, "reason": self.reason, "history_rewritten": self.history}
 
     def headers(self) -> dict[str, str]:
-        """``X-BPO-Status``, ``X-BPO-Mode``, and the forwarded prompt (percent-encoded UTF-8) or the reason."""
-        headers = {"X-BPO-Status": self.status, "X-BPO-Mode": self.mode}
+        """``X-BPO-Status``, ``X-BPO-Mode``, ``X-BPO-Turn``, and the forwarded prompt (percent-encoded
+        UTF-8) or the reason."""
+        headers = {"X-BPO-Status": self.status, "X-BPO-Mode": self.mode, "X-BPO-Turn": self.turn}
         if self.optimized is not None:
             headers["X-BPO-Optimized-Prompt"] = quote(self.optimized)
         if self.reason:
@@ -43,16 +54,16 @@ async def rewrite(owner: EngineOwner, text: str, mode: str, seed: int | None, up
     """Optimize ``text`` with ``mode`` (aggressive: the first candidate); an empty or failed rewrite
     keeps the original. A full queue or a closing server is raised: the request is not forwarded."""
     if mode == OFF:
-        return Rewrite(mode, text)
+        return Rewrite(mode, text, turn=OFF)
     try:
         ticket = owner.submit(text, mode=mode, seed=seed, note={"upstream_model": upstream_model})
         result = await ticket.result()
     except (QueueFull, ServerClosing):
         raise
     except BpoLocalError as err:
-        return Rewrite(mode, text, reason=f"rewrite failed: {err}")
+        return Rewrite(mode, text, reason=f"rewrite failed: {err}", turn=FAILED)
     if result.cancelled:
-        return Rewrite(mode, text, reason="rewrite cancelled")
+        return Rewrite(mode, text, reason="rewrite cancelled", turn=FAILED)
     if not result.text:
-        return Rewrite(mode, text, reason="the rewrite was empty")
+        return Rewrite(mode, text, reason="the rewrite was empty", turn=FAILED)
     return Rewrite(mode, text, result.text)

@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from ..errors import BpoLocalError, QueueFull, ServerClosing
 from . import openai, parse
 from .errors import ClientGone, error_body, from_library
-from .rewrite import rewrite
+from .rewrite import Rewrite
 
 T = TypeVar("T")
 SSE = "text/event-stream"
@@ -38,8 +38,8 @@ async def optimize(request: Request) -> Response:
     a prompt that failed alone holding ``{"error"}``."""
     state = request.app.state.bpo
     body = await parse.json_body(request, state.settings.max_body_bytes)
-    prompts = parse.prompts(body)
-    how = parse.optimization(body, state.settings.mode, state.settings.seed)
+    prompts = parse.prompts(body, state.settings.max_prompts)
+    how = parse.optimization(body, state.settings.mode, state.settings.seed, max_n=state.settings.max_n)
     if "prompts" not in body:
         ticket = state.owner.submit(prompts[0], mode=how.mode, seed=how.seed, overrides=how.overrides)
         return JSONResponse((await until_disconnect(request, ticket.result())).to_dict())
@@ -89,16 +89,18 @@ async def chat_completions(request: Request) -> Response:
         return await _proxy_chat(request, state)
     body = await parse.json_body(request, state.settings.max_body_bytes)
     _, text = parse.last_user_turn(body)
-    how = parse.optimization(body, state.settings.mode, state.settings.seed,
+    how = parse.optimization(body, state.settings.mode, state.settings.seed, max_n=state.settings.max_n,
                              max_tokens_key=("max_tokens", "max_completion_tokens"))
     return await _answer(request, state, "chat", text, how, parse.wants_stream(body))
 
 
 async def completions(request: Request) -> Response:
     state = request.app.state.bpo
+    if state.upstream is not None:
+        return await passthrough(request)
     body = await parse.json_body(request, state.settings.max_body_bytes)
     prompts = parse.prompts({"prompt": body.get("prompt")})
-    how = parse.optimization(body, state.settings.mode, state.settings.seed)
+    how = parse.optimization(body, state.settings.mode, state.settings.seed, max_n=state.settings.max_n)
     return await _answer(request, state, "text", prompts[0], how, parse.wants_stream(body))
 
 
@@ -114,14 +116,10 @@ async def _answer(request: Request, state: Any, kind: openai.Kind, text: str, ho
 
 
 async def _proxy_chat(request: Request, state: Any) -> Response:
-    """Rewrite the last user turn, forward everything else unchanged, pass the upstream's answer back."""
+    """The conversation with the proxy's turn rules applied, forwarded; the upstream's answer back."""
     body = await parse.json_body(request, state.settings.max_body_bytes)
-    message, text = parse.last_user_turn(body)
     stream = parse.wants_stream(body)
-    mode = parse.header_mode(request, state.settings.mode)
-    done = await until_disconnect(request, rewrite(state.owner, text, mode, state.settings.seed, body.get("model")))
-    if done.optimized is not None:
-        body = {**body, "messages": [parse.with_text(m, done.optimized) if m is message else m for m in body["messages"]]}
+    body, done = await proxied(request, state, body)
     reply = await until_disconnect(request, state.upstream.send("POST", "/chat/completions", request.headers, body))
     headers = {**reply.headers, **done.headers()}
     if stream:
@@ -135,6 +133,28 @@ async def _proxy_chat(request: Request, state: Any) -> Response:
     if isinstance(answer, dict):
         answer["bpo"] = done.record()
     return JSONResponse(answer, status_code=reply.status, headers=headers)
+
+
+async def proxied(request: Request, state: Any, body: dict[str, Any]) -> tuple[dict[str, Any], Rewrite]:
+    """``body`` with its messages as they go upstream (the turn rules applied), and what was done."""
+    messages = parse.messages(body)
+    mode = parse.header_mode(request, state.settings.mode)
+    turns = parse.header_turns(request, state.settings.turns)
+    forwarded, done = await until_disconnect(
+        request, state.rewriter.conversation(messages, mode, turns, body.get("model")))
+    return ({**body, "messages": forwarded} if forwarded is not messages else body), done
+
+
+async def passthrough(request: Request) -> Response:
+    """Any other route, in proxy mode: to the upstream unchanged, its answer back as it comes."""
+    state = request.app.state.bpo
+    path = request.url.path.removeprefix("/v1")
+    if request.url.query:
+        path += "?" + request.url.query
+    body = await parse.raw_body(request, state.settings.max_body_bytes)
+    reply = await until_disconnect(request, state.upstream.send(request.method, path, request.headers,
+                                                                content=body or None))
+    return StreamingResponse(reply.chunks(), status_code=reply.status, headers=reply.headers)
 
 
 async def until_disconnect(request: Request, awaitable: Awaitable[T]) -> T:

@@ -3,11 +3,12 @@
 The header, metadata and tensor table are written first from the files' headers alone; then each
 tensor is loaded, converted, written and dropped, so memory stays at a few of the largest tensors.
 A tensor the architecture passes through unchanged and that is stored in the output type is
-copied file to file by the kernel (``copy_file_range``), never entering this process.
+copied from its file without decoding (``sink.py`` says how: in the kernel through the page cache,
+or straight to the disk when the output is too large for the page cache to absorb).
 The file appears only when complete (temp file in the same folder + ``os.replace``). It is not
-fsynced: as with llama.cpp's converter the kernel writes it back while the caller goes on (a build
-quantizes it at once, from the page cache); waiting for 13.5 GB to reach the disk here would cost
-seconds that only a caller keeping the file, and needing it to survive a power cut, should pay.
+fsynced: as with llama.cpp's converter the kernel writes back what is still dirty while the caller
+goes on; waiting for that here would cost seconds that only a caller keeping the file, and needing
+it to survive a power cut, should pay.
 """
 
 from __future__ import annotations
@@ -17,11 +18,10 @@ import logging
 import os
 import shutil
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from math import prod
 from pathlib import Path
-from typing import BinaryIO
 
 import gguf
 import numpy as np
@@ -30,6 +30,7 @@ from ...errors import ConversionError, NoDiskSpace
 from .arch import Architecture, OutputTensor, for_hparams
 from .hparams import HParams
 from .reader import read_tensors
+from .sink import Sink, TruncatedSource, open_sink
 from .source import SourceTensor
 from .vocab import Vocab, load_vocab
 
@@ -193,39 +194,58 @@ def _qtype(tensor: OutputTensor, default: gguf.GGMLQuantizationType) -> gguf.GGM
 def _write_atomically(writer: gguf.GGUFWriter, plan: list[_Planned], out: Path, outtype: str,
                       on_tensor: TensorCallback | None) -> None:
     tmp = out.parent / f".{out.name}.{os.getpid()}.partial"
+    sink: Sink | None = None
     try:
         writer.write_header_to_file(path=tmp)
         writer.write_kv_data_to_file()
         writer.write_ti_data_to_file()
         assert writer.fout is not None and len(writer.fout) == 1
-        f = writer.fout[0]
+        sink = open_sink(writer.fout[0], tmp, sum(p.nbytes for p in plan))
         for index, p in enumerate(plan):
             if on_tensor is not None:
                 on_tensor(p.tensor.name, index, len(plan))
-            _pad(f, writer.data_alignment)
-            start = f.tell()
-            if p.stored is not None:
-                _copy_stored(p.stored, p.nbytes, f)
-            else:
-                for block in _converted_blocks(p):
-                    block.tofile(f)
-            if f.tell() - start != p.nbytes:
-                raise ConversionError(f"tensor {p.tensor.source} converted to {f.tell() - start} bytes, "
-                                      f"expected {p.nbytes}: please report this bug")
-        _pad(f, writer.data_alignment)
+            _pad(sink, writer.data_alignment)
+            _write_tensor(sink, p)
+        _pad(sink, writer.data_alignment)
+        sink.close()
         writer.close()
         os.replace(tmp, out)
     except OSError as exc:
-        writer.close()
-        tmp.unlink(missing_ok=True)
+        _discard(writer, sink, tmp)
         if exc.errno == errno.ENOSPC or shutil.disk_usage(out.parent).free < _HEADROOM:  # numpy drops errno
             need = sum(p.nbytes for p in plan) + _HEADROOM
             raise _no_space(out.parent, need, outtype) from None
         raise ConversionError(f"cannot write {out}: {exc.strerror or exc}") from None
     except BaseException:
-        writer.close()
-        tmp.unlink(missing_ok=True)
+        _discard(writer, sink, tmp)
         raise
+
+
+def _discard(writer: gguf.GGUFWriter, sink: Sink | None, tmp: Path) -> None:
+    if sink is not None:
+        sink.abort()
+    with suppress(OSError):  # flushing what is left fails again on a full disk; the file is closed anyway
+        writer.close()
+    tmp.unlink(missing_ok=True)
+
+
+def _write_tensor(sink: Sink, p: _Planned) -> None:
+    """Append ``p``'s data: its stored bytes where they are its GGUF data, else converted."""
+    start = sink.tell()
+    if p.stored is not None:
+        assert p.stored.data_offset is not None
+        with open(p.stored.file, "rb", buffering=0) as f:
+            try:
+                sink.copy(f.fileno(), p.stored.data_offset, p.nbytes)
+            except TruncatedSource:
+                raise ConversionError(f"truncated or corrupt weights file {p.stored.file.name}: "
+                                      "download it again") from None
+    else:
+        for block in _converted_blocks(p):
+            sink.write(memoryview(block).cast("B"))
+    if sink.tell() - start != p.nbytes:
+        raise ConversionError(f"tensor {p.tensor.source} converted to {sink.tell() - start} bytes, "
+                              f"expected {p.nbytes}: please report this bug")
 
 
 def _converted_blocks(p: _Planned) -> Iterator[np.ndarray]:
@@ -238,37 +258,9 @@ def _converted_blocks(p: _Planned) -> Iterator[np.ndarray]:
         yield gguf.quants.quantize(np.ascontiguousarray(data[start:start + rows]), p.qtype)
 
 
-def _copy_stored(source: SourceTensor, nbytes: int, out: BinaryIO) -> None:
-    """Append ``nbytes`` of ``source``'s file from its data offset to ``out``, in the kernel where it can."""
-    assert source.data_offset is not None
-    out.flush()
-    start = out.tell()
-    with open(source.file, "rb", buffering=0) as f:
-        done = 0
-        while done < nbytes:
-            n = _copy_range(f.fileno(), out.fileno(), nbytes - done, source.data_offset + done, start + done)
-            if n == 0:
-                raise ConversionError(f"truncated or corrupt weights file {source.file.name}: download it again")
-            done += n
-    out.seek(start + nbytes)
-
-
-def _copy_range(src: int, dst: int, count: int, src_offset: int, dst_offset: int) -> int:
-    """One ``copy_file_range`` step (bytes copied, 0 at end of file), or read + write where not supported."""
-    try:
-        return os.copy_file_range(src, dst, count, src_offset, dst_offset)
-    except AttributeError:  # not Linux
-        pass
-    except OSError as exc:
-        if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
-            raise
-    data = os.pread(src, min(count, _BLOCK_BYTES), src_offset)
-    return os.pwrite(dst, data, dst_offset)
-
-
-def _pad(f: BinaryIO, alignment: int) -> None:
+def _pad(sink: Sink, alignment: int) -> None:
     """GGUF tensor data starts (and the file ends) on ``alignment`` boundaries, zero-filled."""
-    f.write(b"\0" * (-f.tell() % alignment))
+    sink.write(b"\0" * (-sink.tell() % alignment))
 
 
 def _check_free_space(folder: Path, need: int, outtype: str) -> None:

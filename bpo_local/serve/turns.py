@@ -1,0 +1,137 @@
+"""Which user turns the proxy rewrites, and how a conversation goes upstream.
+
+A user turn is rewritten once: its rewrite is kept in the rewrite store, and the same turn again (a
+retry, a regenerate, the turn carried as history) gets the stored rewrite without generating.
+Identical turns in flight at once share one generation. By default only a conversation's first
+user turn is rewritten (BPO was trained on single-turn prompts); ``all`` rewrites each new user
+turn. A request whose last message is not a user turn (a tool result, an assistant prefill) makes
+no new rewrite. Earlier user turns with a stored rewrite go upstream as that rewrite, so each
+earlier answer sits under the question it answered (unless history is kept ``original``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from ..errors import RewriteStoreError
+from .errors import ApiError
+from .owner import EngineOwner
+from .parse import OFF, message_text, with_text
+from .rewrite import FOLLOW_UP, NOT_A_USER_TURN, REMEMBERED, Rewrite, rewrite
+from .store import RewriteStore, turn_key
+
+_logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _Shared:
+    """One generation in flight and how many requests wait for it."""
+
+    task: asyncio.Future[Rewrite]
+    waiters: int = 0
+
+
+@dataclass
+class Rewriter:
+    """The proxy's turn rules over the engine's owner and the store; ``build`` names BPO's model
+    (its digest, or the servers' model) in every store key."""
+
+    owner: EngineOwner
+    store: RewriteStore | None
+    build: str
+    seed: int | None = None
+    history: str = "rewritten"
+    _in_flight: dict[str, _Shared] = field(default_factory=dict)
+
+    def key(self, text: str, mode: str) -> str:
+        preset = self.owner.preset(mode, {})
+        return turn_key(text, self.build, {"preset": asdict(preset), "seed": self.seed})
+
+    async def conversation(self, messages: list[Any], mode: str, turns: str,
+                           upstream_model: Any) -> tuple[list[Any], Rewrite]:
+        """``messages`` as they go upstream, and what was done with the last one."""
+        users = [(i, text) for i, m in enumerate(messages) if (text := _user_text(m)) is not None]
+        new = users[-1] if users and users[-1][0] == len(messages) - 1 else None
+        if mode == OFF:
+            return messages, Rewrite(mode, new[1] if new else None, turn=OFF)
+        earlier = users[:-1] if new else users
+        keys = {i: self.key(text, mode) for i, text in users}
+        stored = self._get(keys.values())
+        done = await self._new_turn(new, keys, stored, mode, turns, upstream_model, messages)
+        swaps = {i: stored[keys[i]] for i, _ in earlier if self.history == "rewritten" and keys[i] in stored}
+        history = len(swaps)
+        if new and done.optimized is not None:
+            swaps[new[0]] = done.optimized
+        forwarded = [with_text(m, swaps[i]) if i in swaps else m for i, m in enumerate(messages)]
+        return forwarded, replace(done, history=history)
+
+    async def _new_turn(self, new: tuple[int, str] | None, keys: dict[int, str], stored: dict[str, str], mode: str,
+                        turns: str, upstream_model: Any, messages: list[Any]) -> Rewrite:
+        if new is None:
+            role = messages[-1].get("role") if messages and isinstance(messages[-1], dict) else None
+            return Rewrite(mode, None, turn=NOT_A_USER_TURN,
+                           reason=f"the last message is {'a ' + role if isinstance(role, str) else 'not a user'} "
+                                  "message: nothing new to rewrite")
+        index, text = new
+        if turns == "first" and any(_is_user(m) for m in messages[:index]):
+            return Rewrite(mode, text, turn=FOLLOW_UP, reason="a follow-up: BPO rewrites a conversation's first "
+                           "user turn only (X-BPO-Turns: all, or serve --turns all, rewrites each)")
+        key = keys[index]
+        if key in stored:
+            return Rewrite(mode, text, stored[key], turn=REMEMBERED)
+        return await self._shared(key, text, mode, upstream_model)
+
+    async def _shared(self, key: str, text: str, mode: str, upstream_model: Any) -> Rewrite:
+        """The rewrite of ``text``: one generation for every request that asks while it runs; it is
+        cancelled only when all of them have gone."""
+        shared = self._in_flight.get(key)
+        if shared is None or shared.task.cancelled():  # a cancelled one may linger until its callback runs
+            shared = self._in_flight[key] = _Shared(asyncio.ensure_future(
+                self._generate(key, text, mode, upstream_model)))
+            shared.task.add_done_callback(lambda _, ended=shared: self._forget(key, ended))
+        shared.waiters += 1
+        try:
+            return await asyncio.shield(shared.task)
+        finally:
+            shared.waiters -= 1
+            if shared.waiters == 0 and not shared.task.done():
+                shared.task.cancel()
+
+    def _forget(self, key: str, ended: _Shared) -> None:
+        if self._in_flight.get(key) is ended:
+            del self._in_flight[key]
+
+    async def _generate(self, key: str, text: str, mode: str, upstream_model: Any) -> Rewrite:
+        done = await rewrite(self.owner, text, mode, self.seed, upstream_model)
+        if done.optimized is not None and self.store is not None:
+            try:
+                self.store.put(key, text, done.optimized, mode)
+            except RewriteStoreError as err:  # the answer still goes; only the memory of it is lost
+                _logger.warning("%s", err)
+        return done
+
+    def _get(self, keys: Any) -> dict[str, str]:
+        if self.store is None:
+            return {}
+        try:
+            return self.store.get_many(keys)
+        except RewriteStoreError as err:
+            _logger.warning("%s", err)
+            return {}
+
+
+def _is_user(message: Any) -> bool:
+    return isinstance(message, dict) and message.get("role") == "user"
+
+
+def _user_text(message: Any) -> str | None:
+    """A user message's text, or None (not a user message, or no text in it)."""
+    if not _is_user(message):
+        return None
+    try:
+        return message_text(message)
+    except ApiError:  # an image-only turn: nothing BPO can rewrite
+        return None
