@@ -40,14 +40,19 @@ def results(report: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in report.items() if k != "stages"}
 
 
+def finished_run(args: list[str]) -> dict[str, Any]:
+    """The JSON report of ``bpo-local ARGS`` (for module fixtures, which cannot use ``run_cli``); it succeeds
+    and says nothing on stderr (no bars, no status off a terminal)."""
+    proc = subprocess.run(cli_command(*args), capture_output=True, text=True, env=cli_env(), timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    return json.loads(proc.stdout)
+
+
 @pytest.fixture(scope="module")
 def first_run(smollm2_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
     out = tmp_path_factory.mktemp("eval") / "out"
-    proc = subprocess.run(cli_command(*eval_args(smollm2_gguf, out)), capture_output=True, text=True,
-                          env=cli_env(), timeout=600)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stderr == ""  # no bars, no status off a terminal
-    return out, json.loads(proc.stdout)
+    return out, finished_run(eval_args(smollm2_gguf, out))
 
 
 def test_counts_add_up_and_both_orders_are_judged(first_run: tuple[Path, dict[str, Any]]) -> None:

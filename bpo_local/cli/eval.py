@@ -8,7 +8,8 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, closing, contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from itertools import combinations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +21,7 @@ from .common import add_model_options, load_optimizer, status_console
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from ..eval import Dataset
+    from ..eval import Dataset, EvalRun, EvalSettings
     from ..targets import ChatTarget
 
 EPILOG = """\
@@ -30,9 +31,13 @@ how it works:
   with the paper's pair-v2 prompt at temperature 0, once with each answer first. A verdict that flips
   with the order counts as a tie; a judgment without [[A]], [[B]] or [[C]] is counted as "no verdict".
   The table gives BPO's win / tie / loss rates over the judged pairs with 95% bootstrap intervals.
-  In aggressive mode the first of BPO's candidates is evaluated. --optimizer A --optimizer B ... runs
-  the same for each optimizer (a preset, @ a model if not --model's: pas@pas-7b:q4_k_m) over the same
-  target answers to the original prompts and prints one table per optimizer.
+  In aggressive mode the first of BPO's candidates is evaluated.
+
+comparing optimizers:
+  --optimizer A --optimizer B ... runs the same for each optimizer (a preset, @ a model if not
+  --model's: pas@pas-7b:q4_k_m) over the same target answers to the original prompts, then judges every
+  two of them head to head (A's answer against B's, both orders). One table: each optimizer vs original,
+  then each A vs B; each row's win / tie / loss is the first-named side's.
 
 target and judge:
   A GGUF path or store name (run locally with its own chat template), or the URL of an
@@ -79,7 +84,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--optimizer", action="append", metavar="PRESET[@MODEL]",
                      help="compare optimizers: repeat for each (a preset, on --model or on MODEL, a GGUF path or "
                           "store name); every one is judged against the original prompts with the same target, "
-                          "judge and answers, and the table compares them")
+                          "judge and answers, and every two of them head to head")
     run.add_argument("--seed", type=int, default=0, metavar="N",
                      help="seed of BPO, the answers and the bootstrap (default: 0)")
     run.add_argument("--temperature", type=float, default=0.7, metavar="T",
@@ -98,46 +103,76 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_eval_command(args: argparse.Namespace) -> int:
     from ..atomic import write_text_atomic
-    from ..eval import EvalSettings, render_markdown, report_dict, run_eval, run_settings, summarize
+    from ..eval import EvalSettings, comparison_dict, render_comparison, render_markdown
     from ..targets import ChatSettings
 
     _check(args)
-    datasets = _datasets(args)
     settings = EvalSettings(
         mode=args.mode, seed=args.seed, bpo_max_tokens=args.bpo_max_tokens, parallel=args.parallel,
         answer=ChatSettings(max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed),
         judge=ChatSettings(max_tokens=args.judge_max_tokens, temperature=0.0, seed=args.seed),
     )
-    console = status_console()
+    datasets, console = _datasets(args), status_console()
     specs = [_spec(text) for text in args.optimizer] if args.optimizer else [(args.mode, None)]
-    reports = []
     with ExitStack() as stack:
         target = stack.enter_context(closing(_open(args, "target", console)))
         same = (args.judge, args.judge_model, args.judge_key) == (args.target, args.target_model, args.target_key)
         judge = target if same else stack.enter_context(closing(_open(args, "judge", console)))
-        items = [item for dataset in datasets for item in dataset.items]
-        for preset, model in specs:  # one optimizer loaded at a time; the caches share answers and judgments
-            model_args = args if model is None else argparse.Namespace(**{**vars(args), "model": model, "server": None})
-            with load_optimizer(model_args) as optimizer, _progress_bars(console) as progress:
-                chosen = replace(settings, mode=optimizer.preset(preset).name)  # None: the model's own preset
-                run = run_eval(items, optimizer, target, judge, chosen, args.out / "cache", progress)
-                meta = run_settings(optimizer.info.name, target.name, judge.name, chosen,
-                                    [d.name for d in datasets], args.limit)
-            reports.append(report_dict(run, summarize(run.pairs, args.seed), meta))
-    report = reports[0] if len(reports) == 1 else {"optimizers": reports}
+        session = _Session(args, datasets, target, judge, settings, console)
+        runs = [session.evaluate(*spec) for spec in specs]  # one optimizer loaded at a time
+        duels = [session.head_to_head(first, second) for first, second in combinations(runs, 2)]
+    reports = [report for _, report in runs]
+    report = reports[0] if len(reports) == 1 else comparison_dict(reports, duels)
     write_text_atomic(args.out / "report.json", json.dumps(report, ensure_ascii=False, indent=1) + "\n")
-    write_text_atomic(args.out / "report.md", "\n".join(render_markdown(r) for r in reports))
+    write_text_atomic(args.out / "report.md", render_markdown(report) if len(reports) == 1 else
+                      render_comparison(report))
     if args.json:
         json.dump(report, sys.stdout, ensure_ascii=False)
         sys.stdout.write("\n")
     else:
-        for each in reports:
-            _print_table(each)
-    failed = sum(r["errors"] for each in reports for r in each["results"] if r["dataset"] != "all")
+        _print_table(report)
+    failed = sum(r["errors"] for each in [*reports, *duels] for r in each["results"] if r["dataset"] != "all")
     if failed:
         print(f"error: {failed} pair(s) failed before a verdict; {args.out / 'report.md'} says why", file=sys.stderr)
         return 1
     return 0
+
+
+@dataclass(frozen=True)
+class _Session:
+    """What every comparison of one run shares: the flags, data, target, judge, settings and the console."""
+
+    args: argparse.Namespace
+    datasets: list[Dataset]
+    target: ChatTarget
+    judge: ChatTarget
+    settings: EvalSettings
+    console: Console
+
+    def evaluate(self, preset: str | None, model: str | None) -> tuple[EvalRun, dict[str, Any]]:
+        """One optimizer (``preset`` on ``model``, None for --model's) against the original prompts: its run
+        and report. The answers and judgments it shares with other optimizers come from the cache."""
+        from ..eval import report_dict, run_eval, run_settings, summarize
+
+        args = self.args
+        model_args = args if model is None else argparse.Namespace(**{**vars(args), "model": model, "server": None})
+        items = [item for dataset in self.datasets for item in dataset.items]
+        with load_optimizer(model_args) as optimizer, _progress_bars(self.console) as progress:
+            chosen = replace(self.settings, mode=optimizer.preset(preset).name)  # None: the model's own preset
+            run = run_eval(items, optimizer, self.target, self.judge, chosen, args.out / "cache", progress)
+            meta = run_settings(optimizer.info.name, self.target.name, self.judge.name, chosen,
+                                [d.name for d in self.datasets], args.limit)
+        return run, report_dict(run, summarize(run.pairs, args.seed), meta)
+
+    def head_to_head(self, first: tuple[EvalRun, dict[str, Any]],
+                     second: tuple[EvalRun, dict[str, Any]]) -> dict[str, Any]:
+        """The report of ``first``'s answers judged against ``second``'s (the rates are ``first``'s)."""
+        from ..eval import head_to_head_settings, report_dict, run_head_to_head, summarize
+
+        with _progress_bars(self.console) as progress:
+            run = run_head_to_head(first[0], second[0], self.judge, self.settings, self.args.out / "cache", progress)
+        meta = head_to_head_settings(first[1]["settings"], second[1]["settings"])
+        return report_dict(run, summarize(run.pairs, self.args.seed), meta)
 
 
 def _spec(text: str) -> tuple[str, str | None]:
@@ -159,6 +194,9 @@ def _check(args: argparse.Namespace) -> None:
         raise UsageError(f"--temperature must be at least 0 (got {args.temperature})")
     if args.optimizer and args.mode:
         raise UsageError("--optimizer names each optimizer's preset; drop --mode/--preset")
+    repeated = sorted({text for text in args.optimizer or [] if args.optimizer.count(text) > 1})
+    if repeated:
+        raise UsageError(f"--optimizer {repeated[0]} is given twice; name each optimizer once")
     if not 0 < args.top_p <= 1:
         raise UsageError(f"--top-p must be in (0, 1] (got {args.top_p})")
 
@@ -214,16 +252,25 @@ def _progress_bars(console: Console) -> Iterator[_Bars]:
 
 
 def _print_table(report: dict[str, Any]) -> None:
+    """The table on stdout: one optimizer's, or every comparison's (each optimizer vs original, then each pair)."""
     from rich.console import Console
     from rich.table import Table
 
-    from ..eval.report import table_row
+    from ..eval.report import comparison_rows, table_columns, table_row
 
-    s = report["settings"]
-    table = Table(title=f"BPO ({s['bpo']['model']}, {s['bpo']['mode']}) on {s['target']['model']}, "
-                        f"judged by {s['judge']['model']}")
-    for column in ("data set", "pairs", "judged", "BPO win", "tie", "BPO loss", "no verdict", "consistency", "errors"):
-        table.add_column(column, justify="left" if column == "data set" else "right")
-    for result in report["results"]:
-        table.add_row(*table_row(result))
+    if "optimizers" in report:
+        s = report["optimizers"][0]["settings"]
+        title = f"Optimizers on {s['target']['model']}, judged by {s['judge']['model']}"
+        columns, rows = ["comparison", *table_columns("")], comparison_rows(report)
+    else:
+        s = report["settings"]
+        title = f"BPO ({s['bpo']['model']}, {s['bpo']['mode']}) on {s['target']['model']}, judged by " \
+                f"{s['judge']['model']}"
+        columns, rows = table_columns("BPO"), [table_row(result) for result in report["results"]]
+    table = Table(title=title)
+    for column in columns:
+        left = column in ("comparison", "data set")
+        table.add_column(column, justify="left" if left else "right", overflow="fold" if left else "ellipsis")
+    for row in rows:
+        table.add_row(*row)
     Console(width=None if sys.stdout.isatty() else 132).print(table)

@@ -4,6 +4,9 @@
 2. answer the original and the optimized prompt with the target;
 3. judge each pair of answers with the judge, in both orders.
 
+``run_head_to_head`` then judges two optimizers' runs against each other: on each item, the answer to one's
+rewrite against the answer to the other's, in both orders, with the same judge stage and cache.
+
 A unit of work is keyed by everything its result depends on (the model's identity, the settings, the
 texts), so changing any of them redoes only what it touches, and two pairs with the same text share
 the work. A unit that fails alone (a prompt too long for a context, a request a server refuses) is
@@ -77,14 +80,18 @@ class Pair:
     item: EvalItem
     optimized: str | None = None
     answers: tuple[str, str] | None = None
-    """(to the original, to the optimized prompt)."""
+    """(to the baseline, to the optimized prompt)."""
     judgments: tuple[Judgment, Judgment] | None = None
-    """(original's answer as A, optimized's answer as A)."""
+    """(baseline's answer as A, optimized's answer as A)."""
     error: str | None = None
+    baseline: str | None = None
+    """The prompt whose answer the optimized one's is judged against: None for the original, in a head-to-head
+    the other optimizer's rewrite."""
 
     @property
     def outcome(self) -> Outcome | None:
-        """BPO's win / tie / loss for this pair, "invalid" without a verdict, None when not judged."""
+        """The optimized prompt's win / tie / loss against the baseline, "invalid" without a verdict, None when not
+        judged."""
         if self.judgments is None:
             return None
         return combine(self.judgments[0].outcome, self.judgments[1].outcome)
@@ -132,6 +139,30 @@ def run_eval(items: Sequence[EvalItem], optimizer: Optimizer, target: ChatTarget
     finally:
         for cache in caches.values():
             cache.close()
+
+
+def run_head_to_head(challenger: EvalRun, baseline: EvalRun, judge: ChatTarget, settings: EvalSettings,
+                     cache_dir: Path, progress: Progress | None = None) -> EvalRun:
+    """Judge (or resume judging) ``challenger``'s answers against ``baseline``'s, item by item, in both orders;
+    each pair's outcome is the challenger's. Both runs cover the same items; the judgments share the judge
+    stage's cache (a judgment is keyed by the judge, its settings and the two answers)."""
+    pairs = [_duel(mine, theirs) for mine, theirs in zip(challenger.pairs, baseline.pairs, strict=True)]
+    cache = StageCache(cache_dir / "judge.jsonl")
+    try:
+        run = EvalRun(pairs)
+        run.stages["head-to-head"] = _judge(pairs, judge, settings.judge, cache, progress or _Silent(), "head-to-head")
+        return run
+    finally:
+        cache.close()
+
+
+def _duel(mine: Pair, theirs: Pair) -> Pair:
+    """One item's head-to-head pair: the answer to ``theirs``'s rewrite as the baseline of ``mine``'s."""
+    pair = Pair(mine.item, optimized=mine.optimized, baseline=theirs.optimized)
+    for side, other in (("first", mine), ("second", theirs)):
+        if other.answers is None:
+            return replace(pair, error=f"the {side} optimizer's {other.error or 'answer is missing'}")
+    return replace(pair, answers=(theirs.answers[1], mine.answers[1]))  # type: ignore[index]
 
 
 Work = Callable[[], dict[str, Any]]
@@ -213,7 +244,7 @@ def _answer(pairs: list[Pair], target: ChatTarget, settings: ChatSettings, cache
 
 
 def _judge(pairs: list[Pair], judge: ChatTarget, settings: ChatSettings, cache: StageCache,
-           progress: Progress) -> StageCount:
+           progress: Progress, stage: str = "judge") -> StageCount:
     identity, prompt_name = judge.identity(), judge_prompt()["name"]
 
     def conversations(pair: Pair) -> list[tuple[str, list[Any]]]:
@@ -230,7 +261,7 @@ def _judge(pairs: list[Pair], judge: ChatTarget, settings: ChatSettings, cache: 
         for key, messages in conversations(pair):
             units[key] = _answer_work(judge, messages, settings)
     errors: dict[str, str] = {}
-    count = _stage("judge", units, cache, progress, errors)
+    count = _stage(stage, units, cache, progress, errors)
     for i, pair in enumerate(pairs):
         if pair.answers is None:
             continue

@@ -4,11 +4,16 @@ per data set; and the report as JSON and as Markdown with every pair.
 Rates are shares of the judged pairs, pairs without a verdict ("invalid") included, so the four add up
 to 100%; pairs that failed before judging are counted as errors, outside the rates. Position consistency
 is the share of pairs with both verdicts whose two orders give the same outcome.
+
+Comparing optimizers, each one's report against the original prompts and, for every two of them (A, B), a
+head-to-head report (A's answers against B's; the rates are A's) make one comparison (``comparison_dict``):
+one table (``comparison_rows``) and one Markdown document (``render_comparison``).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +26,9 @@ if TYPE_CHECKING:
 OUTCOMES: tuple[Outcome, ...] = ("win", "tie", "loss", "invalid")
 RESAMPLES = 1000
 """Bootstrap resamples per interval."""
+ORIGINAL_SIDES = ("original", "optimized")
+HEAD_TO_HEAD_SIDES = ("b", "a")
+"""A pair's JSON names for (the baseline, the optimized prompt), against the original or head to head."""
 
 
 @dataclass(frozen=True)
@@ -114,6 +122,30 @@ def run_settings(bpo: str, target: str, judge: str, settings: EvalSettings, data
     }
 
 
+def head_to_head_settings(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
+    """What a head-to-head report states, from the two optimizers' ``run_settings``: optimizer ``a`` (whose
+    win / tie / loss the rates are), optimizer ``b``, and the target, judge and data they share."""
+    shared = {k: v for k, v in first.items() if k != "bpo"}
+    judge = {**shared["judge"], "orders": [f"{side}_first" for side in HEAD_TO_HEAD_SIDES]}
+    return {"a": first["bpo"], "b": second["bpo"], **shared, "judge": judge}
+
+
+def optimizer_label(bpo: dict[str, Any]) -> str:
+    """An optimizer's name in tables: its preset and model."""
+    return f"{bpo['mode']} ({bpo['model']})"
+
+
+def comparison_label(settings: dict[str, Any]) -> str:
+    """What a report compares: "stable (bpo.gguf) vs original", or optimizer a vs b."""
+    if "a" in settings:
+        return f"{optimizer_label(settings['a'])} vs {optimizer_label(settings['b'])}"
+    return f"{optimizer_label(settings['bpo'])} vs original"
+
+
+def _sides(settings: dict[str, Any]) -> tuple[str, str]:
+    return HEAD_TO_HEAD_SIDES if "a" in settings else ORIGINAL_SIDES
+
+
 def _chat(settings: ChatSettings) -> dict[str, Any]:
     return {"temperature": settings.temperature, "top_p": settings.top_p, "max_tokens": settings.max_tokens,
             "seed": settings.seed}
@@ -125,44 +157,112 @@ def report_dict(run: EvalRun, summaries: list[Summary], meta: dict[str, Any]) ->
         "settings": meta,
         "results": [s.to_dict() for s in summaries],
         "stages": {name: vars(count) for name, count in run.stages.items()},
-        "pairs": [_pair_dict(p) for p in run.pairs],
+        "pairs": [_pair_dict(p, _sides(meta)) for p in run.pairs],
     }
 
 
-def _pair_dict(pair: Pair) -> dict[str, Any]:
-    out: dict[str, Any] = {"dataset": pair.item.dataset, "id": pair.item.id, "prompt": pair.item.prompt,
-                           "optimized_prompt": pair.optimized, "outcome": pair.outcome, "error": pair.error}
+def comparison_dict(optimizers: Sequence[dict[str, Any]], head_to_head: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The report of several optimizers: each one's ``report_dict`` against the original, then each head-to-head."""
+    return {"optimizers": list(optimizers), "head_to_head": list(head_to_head)}
+
+
+def _pair_dict(pair: Pair, sides: tuple[str, str]) -> dict[str, Any]:
+    """A pair as JSON; ``sides`` names (the baseline, the optimized prompt)."""
+    baseline, optimized = sides
+    rewrites = {f"{optimized}_prompt": pair.optimized}
+    if sides != ORIGINAL_SIDES:
+        rewrites[f"{baseline}_prompt"] = pair.baseline
+    out: dict[str, Any] = {"dataset": pair.item.dataset, "id": pair.item.id, "prompt": pair.item.prompt, **rewrites,
+                           "outcome": pair.outcome, "error": pair.error}
     if pair.answers is not None:
-        out["answers"] = {"original": pair.answers[0], "optimized": pair.answers[1]}
+        out["answers"] = dict(zip(sides, pair.answers))
     if pair.judgments is not None:
-        out["judgments"] = {order: {"verdict": j.parsed.verdict, "problem": j.parsed.problem, "outcome": j.outcome,
-                                    "text": j.text} for order, j in zip(ORDERS, pair.judgments)}
+        out["judgments"] = {f"{side}_first": {"verdict": j.parsed.verdict, "problem": j.parsed.problem,
+                                              "outcome": j.outcome, "text": j.text}
+                            for side, j in zip(sides, pair.judgments)}
     return out
+
+
+@dataclass(frozen=True)
+class _Names:
+    """How a report's Markdown names its sides."""
+
+    title: str
+    optimizers: tuple[tuple[str, dict[str, Any]], ...]
+    """(name, settings) of each optimizer."""
+    winner: str
+    """Whose win / tie / loss the rates are."""
+    rewrites: tuple[tuple[str, str], ...]
+    """(title, pair key) of each rewrite shown."""
+    answered: tuple[str, str]
+    """What (the baseline's, the optimized) answer answered."""
+    judged: tuple[str, str]
+    """Whose answer is A in each order."""
+
+
+def _names(settings: dict[str, Any]) -> _Names:
+    if "a" not in settings:
+        original = ("the original", "the optimized")
+        return _Names("BPO evaluation", (("BPO", settings["bpo"]),), "BPO", (("BPO's rewrite", "optimized_prompt"),),
+                      original, original)
+    a, b = optimizer_label(settings["a"]), optimizer_label(settings["b"])
+    rewrites = ((f"{a}'s rewrite", "a_prompt"), (f"{b}'s rewrite", "b_prompt"))
+    return _Names(f"Head to head: {a} vs {b}", ((a, settings["a"]), (b, settings["b"])), a, rewrites,
+                  (f"{b}'s rewrite", f"{a}'s rewrite"), (b, a))
 
 
 def render_markdown(report: dict[str, Any]) -> str:
     """A Markdown report of ``report_dict``'s output: settings, the table, then every pair in full."""
-    s = report["settings"]
-    lines = [
-        "# BPO evaluation", "",
-        f"- BPO: `{s['bpo']['model']}`, {s['bpo']['mode']} mode, seed {s['bpo']['seed']}",
+    s, names = report["settings"], _names(report["settings"])
+    lines = [f"# {names.title}", "",
+             *(f"- {who}: `{bpo['model']}`, {bpo['mode']} mode, seed {bpo['seed']}" for who, bpo in names.optimizers),
+             *_shared_lines(s), "", *_markdown_table(table_columns(names.winner), map(table_row, report["results"]))]
+    lines += [f"\n{r['dataset']}: BPO left {r['empty_rewrites']} rewrite(s) empty; they were answered as they are."
+              for r in report["results"] if r["empty_rewrites"] and r["dataset"] != "all" and "bpo" in s]
+    lines += ["", "Stages: " + "; ".join(f"{name} {c['total']} ({c['cached']} cached, {c['computed']} computed, "
+                                        f"{c['failed']} failed)" for name, c in report["stages"].items()), ""]
+    for pair in report["pairs"]:
+        lines += _pair_markdown(pair, names, _sides(s))
+    return "\n".join(lines) + "\n"
+
+
+def render_comparison(report: dict[str, Any]) -> str:
+    """``comparison_dict``'s output as one Markdown document: the table of every comparison, then each report."""
+    first = report["optimizers"][0]["settings"]
+    lines = ["# Optimizer comparison", "", *_shared_lines(first), "",
+             *_markdown_table(["comparison", *table_columns("")], comparison_rows(report)), "",
+             "Each row gives the first-named side's win / tie / loss; every comparison has its section below.", ""]
+    return "\n".join(lines) + "\n" + "\n".join(map(render_markdown, [*report["optimizers"], *report["head_to_head"]]))
+
+
+def _shared_lines(s: dict[str, Any]) -> list[str]:
+    """The settings every comparison of one run shares: target, judge, data, intervals."""
+    return [
         f"- target: `{s['target']['model']}` ({_settings_text(s['target'])})",
         f"- judge: `{s['judge']['model']}`, {s['judge']['prompt']} prompt in both orders "
         f"({_settings_text(s['judge'])})",
         f"- data: {', '.join(s['data'])}" + (f", first {s['limit']} of each" if s["limit"] else ""),
-        f"- intervals: 95% bootstrap, {s['bootstrap']['resamples']} resamples, seed {s['bootstrap']['seed']}", "",
-        "| data set | pairs | judged | BPO win | tie | BPO loss | no verdict | consistency | errors |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"- intervals: 95% bootstrap, {s['bootstrap']['resamples']} resamples, seed {s['bootstrap']['seed']}",
     ]
-    for r in report["results"]:
-        lines.append("| " + " | ".join(table_row(r)) + " |")
-    lines += [f"\n{r['dataset']}: BPO left {r['empty_rewrites']} rewrite(s) empty; they were answered as they are."
-              for r in report["results"] if r["empty_rewrites"] and r["dataset"] != "all"]
-    lines += ["", "Stages: " + "; ".join(f"{name} {c['total']} ({c['cached']} cached, {c['computed']} computed, "
-                                        f"{c['failed']} failed)" for name, c in report["stages"].items()), ""]
-    for pair in report["pairs"]:
-        lines += _pair_markdown(pair)
-    return "\n".join(lines) + "\n"
+
+
+def _markdown_table(columns: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(cells) + " |"
+
+    return [line(columns), "|" + "---|" * len(columns), *map(line, rows)]
+
+
+def table_columns(winner: str) -> list[str]:
+    """The table's columns; ``winner`` names whose win and loss the rates are ("" in a table of comparisons)."""
+    return ["data set", "pairs", "judged", f"{winner} win".strip(), "tie", f"{winner} loss".strip(), "no verdict",
+            "consistency", "errors"]
+
+
+def comparison_rows(report: dict[str, Any]) -> list[list[str]]:
+    """``comparison_dict``'s table: each optimizer against the original, then each head-to-head, per data set."""
+    return [[comparison_label(each["settings"]), *table_row(result)]
+            for each in [*report["optimizers"], *report["head_to_head"]] for result in each["results"]]
 
 
 def table_row(result: dict[str, Any]) -> list[str]:
@@ -182,19 +282,14 @@ def _settings_text(model: dict[str, Any]) -> str:
            f"seed {model['seed']}"
 
 
-_TITLES = {"original_first": "Judge, the original's answer as A",
-           "optimized_first": "Judge, the optimized's answer as A"}
-
-
-def _pair_markdown(pair: dict[str, Any]) -> list[str]:
+def _pair_markdown(pair: dict[str, Any], names: _Names, sides: tuple[str, str]) -> list[str]:
     lines = [f"## {pair['dataset']} {pair['id']}: {pair['outcome'] or 'not judged'}", ""]
-    sections = [("Prompt", pair["prompt"]), ("BPO's rewrite", pair["optimized_prompt"])]
+    sections = [("Prompt", pair["prompt"]), *((title, pair[key]) for title, key in names.rewrites)]
     if "answers" in pair:
-        sections += [("Answer to the original", pair["answers"]["original"]),
-                     ("Answer to the optimized", pair["answers"]["optimized"])]
-    for order, j in pair.get("judgments", {}).items():
+        sections += [(f"Answer to {what}", pair["answers"][side]) for what, side in zip(names.answered, sides)]
+    for who, j in zip(names.judged, pair.get("judgments", {}).values()):
         verdict = f"[[{j['verdict']}]]" if j["verdict"] else j["problem"]
-        sections.append((f"{_TITLES[order]}: {verdict}, BPO {j['outcome']}", j["text"]))
+        sections.append((f"Judge, {who}'s answer as A: {verdict}, {names.winner} {j['outcome']}", j["text"]))
     if pair["error"]:
         sections.append(("Error", pair["error"]))
     for title, text in sections:
