@@ -78,7 +78,7 @@ class Rewriter:
         index, text = new
         if turns == "first" and any(_is_user(m) for m in messages[:index]):
             return Rewrite(mode, text, turn=FOLLOW_UP, reason="a follow-up: BPO rewrites a conversation's first "
-                           "user turn only (X-BPO-Turns: all, or serve --turns all, rewrites each)")
+                           "user turn only (the header X-BPO-Turns: all rewrites each)")
         key = keys[index]
         if key in stored:
             return Rewrite(mode, text, stored[key], turn=REMEMBERED)
