@@ -21,7 +21,7 @@ from conftest import _fetch_smollm2  # noqa: E402
 
 import bpo_local  # noqa: E402
 from bpo_local.backends.remote.llama_server import completion_body  # noqa: E402
-from bpo_local.optimizer import connect  # noqa: E402
+from bpo_local.open import connect  # noqa: E402
 
 
 def timed(run) -> float:  # type: ignore[no-untyped-def]

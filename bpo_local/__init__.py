@@ -9,8 +9,6 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 import importlib
 from typing import TYPE_CHECKING
 
@@ -26,18 +24,20 @@ from .errors import (
     UsageError,
 )
 from .presets import AGGRESSIVE, BUILTIN, MEPO, PAS, PRESETS, STABLE, Preset
+from .version import __version__
 
 if TYPE_CHECKING:
-    from .optimizer import Optimizer, OptimizeResult, load
+    from .open import connect, load
+    from .optimizer import Optimizer, OptimizeResult
 
-_LAZY = ("OptimizeResult", "Optimizer", "load")
-"""Imported from ``.optimizer`` on first use: it pulls in the engine package, which every CLI start
-(``bpo-local --help`` included) would otherwise pay for through ``bpo_local.__version__``."""
+_LAZY = {"OptimizeResult": ".optimizer", "Optimizer": ".optimizer", "load": ".open", "connect": ".open"}
+"""Imported on first use: opening BPO pulls in the config, the store and the engine package, which every
+CLI start (``bpo-local --help`` included) would otherwise pay for."""
 
 
 def __getattr__(name: str) -> object:
     if name in _LAZY:
-        return getattr(importlib.import_module(".optimizer", __name__), name)
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -61,5 +61,6 @@ __all__ = [
     "StoreError",
     "UsageError",
     "__version__",
+    "connect",
     "load",
 ]

@@ -122,6 +122,8 @@ class ModelInfo:
     gpu_layers: int = 0
     chat_template: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    """A GGUF's key/values; for a server, what it says of itself (``url``, ``kind``, ``version``, ``slots``)
+    of the first server."""
 
 
 @dataclass(frozen=True)

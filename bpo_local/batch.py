@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from .errors import BpoLocalError, UsageError
+from .errors import BpoLocalError, ResumeUnreadable, UsageError
 from .journal import Journal
 from .optimizer import OptimizeResult
 
@@ -132,6 +132,7 @@ def process(
     optimize_many: OptimizeMany,
     sink: Sink,
     on_item: Callable[[BatchItem, OptimizeResult | None], None] | None = None,
+    describe: Callable[[BpoLocalError], str] = str,
 ) -> int:
     """Optimize the items' prompts (several in flight, as ``optimize_many`` schedules them) and hand
     each item's outcome to the sink in input order, as soon as it and every earlier one are done.
@@ -139,7 +140,7 @@ def process(
     A failure of one item is recorded and the batch goes on; returns how many failed.
     ``on_item(item, result_or_None)`` runs after each item is written (progress, logging). Ctrl-C
     propagates: items written before it are in the sink; those in flight are cancelled and left for
-    a resumed run.
+    a resumed run. ``describe`` words an item's error (a face passes its own, with its advice).
     """
     items = list(items)
     failed = 0
@@ -150,7 +151,7 @@ def process(
             if isinstance(outcome, OptimizeResult):
                 sink.answer(item, outcome)
             else:
-                sink.fail(item, str(outcome) if outcome is not None else item.error or "no prompt")
+                sink.fail(item, describe(outcome) if outcome is not None else item.error or "no prompt")
                 failed += 1
             if on_item is not None:
                 on_item(item, outcome if isinstance(outcome, OptimizeResult) else None)
@@ -175,7 +176,7 @@ class ResumableOutput:
         try:
             self._journal = Journal(path, lock=True)
         except OSError as exc:
-            raise UsageError(f"cannot open {path} for --resume: {exc.strerror}; check the path") from exc
+            raise ResumeUnreadable(path, str(exc.strerror)) from exc
         for number, record in self._journal.records():
             try:
                 line, digest = record["line"], record["input_sha256"]

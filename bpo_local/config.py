@@ -114,12 +114,6 @@ def load_config(path: Path | None = None) -> Config:
     return Config(**known)
 
 
-NO_MODEL_HELP = (
-    "no model: pass --model PATH.gguf, set BPO_LOCAL_MODEL, set `model` in {config}, "
-    "or build one with `bpo-local convert`"
-)
-
-
 def configured_model(arg: str | None, config: Config) -> str | None:
     """The model named by ``--model``, else ``$BPO_LOCAL_MODEL``, else the config; None if none is."""
     return arg or os.environ.get(MODEL_ENV) or config.model or None

@@ -7,16 +7,17 @@ the mapping from a preset to an engine request and from the engine's completions
 from __future__ import annotations
 
 import functools
-import os
-from collections.abc import Generator, Iterable, Iterator, Mapping
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
 from .backend import Backend, Generation, GenerationResult, ModelInfo, Request, RequestDone, Sampling, Timings
-from .errors import BpoLocalError, Unsupported, UsageError
+from .errors import BpoLocalError, InvalidSetting, Unsupported, UsageError
 from .presets import Overrides, Preset, bans_follow_cuts, build_prompt, final_prompt, postprocess
 
+CANDIDATE_SEPARATOR = "---"
+"""The line between candidates when several are shown as one text (the CLI's output, serve's answer)."""
 SKIPPED_BANS = ("banned sequences not applied (this backend cannot ban multi-token sequences; each can only "
                 "follow a cut marker, so the candidates are unchanged, while raw may hold text BPO would have banned)")
 
@@ -27,6 +28,11 @@ class CandidateDelta:
 
     index: int
     text: str
+
+
+def format_candidates(candidates: Sequence[str]) -> str:
+    """Candidates as one text, a ``---`` line between them: how a result reads as plain text."""
+    return f"\n{CANDIDATE_SEPARATOR}\n".join(candidates)
 
 
 @dataclass(frozen=True)
@@ -199,7 +205,7 @@ class Optimizer:
         Closing the iterator (or Ctrl-C) cancels the prompts in flight; the engine stays usable.
         """
         if parallel < 1:
-            raise UsageError(f"--parallel must be at least 1 (got {parallel})")
+            raise InvalidSetting("parallel", parallel)
         preset = self.preset(mode, seed=seed, **overrides)
         return self._optimize_many(prompts, preset, seed, parallel)
 
@@ -254,6 +260,11 @@ class Optimizer:
             raw=raw,
             adaptations=self._plan(preset)[1],
         )
+
+    def adaptations(self, mode: str = "stable", **overrides: Any) -> tuple[str, ...]:
+        """How this backend will run ``mode`` differently from the reference but with the same
+        candidates (empty: exactly as the reference); ``Unsupported`` naming the setting when it cannot."""
+        return self._plan(self.preset(mode, **overrides))[1]
 
     def _plan(self, preset: Preset) -> tuple[tuple[tuple[int, ...], ...], tuple[str, ...]]:
         """The bans to send for ``preset`` and the adaptations that carries, worked out once per preset."""
@@ -354,38 +365,4 @@ def _params(preset: Preset, seed: int) -> dict[str, Any]:
         "max_tokens": preset.max_new_tokens,
         "seed": seed,
     }
-
-
-def load(
-    model: str | os.PathLike[str] | None = None,
-    *,
-    gpu_layers: int | None = None,
-    ctx: int | None = None,
-    threads: int | None = None,
-    cpu_buffers: str | None = None,
-    verbose: bool = False,
-) -> Optimizer:
-    """Load a BPO model: a GGUF path, a store name such as ``bpo:q4_k_m``, or None for the default.
-
-    ``cpu_buffers`` ("auto", "all", "none"; None = "auto") picks llama.cpp's extra CPU weight buffer types:
-    "auto" leaves out the ones known to crash (AMX), "all" opts back in."""
-    from .backends.llamacpp import Engine
-    from .models.resolve import resolve_model
-
-    path = resolve_model(os.fspath(model) if model is not None else None)
-    return Optimizer(Engine(path, n_ctx=ctx, n_gpu_layers=gpu_layers, n_threads=threads,
-                            cpu_buffers=cpu_buffers or "auto", verbose=verbose))
-
-
-def connect(servers: str | Iterable[str], *, kind: str | None = None, api_key: str | None = None,
-            timeout: float | None = None) -> Optimizer:
-    """BPO on one or more running servers serving BPO's model (llama.cpp's llama-server or vLLM).
-
-    ``servers`` is a URL or several (requests spread over them, retried on another when one fails);
-    ``kind`` ("llama-server", "vllm") skips detection; ``api_key`` is sent as a Bearer token.
-    """
-    from .backends.remote import connect as connect_servers
-
-    urls = [servers] if isinstance(servers, str) else list(servers)
-    return Optimizer(connect_servers(urls, kind=kind, api_key=api_key, timeout=timeout))
 

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from .errors import UsageError
+from .errors import BuildPresetsUnreadable, UsageError
 from .presets import BUILTIN, Preset, preset_from_dict, preset_to_dict
 
 if sys.version_info >= (3, 11):
@@ -63,7 +63,7 @@ def build_presets(metadata: Mapping[str, str]) -> tuple[str | None, dict[str, Pr
     try:
         items = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise UsageError(f"the model's {DEFINITIONS_KEY} is not JSON ({exc}); rebuild it or pass --preset") from None
+        raise BuildPresetsUnreadable(DEFINITIONS_KEY, str(exc)) from None
     presets = {p.name: p for p in (preset_from_dict(item, where=f"the model's {DEFINITIONS_KEY}") for item in items)}
     return metadata.get(DEFAULT_KEY), presets
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .config import data_dir, private_file
-from .errors import BpoLocalError
+from .errors import BpoLocalError, RunLogTooNew, RunLogUnusable
 
 if TYPE_CHECKING:
     from .optimizer import OptimizeResult
@@ -195,10 +195,7 @@ def migrate(db: sqlite3.Connection, path: Path) -> None:
     with _transaction(db):
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version > len(MIGRATIONS):
-            raise BpoLocalError(
-                f"run log {path} has schema version {version}, newer than this bpo-local knows "
-                f"({len(MIGRATIONS)}); upgrade bpo-local or pass --no-log"
-            )
+            raise RunLogTooNew(path, version, len(MIGRATIONS))
         for number, migration in enumerate(MIGRATIONS[version:], start=version + 1):
             migration(db)
             db.execute(f"PRAGMA user_version = {number}")
@@ -245,4 +242,4 @@ def _json(value: object) -> str:
 
 
 def _log_error(path: Path, exc: Exception) -> BpoLocalError:
-    return BpoLocalError(f"run log {path} is unusable ({exc}); move it away or pass --no-log")
+    return RunLogUnusable(path, f"is unusable ({exc})")

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 FAST = ("--threads", "1", "--ctx", "512")
 """Model options that keep SmolLM2 runs quick on a busy 2-core machine (one thread: OpenMP threads
@@ -17,12 +18,21 @@ def model_args(gguf: Path, *extra: str) -> tuple[str, ...]:
 
 
 def cli_command(*args: str) -> list[str]:
-    """``bpo-local ARGS`` as an argv for Popen (when the test needs the process itself)."""
+    """``bpo-local ARGS`` as an argv: the one way the suite launches the CLI (run, Popen, pexpect)."""
     return [sys.executable, "-m", "bpo_local", *args]
 
 
-def cli_env() -> dict[str, str]:
-    return {**os.environ, "NO_COLOR": "1"}
+def cli_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment a CLI run gets: the suite's, without colour, plus ``env``."""
+    return {**os.environ, "NO_COLOR": "1", **(env or {})}
+
+
+def spawn_cli(*args: str, env: dict[str, str] | None = None, **options: Any) -> Any:
+    """``bpo-local ARGS`` in a pseudo-terminal (pexpect, text mode); ``options`` go to ``pexpect.spawn``."""
+    import pexpect
+
+    command = cli_command(*args)
+    return pexpect.spawn(command[0], command[1:], env=cli_env(env), encoding="utf-8", **options)
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, code: int, *fragments: str) -> str:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import re
-import sys
 from types import MappingProxyType
+
+from _cli_helpers import spawn_cli
 
 from bpo_local.backend import Timings
 from bpo_local.optimizer import OptimizeResult
@@ -47,9 +47,8 @@ class ReplProcess:
     def __init__(self, *args: str, env: dict[str, str] | None = None, timeout: float = 120) -> None:
         import pexpect
 
-        full_env = {**os.environ, "NO_COLOR": "1", "PROMPT_TOOLKIT_NO_CPR": "1", "TERM": "xterm", **(env or {})}
-        self.child = pexpect.spawn(sys.executable, ["-m", "bpo_local", "repl", *args], env=full_env,
-                                   dimensions=(60, 140), encoding="utf-8", timeout=timeout)
+        self.child = spawn_cli("repl", *args, env={"PROMPT_TOOLKIT_NO_CPR": "1", "TERM": "xterm", **(env or {})},
+                               dimensions=(60, 140), timeout=timeout)
         self.transcript = ""
         self.raw = ""
 

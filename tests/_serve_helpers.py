@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from _cli_helpers import cli_command
 from _llama_server import die_with_parent, server_env
 
 _SERVING = re.compile(r"serving .* on (http://\S+?)(,|$)", re.M)
@@ -35,8 +34,8 @@ class BpoServer:
         full_env = {**server_env(as_users_run_it), "NO_COLOR": "1", "BPO_LOCAL_HOME": str(home), **(env or {})}
         with open(log, "wb") as out:
             process = subprocess.Popen(
-                [sys.executable, "-m", "bpo_local", "serve", *(("--model", str(model)) if model else ()), "--port", "0",
-                 "--threads", "1", *args], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=full_env,
+                cli_command("serve", *(("--model", str(model)) if model else ()), "--port", "0", "--threads", "1", *args),
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=full_env,
                 preexec_fn=die_with_parent)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

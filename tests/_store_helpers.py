@@ -1,21 +1,17 @@
-"""Store-area fixtures: a real F16 GGUF (SmolLM2 dequantized by llama.cpp) and a few BPO eval pairs.
-
-Import the fixtures into a test module: ``from _store_helpers import smollm2_f16, eval_pairs  # noqa: F401``.
+"""Store-area helpers (dequantize, a tiny GGUF writer, store listings, background CLI runs); the fixtures
+The fixtures themselves (``smollm2_f16``, ``tiny_gguf``, ``eval_pairs``) live in conftest.py.
 """
 
 from __future__ import annotations
 
 import ctypes
-import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-import pytest
-from conftest import CACHE
+from _cli_helpers import cli_command, cli_env
 
 
 def dequantize(src: Path, out: Path) -> Path:
@@ -33,12 +29,6 @@ def dequantize(src: Path, out: Path) -> Path:
     assert lib.llama_model_quantize(str(src).encode(), str(partial).encode(), ctypes.byref(params)) == 0
     partial.replace(out)
     return out
-
-
-@pytest.fixture(scope="session")
-def smollm2_f16(smollm2_gguf: Path) -> Path:
-    """A real trained model in F16 (its weights are Q4_1-exact, which does not matter here)."""
-    return dequantize(smollm2_gguf, CACHE / "smollm2-f16.gguf")
 
 
 def write_tiny_gguf(path: Path, *, file_type: int = 1) -> Path:
@@ -60,22 +50,6 @@ def write_tiny_gguf(path: Path, *, file_type: int = 1) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_tiny_gguf(tmp_path_factory.mktemp("tiny") / "tiny.gguf")
-
-
-@pytest.fixture(scope="session")
-def eval_pairs(bpo_test_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Four short BPO pairs as JSONL: enough for stable numbers, small enough to keep verify fast."""
-    records = json.loads(bpo_test_data.read_text(encoding="utf-8"))
-    short = [r for r in records if len(r["prompt"]) < 120 and 60 < len(r["optimized_prompt"]) < 200][:4]
-    path = tmp_path_factory.mktemp("eval") / "pairs.jsonl"
-    path.write_text("".join(json.dumps({k: r[k] for k in ("prompt", "optimized_prompt")}) + "\n"
-                            for r in short), encoding="utf-8")
-    return path
-
-
 def store_files(root: Path) -> list[str]:
     """Every file under a store except lock files (which are meant to stay), relative and sorted."""
     if not root.exists():
@@ -85,9 +59,8 @@ def store_files(root: Path) -> list[str]:
 
 def start_cli(*args: str) -> subprocess.Popen:
     """``bpo-local ARGS`` in the background (its own process group, so a signal reaches only it)."""
-    return subprocess.Popen([sys.executable, "-m", "bpo_local", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "NO_COLOR": "1"},
-                            start_new_session=True)
+    return subprocess.Popen(cli_command(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=cli_env(), start_new_session=True)
 
 
 def wait_for(predicate, timeout: float = 120.0) -> None:  # noqa: ANN001

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from _cli_helpers import cli_command, cli_env
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
@@ -86,6 +88,32 @@ def bpo_test_data() -> Path:
     return SHARED / "data" / "bpo_test.json"
 
 
+@pytest.fixture(scope="session")
+def smollm2_f16(smollm2_gguf: Path) -> Path:
+    """A real trained model in F16 (its weights are Q4_1-exact, which does not matter here)."""
+    from _store_helpers import dequantize
+
+    return dequantize(smollm2_gguf, CACHE / "smollm2-f16.gguf")
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from _store_helpers import write_tiny_gguf
+
+    return write_tiny_gguf(tmp_path_factory.mktemp("tiny") / "tiny.gguf")
+
+
+@pytest.fixture(scope="session")
+def eval_pairs(bpo_test_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Four short BPO pairs as JSONL: enough for stable numbers, small enough to keep verify fast."""
+    records = json.loads(bpo_test_data.read_text(encoding="utf-8"))
+    short = [r for r in records if len(r["prompt"]) < 120 and 60 < len(r["optimized_prompt"]) < 200][:4]
+    path = tmp_path_factory.mktemp("eval") / "pairs.jsonl"
+    path.write_text("".join(json.dumps({k: r[k] for k in ("prompt", "optimized_prompt")}) + "\n"
+                            for r in short), encoding="utf-8")
+    return path
+
+
 @pytest.fixture(autouse=True)
 def bpo_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every test gets its own store, config, log and history: nothing touches the user's."""
@@ -103,11 +131,8 @@ def run_cli() -> CliRunner:
 
     def run(*args: str, input: str | bytes | None = None, env: dict[str, str] | None = None,
             timeout: float = 300, text: bool = True) -> subprocess.CompletedProcess:
-        full_env = {**os.environ, "NO_COLOR": "1", **(env or {})}
-        return subprocess.run(
-            [sys.executable, "-m", "bpo_local", *args],
-            input=input, capture_output=True, env=full_env, timeout=timeout, text=text,
-        )
+        return subprocess.run(cli_command(*args), input=input, capture_output=True, env=cli_env(env),
+                              timeout=timeout, text=text)
 
     return run
 

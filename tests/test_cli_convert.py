@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from _checkpoints import build_llama2_pad_safetensors
 from _convert_helpers import FakeHub, mounted_tmpfs
-from _store_helpers import eval_pairs, kill, smollm2_f16, start_cli, store_files, wait_for  # noqa: F401
+from _store_helpers import kill, start_cli, store_files, wait_for
 
 from bpo_local.gguf_header import read_header
 from bpo_local.models.store import ModelStore

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 
 import pexpect
 import pytest
 from _checkpoints import build_llama2_pad_safetensors
+from _cli_helpers import spawn_cli
 from _convert_helpers import FakeHub
-from _store_helpers import smollm2_f16, store_files, wait_for  # noqa: F401
+from _store_helpers import store_files, wait_for
 
 from bpo_local.models.store import ModelStore
 
@@ -22,8 +21,7 @@ def hub_checkpoint(tmp_path_factory: pytest.TempPathFactory, llama2_tokenizer: P
 
 def spawn(env: dict[str, str], *args: str) -> pexpect.spawn:
     args = args or ("optimize", "--max-tokens", "3", "--threads", "2", "--no-log", "hello")
-    return pexpect.spawn(sys.executable, ["-m", "bpo_local", *args], env={**os.environ, "NO_COLOR": "1", **env},
-                         encoding="utf-8", timeout=120, dimensions=(40, 200))
+    return spawn_cli(*args, env=env, timeout=120, dimensions=(40, 200))
 
 
 def test_declining_the_offer_ends_with_the_command_to_run(bpo_home: Path) -> None:

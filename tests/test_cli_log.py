@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from _cli_helpers import spawn_cli
 from _repl_helpers import make_result, plain
 
 from bpo_local.runlog import RunLog
@@ -76,14 +77,10 @@ def test_path_and_broken_log(run_cli, bpo_home: Path) -> None:
 
 
 def test_table_on_a_terminal() -> None:
-    import os
-    import sys
-
     import pexpect
 
     _fill()
-    child = pexpect.spawn(sys.executable, ["-m", "bpo_local", "log"], env={**os.environ, "NO_COLOR": "1"},
-                          dimensions=(40, 160), encoding="utf-8", timeout=30)
+    child = spawn_cli("log", dimensions=(40, 160), timeout=30)
     child.expect(pexpect.EOF)
     screen = plain(child.before)
     assert "┃ #" in screen and "optimized" in screen

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import re
-import sys
 from pathlib import Path
 
 import pexpect
-from _cli_helpers import cli_env, model_args
+from _cli_helpers import model_args, spawn_cli
 
 from bpo_local.runlog import RunLog
 
@@ -15,8 +14,7 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 def _spawn(*args: str) -> pexpect.spawn:
-    return pexpect.spawn(sys.executable, ["-m", "bpo_local", *args], env=cli_env(), encoding="utf-8",
-                         timeout=120, dimensions=(24, 120))
+    return spawn_cli(*args, timeout=120, dimensions=(24, 120))
 
 
 def _finish(child: pexpect.spawn) -> str:

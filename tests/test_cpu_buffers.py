@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from _store_helpers import smollm2_f16  # noqa: F401
 
 from bpo_local.models.quantize import quantize
 

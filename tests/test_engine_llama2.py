@@ -45,6 +45,7 @@ def test_streamed_text_matches_the_completion_with_sentencepiece_spaces(llama2):
     prompt = tuple(llama2.tokenize("[INST] hello [/INST]", add_bos=True))
     generation = llama2.generate(Request(prompt, 40, Sampling(temperature=1.0, seed=11), n=3))
     events = list(generation)
+    assert [c.index for c in generation.result.completions] == [0, 1, 2]
     for completion in generation.result.completions:
         streamed = "".join(e.text for e in events if e.index == completion.index)
         assert streamed == completion.text == llama2.detokenize(completion.tokens)

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 import time
 from pathlib import Path
 
 import pexpect
-from _cli_helpers import cli_env
+from _cli_helpers import spawn_cli
 from conftest import CliRunner
 from test_eval import LIMIT, cache_lines, eval_args
 
@@ -18,8 +17,7 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 def _spawn(args: list[str]) -> pexpect.spawn:
     # codec_errors: the terminal echoes ^C into the middle of a bar's multi-byte characters.
-    return pexpect.spawn(sys.executable, ["-m", "bpo_local", *args], env=cli_env(), encoding="utf-8",
-                         codec_errors="replace", timeout=300, dimensions=(40, 160))
+    return spawn_cli(*args, codec_errors="replace", timeout=300, dimensions=(40, 160))
 
 
 def _finish(child: pexpect.spawn) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from _store_helpers import smollm2_f16  # noqa: F401
 
 from bpo_local.errors import ConversionError, UsageError
 from bpo_local.models.quantize import QUANTS, parse_quants, quantize

@@ -11,6 +11,7 @@ import pytest
 from _repl_helpers import make_result
 
 from bpo_local import runlog
+from bpo_local.cli.advice import describe
 from bpo_local.errors import BpoLocalError
 from bpo_local.runlog import MIGRATIONS, RunLog
 
@@ -109,8 +110,9 @@ def test_newer_schema_is_refused_with_a_fix(bpo_home: Path) -> None:
     db = sqlite3.connect(path)
     db.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
     db.close()
-    with pytest.raises(BpoLocalError, match="newer than this bpo-local knows.*--no-log"):
+    with pytest.raises(BpoLocalError, match="newer than this bpo-local knows") as info:
         RunLog.open(path)
+    assert describe(info.value).endswith("; upgrade bpo-local or pass --no-log")
 
 
 def test_a_file_that_is_not_a_database_is_a_one_line_error(bpo_home: Path) -> None:
@@ -118,7 +120,8 @@ def test_a_file_that_is_not_a_database_is_a_one_line_error(bpo_home: Path) -> No
     path.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(BpoLocalError) as info:
         RunLog.open(path)
-    assert "move it away or pass --no-log" in str(info.value) and "\n" not in str(info.value)
+    assert "is unusable" in str(info.value) and "\n" not in str(info.value)
+    assert describe(info.value).endswith("; move it away or pass --no-log")
 
 
 def test_entry_survives_a_killed_process(bpo_home: Path) -> None:

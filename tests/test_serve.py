@@ -178,6 +178,7 @@ def test_a_prompt_over_the_context_is_400_naming_both_sizes(client: openai.OpenA
         error = caught.value.body
         assert error["code"] == "context_length_exceeded"
         assert "2048" in error["message"] and "prompt is 25" in error["message"], error
+        assert "shorten the prompt" in error["message"] and "--" not in error["message"], error  # no CLI flag
 
 
 def test_a_body_over_the_limit_is_413(server: BpoServer) -> None:

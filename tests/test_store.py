@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from _store_helpers import store_files, tiny_gguf  # noqa: F401
+from _store_helpers import store_files
 
 from bpo_local.errors import ModelNotFound, StoreError
 from bpo_local.models.store import ModelStore, model_name

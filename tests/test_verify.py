@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _store_helpers import eval_pairs, smollm2_f16  # noqa: F401
 
 from bpo_local.errors import UsageError
 from bpo_local.models.quantize import quantize

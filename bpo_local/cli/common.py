@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
-
-from ..errors import UsageError
 
 if TYPE_CHECKING:
     from rich.console import Console
 
     from ..config import Config
+    from ..open import Choice
     from ..optimizer import Optimizer
 
 
@@ -66,53 +64,16 @@ def status_console() -> Console:
     return Console(stderr=True, quiet=not sys.stderr.isatty())
 
 
-def choose_backend(args: argparse.Namespace) -> tuple[str, ...] | Path:
-    """What the options name, resolved once: the servers' URLs, or the local model's path."""
-    from ..config import configured_servers, load_config
-
-    config = load_config()
-    if args.model and args.server:
-        raise UsageError("--model and --server name two different backends; give one")
-    servers = configured_servers(args.server, args.model, config)
-    return servers if servers else _resolve_or_offer_build(args.model, config)
-
-
-def load_optimizer(args: argparse.Namespace, choice: tuple[str, ...] | Path | None = None) -> Optimizer:
-    """Load the model the options name (or ``choice`` from ``choose_backend``), with a spinner on a
-    terminal: a local GGUF, or the servers given by --server."""
-    from ..config import configured_server_key, load_config
-    from ..optimizer import connect, load
-
-    config = load_config()
-    path = choice if choice is not None else choose_backend(args)
-    if isinstance(path, tuple):
-        with status_console().status(f"connecting to {', '.join(path)}"):
-            return connect(path, kind=args.server_kind or config.server_kind,
-                           api_key=configured_server_key(args.server_key, config))
-    with status_console().status(f"loading {path.name}"):
-        return load(
-            path,
-            gpu_layers=_first(args.gpu_layers, config.gpu_layers),
-            ctx=_first(args.ctx, config.ctx),
-            threads=_first(args.threads, config.threads),
-            cpu_buffers=args.cpu_buffers or config.cpu_buffers,
-            verbose=args.debug,
-        )
-
-
-def _resolve_or_offer_build(model: str | None, config: Config) -> Path:
-    """``resolve_model``; when nothing is configured and the store is empty, a user at a terminal is
-    offered to build the default model (elsewhere the one-line error says how)."""
-    from ..config import configured_model
-    from ..errors import ModelNotFound
-    from ..models.resolve import resolve_model
+def choose_or_build(args: argparse.Namespace) -> Choice:
+    """What the options name, resolved once (``open.choose_backend``): the servers' URLs, or the local model's
+    path; when nothing names a model and the store is empty, a user at a terminal is offered a build."""
+    from ..errors import NoModel
+    from ..open import choose_backend
 
     try:
-        return resolve_model(model, config)
-    except ModelNotFound:
-        if configured_model(model, config) is not None:
-            raise
-        from ..models.build import offer_default_build
+        return choose_backend(args.model, args.server)
+    except NoModel:  # nothing names a model (a named one that is missing is another error)
+        from .build import offer_default_build
 
         built = offer_default_build(status_console())
         if built is None:
@@ -120,18 +81,21 @@ def _resolve_or_offer_build(model: str | None, config: Config) -> Path:
         return built
 
 
-def _first(*values: int | None) -> int | None:
-    return next((v for v in values if v is not None), None)
+def load_optimizer(args: argparse.Namespace, choice: Choice | None = None) -> Optimizer:
+    """Open BPO on what the options name (or ``choice`` from ``choose_or_build``), with a spinner on a
+    terminal: a local GGUF, or the servers given by --server."""
+    from ..open import open_optimizer
+
+    settings = given(args)
+    choice = choice if choice is not None else choose_or_build(args)
+    what = f"connecting to {', '.join(choice)}" if isinstance(choice, tuple) else f"loading {choice.name}"
+    with status_console().status(what):
+        return open_optimizer(choice, settings, verbose=args.debug)
 
 
-def advice(exc: BaseException) -> str:
-    """What the CLI adds to a library error: the flag or setting that changes the outcome."""
-    from ..errors import ServerError, Unsupported
+def given(args: argparse.Namespace) -> Config:
+    """The settings ``add_model_options`` parsed, in the config file's shape (None: not given)."""
+    from ..config import Config
 
-    if isinstance(exc, Unsupported):
-        return "; run BPO on llama.cpp's llama-server or vLLM, or locally with --model"
-    if isinstance(exc, ServerError):
-        if "API key" in str(exc):
-            return "; pass the right --server-key (or BPO_LOCAL_SERVER_KEY)"
-        return "; check --server (or BPO_LOCAL_SERVER / `server` in config.toml); with --resume, rerun to continue"
-    return ""
+    return Config(server_kind=args.server_kind, server_key=args.server_key, gpu_layers=args.gpu_layers,
+                  ctx=args.ctx, threads=args.threads, cpu_buffers=args.cpu_buffers)

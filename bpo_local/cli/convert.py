@@ -35,9 +35,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..config import models_dir
-    from ..models.build import DEFAULT_SOURCE, ConvertPlan, convert, progress_bars
+    from ..models.build import DEFAULT_SOURCE, ConvertPlan, convert
     from ..models.quantize import parse_quants
     from ..models.store import ModelStore
+    from .build import progress_bars
     from .common import status_console
     from .models import print_builds
     from .verify import print_results

@@ -7,11 +7,15 @@ import json
 import os
 import platform
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .. import __version__
 from ..errors import BpoLocalError
-from .common import add_model_options, load_optimizer
+from ..version import __version__
+from .advice import describe
+from .common import add_model_options, given, load_optimizer
+
+if TYPE_CHECKING:
+    from ..optimizer import Optimizer
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -92,26 +96,23 @@ def _paths() -> dict[str, str]:
 
 def _model(args: argparse.Namespace) -> dict[str, Any]:
     """The model optimize would load: its facts, ``{"none": why}`` when none is set up, or ``{"error": why}``."""
-    from ..config import configured_model, load_config
-    from ..errors import ModelNotFound
+    from ..errors import NoModel
     from ..presets import CHAT_TEMPLATE_JINJA
-    from .common import choose_backend
+    from .common import choose_or_build
 
     try:
-        config = load_config()
-        configured = configured_model(args.model, config)
-        choice = choose_backend(args)
-    except ModelNotFound as exc:
-        return {"error": str(exc)} if configured else {"none": str(exc)}
+        choice = choose_or_build(args)
+    except NoModel as exc:
+        return {"none": describe(exc)}
     except BpoLocalError as exc:
-        return {"error": str(exc)}
+        return {"error": describe(exc)}
     if isinstance(choice, tuple):
         return _servers(choice, args)
     try:
         with load_optimizer(args, choice) as opt:
             info = opt.info
     except BpoLocalError as exc:
-        return {"error": str(exc)}
+        return {"error": describe(exc)}
     template = info.chat_template
     return {
         "path": str(info.path),
@@ -137,43 +138,43 @@ BPO_PROBE_IDS = [1, 518, 25580, 29962]
 
 def _servers(urls: tuple[str, ...], args: argparse.Namespace) -> dict[str, Any]:
     """Each server's kind, version, model, context, slots, and whether BPO runs there exactly."""
-    from ..backends.remote import probe
-    from ..config import configured_server_key, load_config
-    from ..optimizer import Optimizer
+    from ..open import open_optimizer
     from ..presets import AGGRESSIVE, CHAT_TEMPLATE_JINJA, STABLE
 
-    config = load_config()
     servers = []
     for url in urls:
         try:
-            endpoint = probe(url, kind=args.server_kind or config.server_kind,
-                             api_key=configured_server_key(args.server_key, config))
+            opt = open_optimizer((url,), given(args))
         except BpoLocalError as exc:
-            servers.append({"url": url, "error": str(exc)})
+            servers.append({"url": url, "error": describe(exc)})
             continue
-        from ..backends.remote import Fleet, RemoteBackend
-
-        facts = endpoint.facts
-        with Optimizer(RemoteBackend(Fleet([endpoint]))) as opt:
-            modes = {}
-            for preset in (STABLE, AGGRESSIVE):
-                try:
-                    notes = opt._plan(preset)[1]
-                    modes[preset.name] = "exact" if not notes else "same candidates (" + "; ".join(notes) + ")"
-                except BpoLocalError as exc:
-                    modes[preset.name] = f"cannot: {exc}"
-            try:
-                bpo_vocab = endpoint.tokenize(BPO_PROBE, add_bos=True, parse_special=False) == BPO_PROBE_IDS
-            except BpoLocalError:
-                bpo_vocab = False
-        servers.append({
-            "url": facts.url, "kind": facts.kind, "version": facts.version, "model": facts.model,
-            "context": facts.n_ctx, "slots": facts.slots, "bpo_vocabulary": bpo_vocab,
-            "bpo_chat_template": facts.chat_template == CHAT_TEMPLATE_JINJA if facts.chat_template else None,
-            "modes": modes, "how": list(endpoint.capabilities.notes),
-        })
+        with opt:
+            info, said = opt.info, opt.info.metadata
+            servers.append({
+                "url": said["url"], "kind": said["kind"], "version": said["version"], "model": info.title,
+                "context": info.n_ctx, "slots": int(said["slots"]) if "slots" in said else None,
+                "bpo_vocabulary": _bpo_vocabulary(opt),
+                "bpo_chat_template": info.chat_template == CHAT_TEMPLATE_JINJA if info.chat_template else None,
+                "modes": {p.name: _fidelity(opt, p.name) for p in (STABLE, AGGRESSIVE)}, "how": list(opt.backend.capabilities.notes),
+            })
     failed = [s["error"] for s in servers if "error" in s]
     return {"servers": servers, **({"error": failed[0]} if failed else {})}
+
+
+def _fidelity(opt: Optimizer, mode: str) -> str:
+    """Whether ``mode`` runs there exactly, with the same candidates by other means, or not at all."""
+    try:
+        notes = opt.adaptations(mode)
+    except BpoLocalError as exc:
+        return f"cannot: {exc}"
+    return "exact" if not notes else "same candidates (" + "; ".join(notes) + ")"
+
+
+def _bpo_vocabulary(opt: Optimizer) -> bool:
+    try:
+        return opt.backend.tokenize(BPO_PROBE, add_bos=True, parse_special=False) == BPO_PROBE_IDS
+    except BpoLocalError:
+        return False
 
 
 def _print(report: dict[str, Any]) -> None:

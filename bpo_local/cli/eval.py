@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import BpoLocalError, UsageError
 from ..presets import MODES
+from .advice import describe
 from .common import add_model_options, load_optimizer, status_console
 
 if TYPE_CHECKING:
@@ -222,7 +223,9 @@ def _open(args: argparse.Namespace, role: str, console: Console) -> ChatTarget:
             return open_target(source, model=getattr(args, f"{role}_model"), key=key, gpu_layers=args.gpu_layers,
                                threads=args.threads, cpu_buffers=cpu_buffers, verbose=args.debug)
     except BpoLocalError as exc:
-        raise type(exc)(f"--{role} {source}: {exc}") from exc
+        named = BpoLocalError(f"--{role} {source}: {describe(exc)}")
+        named.exit_code = exc.exit_code
+        raise named from exc
 
 
 class _Bars:

@@ -9,7 +9,8 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from .. import __version__, crash
+from .. import crash
+from ..version import __version__
 from ..errors import BpoLocalError
 
 COMMANDS = ("optimize", "repl", "serve", "eval", "convert", "models", "verify", "log", "doctor")
@@ -53,9 +54,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BpoLocalError as exc:
         if args.debug:
             traceback.print_exc()
-        from .common import advice
+        from .advice import describe
 
-        print(f"error: {exc}{advice(exc)}", file=sys.stderr)
+        print(f"error: {describe(exc)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         if args.debug:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError
 from ..presets import MODES, parse_parameter
+from .advice import describe
 from .common import add_model_options, load_optimizer, positive_int, status_console
 
 if TYPE_CHECKING:
@@ -177,7 +178,7 @@ def _record(opt: Optimizer, result: OptimizeResult, log: RunLog | None) -> None:
 
 
 def _format(result: OptimizeResult) -> str:
-    from .render import format_candidates
+    from ..optimizer import format_candidates
 
     return format_candidates(result.candidates)
 
@@ -220,7 +221,7 @@ def _run_batch(args: argparse.Namespace) -> int:
 
                     parallel = args.parallel or DEFAULT_PARALLEL
                     failed = process(todo, lambda prompts: opt.optimize_many(prompts, parallel=parallel, **sampling),
-                                     sink, on_item)
+                                     sink, on_item, describe)
         if resume:
             failed = resume.failed
     if failed:

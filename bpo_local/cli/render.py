@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import IO, TYPE_CHECKING
 
@@ -22,16 +22,12 @@ from rich.text import Text
 
 from ..batch import BatchItem, answer_record, error_record
 from ..journal import dumps
+from ..optimizer import format_candidates
 
 if TYPE_CHECKING:
     from ..optimizer import OptimizeResult, OptimizeStream
 
-SEPARATOR = "---"
 _ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
-
-
-def format_candidates(candidates: Sequence[str]) -> str:
-    return f"\n{SEPARATOR}\n".join(candidates)
 
 
 def escape_line(text: str) -> str:

@@ -39,10 +39,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..config import models_dir
-    from ..models.build import Bars, progress_bars
+    from ..models.build import Bars
     from ..models.resolve import resolve_model
     from ..models.store import ModelStore
     from ..models.verify import Reference, compare, load_pairs
+    from .build import progress_bars
     from .common import status_console
 
     store = ModelStore(models_dir())

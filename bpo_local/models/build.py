@@ -8,14 +8,13 @@ store only when its GGUF and then its manifest are in place.
 from __future__ import annotations
 
 import shutil
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .. import __version__
+from ..version import __version__
 from ..errors import ConversionError
 from ..gguf_header import read_header
 from ..presets import PRESETS, Preset, raw_chat_template
@@ -24,7 +23,6 @@ from .quantize import DEFAULT_QUANTS, quantize
 from .store import Build, ModelStore, model_name
 
 if TYPE_CHECKING:
-    from rich.console import Console
     from rich.progress import Progress, TaskID
 
 DEFAULT_DOWNLOAD = "~13.5 GB"
@@ -122,37 +120,6 @@ def convert(plan: ConvertPlan, store: ModelStore, *, progress: Progress | None =
             kept = source.gguf if source.owned else _copy(source.gguf, work)
             builds.append(_add(store, kept, source, source.outtype, None))
     return builds
-
-
-def offer_default_build(console: Console) -> Path | None:
-    """On a terminal, offer to build the default model when the store is empty; the new default build's
-    path, or None (declined, or not a terminal: the caller shows how to build it)."""
-    if not (sys.stdin.isatty() and sys.stderr.isatty()):
-        return None
-    from rich.prompt import Confirm
-
-    from ..config import models_dir
-
-    store = ModelStore(models_dir())
-    console.print(f"No BPO model is built yet. Building one downloads {DEFAULT_SOURCE} ({DEFAULT_DOWNLOAD}), "
-                  f"converts and quantizes it to {', '.join(DEFAULT_QUANTS)} in {store.root}.",
-                  highlight=False)
-    if not Confirm.ask("Build it now?", console=console, default=False):
-        console.print(f"Later: `bpo-local convert {DEFAULT_SOURCE}`", highlight=False)
-        return None
-    with progress_bars(console) as progress:
-        builds = convert(ConvertPlan(), store, progress=progress)
-    for build in builds:
-        console.print(f"built {build.name}: {build.path}", highlight=False)
-    return store.best()
-
-
-def progress_bars(console: Console) -> Progress:
-    """The bars a convert run shows (download, per tensor, per eval pair) on ``console``."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(TextColumn("{task.description:<18}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=console, transient=False)
 
 
 def tool_versions() -> dict[str, str]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..config import NO_MODEL_HELP, Config, config_path, configured_model, load_config, models_dir
-from ..errors import ModelNotFound
+from ..config import Config, config_path, configured_model, load_config, models_dir
+from ..errors import ModelNotFound, NoModel
 from .store import ModelStore
 
 
@@ -20,7 +20,7 @@ def resolve_model(arg: str | None, config: Config | None = None) -> Path:
         return _locate(source, store)
     best = store.best()
     if best is None:
-        raise ModelNotFound(NO_MODEL_HELP.format(config=config_path()))
+        raise NoModel(config_path())
     return best
 
 

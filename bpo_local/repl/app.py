@@ -16,6 +16,7 @@ from rich.text import Text
 from ..errors import BpoLocalError, UsageError
 from ..targets import ChatSettings, user_message
 from . import view
+from .advice import describe
 from .commands import dispatch
 from .input import prompt_session, unwrap
 from .session import Comparison, Session, Settings, Turn
@@ -99,7 +100,7 @@ class Repl:
             else:
                 self.optimize(prompt)
         except BpoLocalError as exc:
-            self.console.print(Text.assemble(("error: ", "bold red"), str(exc)))
+            self.console.print(Text.assemble(("error: ", "bold red"), describe(exc)))
 
     # turns
 

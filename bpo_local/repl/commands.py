@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from rich.text import Text
 
@@ -18,9 +18,30 @@ from . import view
 from .external import copy_to_clipboard, edit_text
 
 if TYPE_CHECKING:
-    from .app import Repl
+    from rich.console import Console
 
-Handler = Callable[["Repl", str], None]
+    from ..optimizer import Optimizer
+    from .session import Session, Settings
+
+
+class Repl(Protocol):
+    """What a command may use of the REPL (``app.Repl`` is the one there is); the table stays free of the app."""
+
+    optimizer: Optimizer
+    console: Console
+    settings: Settings
+    session: Session
+    prefill: str
+    running: bool
+
+    def optimize(self, prompt: str) -> None: ...
+    def compare(self, target: str | None) -> None: ...
+    def switch_model(self, name: str) -> None: ...
+    def show_banner(self) -> None: ...
+    def show_params(self) -> None: ...
+
+
+Handler = Callable[[Repl, str], None]
 
 STATS_TURNS = 10
 

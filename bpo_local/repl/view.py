@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from rich.console import Group, RenderableType
 from rich.panel import Panel
@@ -16,7 +16,6 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from ..backend import ModelInfo
-    from .commands import Command
     from .session import Turn
 
 WORDS = re.compile(r"\s+|[^\s]+")
@@ -122,7 +121,18 @@ def comparison(target: str, prompts: Sequence[str], answers: Sequence[Text | str
     return table
 
 
-def help_table(commands: Iterable[Command]) -> RenderableType:
+class HelpLine(Protocol):
+    """What ``/help`` shows of a command (``commands.Command`` has it; the view needs no more)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def usage(self) -> str: ...
+    @property
+    def help(self) -> str: ...
+
+
+def help_table(commands: Iterable[HelpLine]) -> RenderableType:
     table = Table(show_header=False, box=None, padding=(0, 2))
     for cmd in commands:
         table.add_row(Text(f"/{cmd.name} {cmd.usage}".rstrip(), style="bold"), Text(cmd.help))

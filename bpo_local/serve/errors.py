@@ -7,15 +7,25 @@ facts, this module adds the HTTP status and, where it helps, the advice a client
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from ..errors import BpoLocalError, PromptTooLong, UsageError
-from .owner import QueueFull, ServerClosing
-from .proxy import UpstreamError, UpstreamTimeout, UpstreamUnreachable
+from ..errors import (
+    BpoLocalError,
+    ContextFull,
+    InvalidSetting,
+    PromptTooLong,
+    QueueFull,
+    ServerClosing,
+    UpstreamError,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+    UsageError,
+)
 
 RETRY_AFTER_SECONDS = 1
 
@@ -43,21 +53,28 @@ def error_body(message: str, type: str, code: str | None = None) -> dict[str, An
     return {"error": {"message": message, "type": type, "code": code}}
 
 
+Advice = Callable[[Any], str]
+ADVICE: tuple[tuple[type[BpoLocalError], int, str, str | None, Advice | None], ...] = (
+    (QueueFull, 429, "rate_limit_error", "queue_full", lambda e: f"retry in {RETRY_AFTER_SECONDS} s"),
+    (UpstreamUnreachable, 502, "upstream_error", "upstream_unreachable", None),
+    (UpstreamTimeout, 504, "upstream_error", "upstream_timeout", None),
+    (ServerClosing, 503, "server_error", "shutting_down", None),
+    (PromptTooLong, 400, "invalid_request_error", "context_length_exceeded",
+     lambda e: f"shorten the prompt to under {e.n_ctx} tokens"),
+    (ContextFull, 500, "server_error", "context_full", lambda e: "ask for fewer max_tokens or candidates (n)"),
+    (InvalidSetting, 400, "invalid_request_error", "invalid_value", lambda e: f"send {e.name} >= {e.minimum}"),
+    (UsageError, 400, "invalid_request_error", "invalid_value", None),
+)
+"""Library error -> status, type, code and what the client can change; the first class that matches wins."""
+
+
 def from_library(err: BpoLocalError) -> ApiError:
-    """The status and body for a library error."""
-    if isinstance(err, QueueFull):
-        return ApiError(429, f"{err}; retry in {RETRY_AFTER_SECONDS} s", "rate_limit_error", "queue_full",
-                        {"Retry-After": str(RETRY_AFTER_SECONDS)})
-    if isinstance(err, UpstreamUnreachable):
-        return ApiError(502, str(err), "upstream_error", "upstream_unreachable")
-    if isinstance(err, UpstreamTimeout):
-        return ApiError(504, str(err), "upstream_error", "upstream_timeout")
-    if isinstance(err, ServerClosing):
-        return ApiError(503, str(err), "server_error", "shutting_down")
-    if isinstance(err, PromptTooLong):
-        return ApiError(400, str(err), "invalid_request_error", "context_length_exceeded")
-    if isinstance(err, UsageError):
-        return ApiError(400, str(err), "invalid_request_error", "invalid_value")
+    """The status and body for a library error: its facts, then the advice a client can act on."""
+    for cls, status, kind, code, advice in ADVICE:
+        if isinstance(err, cls):
+            message = f"{err}; {advice(err)}" if advice else str(err)
+            headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if status == 429 else None
+            return ApiError(status, message, kind, code, headers)
     return ApiError(500, str(err), "server_error")
 
 

@@ -26,7 +26,7 @@ _MAX_HELD_BYTES = 1 << 20
 
 
 def content(result: OptimizeResult) -> str:
-    from ..cli.render import format_candidates
+    from ..optimizer import format_candidates
 
     return format_candidates(result.candidates)
 

@@ -19,7 +19,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from ..backend import BatchGeneration, Request, RequestDone
-from ..errors import BpoLocalError, UsageError
+from ..errors import BpoLocalError, QueueFull, ServerClosing, UsageError
 from ..optimizer import CandidateDelta, Optimizer, OptimizeResult
 from ..presets import Overrides
 
@@ -31,14 +31,6 @@ _logger = logging.getLogger(__name__)
 
 _IDLE_POLL_SECONDS = 0.2
 """How often an idle owner looks up from the empty queue to see whether it should stop."""
-
-
-class QueueFull(BpoLocalError):
-    """Every place in the queue is taken."""
-
-
-class ServerClosing(BpoLocalError):
-    """The server is shutting down and takes no more work."""
 
 
 class Ticket:

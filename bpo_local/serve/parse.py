@@ -75,7 +75,7 @@ def optimization(body: dict[str, Any], default_mode: str, default_seed: int | No
             raise ApiError(400, f"{names[0]} must be an integer, got {value!r}", code="invalid_value")
         values[key] = value
     if values["n"] is not None and values["n"] > max_n:
-        raise ApiError(400, f"n {values['n']} is over this server's limit of {max_n} (serve --max-n)",
+        raise ApiError(400, f"n {values['n']} is over this server's limit of {max_n}; ask for at most {max_n}",
                        code="invalid_value")
     for key in _FLOATS:
         value = body.get(key)
@@ -114,8 +114,8 @@ def prompts(body: dict[str, Any], max_prompts: int = 1) -> list[str]:
         if not isinstance(items, list) or not items or not all(isinstance(p, str) for p in items):
             raise ApiError(400, "prompts must be a non-empty list of strings", code="invalid_value")
         if len(items) > max_prompts:
-            raise ApiError(400, f"{len(items)} prompts are over this server's limit of {max_prompts} per request "
-                           "(serve --max-prompts); send them in several requests", code="invalid_value")
+            raise ApiError(400, f"{len(items)} prompts are over this server's limit of {max_prompts} per request; "
+                           "send them in several requests", code="invalid_value")
         return items
     prompt = body.get("prompt")
     if isinstance(prompt, list) and len(prompt) == 1:

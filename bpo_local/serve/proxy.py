@@ -9,7 +9,8 @@ from typing import Any
 
 import httpx
 
-from ..errors import BpoLocalError
+from ..backends.remote.http import transport_error
+from ..errors import UpstreamError, UpstreamTimeout, UpstreamUnreachable
 
 _DROPPED_REQUEST_HEADERS = frozenset({
     "host", "content-length", "authorization", "accept-encoding", "connection", "keep-alive", "transfer-encoding",
@@ -22,24 +23,6 @@ _DROPPED_RESPONSE_HEADERS = frozenset({
     "content-length", "content-encoding", "transfer-encoding", "connection", "keep-alive", "date", "server",
     "set-cookie",
 })
-
-
-class UpstreamUnreachable(BpoLocalError):
-    """The upstream could not be reached (refused, reset, DNS)."""
-
-
-class UpstreamTimeout(BpoLocalError):
-    """The upstream did not answer in time."""
-
-
-class UpstreamError(Exception):
-    """The upstream answered with an error status: its status and body are passed on as they are."""
-
-    def __init__(self, status: int, body: bytes, content_type: str) -> None:
-        super().__init__(f"upstream answered {status}")
-        self.status = status
-        self.body = body
-        self.content_type = content_type
 
 
 @dataclass
@@ -86,10 +69,8 @@ class Upstream:
                                              headers=self._headers(client_headers))
         try:
             response = await self._client.send(request, stream=True)
-        except httpx.TimeoutException:
-            raise UpstreamTimeout(f"upstream {url} did not answer in time") from None
         except httpx.TransportError as exc:
-            raise UpstreamUnreachable(f"cannot reach upstream {url}: {exc or type(exc).__name__}") from None
+            raise transport_error(exc, f"upstream {url}", UpstreamUnreachable, UpstreamTimeout) from None
         headers = {k: v for k, v in response.headers.items() if k.lower() not in _DROPPED_RESPONSE_HEADERS}
         if response.status_code >= 400:
             try:

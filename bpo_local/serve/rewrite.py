@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from ..errors import BpoLocalError
-from .owner import EngineOwner, QueueFull, ServerClosing
+from ..errors import BpoLocalError, QueueFull, ServerClosing
+from .owner import EngineOwner
 from .parse import OFF
 
 REWRITTEN = "rewritten"

@@ -10,10 +10,9 @@ from typing import Any, TypeVar
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from ..errors import BpoLocalError
+from ..errors import BpoLocalError, QueueFull, ServerClosing
 from . import openai, parse
 from .errors import ClientGone, error_body, from_library
-from .owner import QueueFull, ServerClosing
 from .rewrite import Rewrite
 
 T = TypeVar("T")

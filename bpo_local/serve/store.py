@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import data_dir, private_file
-from ..errors import BpoLocalError
+from ..errors import RewriteStoreError
 
 STORE_NAME = "rewrites.db"
 DEFAULT_CAPACITY = 10_000
@@ -32,10 +32,6 @@ CREATE TABLE IF NOT EXISTS rewrites (
     used REAL NOT NULL
 )
 """
-
-
-class RewriteStoreError(BpoLocalError):
-    """The rewrite store's file cannot be opened or written."""
 
 
 def default_path() -> Path:

@@ -16,11 +16,12 @@ import logging
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from ..errors import RewriteStoreError
 from .errors import ApiError
 from .owner import EngineOwner
 from .parse import OFF, message_text, with_text
 from .rewrite import FOLLOW_UP, NOT_A_USER_TURN, REMEMBERED, Rewrite, rewrite
-from .store import RewriteStore, RewriteStoreError, turn_key
+from .store import RewriteStore, turn_key
 
 _logger = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ class Rewriter:
         index, text = new
         if turns == "first" and any(_is_user(m) for m in messages[:index]):
             return Rewrite(mode, text, turn=FOLLOW_UP, reason="a follow-up: BPO rewrites a conversation's first "
-                           "user turn only (X-BPO-Turns: all, or serve --turns all, rewrites each)")
+                           "user turn only (the header X-BPO-Turns: all rewrites each)")
         key = keys[index]
         if key in stored:
             return Rewrite(mode, text, stored[key], turn=REMEMBERED)

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 
 from ..backend import Timings
+from ..backends.remote.http import transport_error
 from ..errors import TargetError, TargetUnreachable
 from . import ChatAnswer, ChatSettings, Message
 
@@ -84,7 +85,7 @@ def _send(client: httpx.Client, request: httpx.Request, *, stream: bool = False)
     try:
         response = client.send(request, stream=stream)
     except httpx.TransportError as exc:
-        raise TargetUnreachable(f"cannot reach {request.url}: {_reason(exc)}") from exc
+        raise transport_error(exc, str(request.url), TargetUnreachable) from exc
     if response.status_code < 400:
         return response
     try:
@@ -95,10 +96,6 @@ def _send(client: httpx.Client, request: httpx.Request, *, stream: bool = False)
     if response.status_code in (401, 403):
         raise TargetUnreachable(message)
     raise TargetError(message)
-
-
-def _reason(exc: httpx.TransportError) -> str:
-    return str(exc) or type(exc).__name__
 
 
 def _error_message(body: bytes) -> str:
@@ -145,7 +142,7 @@ class OpenAIStream:
                     self._parts.append(piece)
                     yield piece
         except httpx.TransportError as exc:
-            raise TargetUnreachable(f"{self._base} stopped answering: {_reason(exc)}") from exc
+            raise transport_error(exc, self._base, TargetUnreachable) from exc
         finally:
             self._done = True
             self._response.close()

@@ -42,7 +42,7 @@ class BufferChoice:
 
     @property
     def reasons(self) -> tuple[str, ...]:
-        return tuple(CRASHING.get(name, f"--cpu-buffers {self.policy}") for name in self.excluded)
+        return tuple(CRASHING.get(name, f"the {self.policy!r} policy") for name in self.excluded)
 
 
 class _ExtraTypes:

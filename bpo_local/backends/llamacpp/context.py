@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
-from ...errors import GenerationError
+from ...errors import ContextFull, DecodeFailed
 from .native import llama
 
 if TYPE_CHECKING:
@@ -143,9 +143,9 @@ class Context:
         if rc != 0 and cached:
             self._forget_cache()
         if rc == 1:
-            raise GenerationError(f"the context of {self.n_ctx} tokens is full; raise it with --ctx")
+            raise ContextFull(self.n_ctx)
         if rc != 0:
-            raise GenerationError(f"llama.cpp failed to decode a batch (code {rc}); retry with --debug for its log")
+            raise DecodeFailed(rc)
         self._extend_cache(cached)
 
     def stage(self, prompt: Sequence[int]) -> tuple[list[Entry], int]:

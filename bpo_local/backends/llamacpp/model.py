@@ -9,7 +9,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ...backend import Capabilities, ModelInfo, Request, RequestDone
-from ...errors import BpoLocalError, ModelLoadError, ModelNotFound, PromptTooLong, UsageError
+from ...errors import (
+    BpoLocalError,
+    ContextTooBig,
+    InvalidSetting,
+    LlamaCppRefused,
+    ModelIsFolder,
+    ModelLoadError,
+    ModelNotFound,
+    PromptTooLong,
+    UsageError,
+)
 from . import buffers, sampling
 from .context import Context
 from .generation import BatchGeneration, Generation
@@ -59,11 +69,7 @@ class Engine:
         self.buffers = buffers.apply(cpu_buffers, params)
         self._model = lib.llama_model_load_from_file(os.fsencode(path), params)
         if not self._model:
-            if gpu and n_gpu_layers != 0:
-                raise ModelLoadError(f"could not load {path.name} with {gpu} offload; if the GPU is out of memory "
-                                     "offload fewer layers with --gpu-layers (--debug shows llama.cpp's reason)")
-            raise ModelLoadError(f"model file {path.name} is truncated, damaged or of an unsupported architecture; "
-                                 "re-download or rebuild it (--debug shows llama.cpp's reason)")
+            raise LlamaCppRefused(path.name, gpu if gpu and n_gpu_layers != 0 else None)
         try:
             self._vocab = Vocab(lib.llama_model_get_vocab(self._model))
             self._context = self._new_context(path, n_ctx, n_threads, n_seq_max)
@@ -95,8 +101,7 @@ class Engine:
         params.no_perf = True
         ctx = lib.llama_init_from_model(self._model, params)
         if not ctx:
-            raise ModelLoadError(f"could not create a context of {n_ctx} tokens for {path.name}; "
-                                 "lower it with --ctx or offload fewer layers with --gpu-layers")
+            raise ContextTooBig(path.name, n_ctx)
         return Context(ctx, self._vocab.n_vocab)
 
     # tokenizer
@@ -177,8 +182,7 @@ class Engine:
     def _check_fits(self, n_tokens: int) -> None:
         n_ctx = self.info.n_ctx
         if n_tokens > n_ctx:
-            raise PromptTooLong(f"prompt is {n_tokens} tokens but the context holds {n_ctx}; raise it with --ctx "
-                                f"(this model supports up to {self.info.n_ctx_train})")
+            raise PromptTooLong(n_tokens, n_ctx, n_ctx_train=self.info.n_ctx_train)
 
     def _live_context(self) -> Context:
         if self._context is None:
@@ -209,9 +213,9 @@ class Engine:
 
 def _check_settings(*, n_ctx: int | None, n_threads: int | None, n_seq_max: int, cpu_buffers: str) -> None:
     if n_ctx is not None and n_ctx < 1:
-        raise UsageError(f"the context must hold at least 1 token (got --ctx {n_ctx})")
+        raise InvalidSetting("ctx", n_ctx)
     if n_threads is not None and n_threads < 1:
-        raise UsageError(f"--threads must be at least 1 (got {n_threads})")
+        raise InvalidSetting("threads", n_threads)
     if n_seq_max < 2:
         raise UsageError(f"n_seq_max must be at least 2: one sequence holds the prompt cache (got {n_seq_max})")
     if cpu_buffers not in buffers.POLICIES:
@@ -223,7 +227,7 @@ def _check_file(path: Path) -> None:
     if not path.exists():
         raise ModelNotFound(f"model file {path} does not exist; check the path or list builds with `bpo-local models`")
     if path.is_dir():
-        raise ModelLoadError(f"{path} is a directory, not a GGUF file; point --model at the .gguf file inside")
+        raise ModelIsFolder(path)
     try:
         with open(path, "rb") as f:
             magic = f.read(4)

@@ -9,21 +9,42 @@ fleet must be of one kind. See ``llama_server`` and ``vllm`` for each request sh
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from ...errors import ServerError, UsageError
 from .backend import RemoteBackend
 from .endpoint import Endpoint, ServerFacts
 from .fleet import Fleet
-from .http import Rejected, Server, Unreachable
+from .http import Server
 from .llama_server import KIND as LLAMA_SERVER
 from .llama_server import LlamaServerEndpoint
 from .vllm import KIND as VLLM
 from .vllm import VllmEndpoint
 
-KINDS = (LLAMA_SERVER, VLLM)
 
-__all__ = ["KINDS", "Fleet", "Rejected", "RemoteBackend", "Server", "ServerFacts", "Unreachable", "connect", "probe"]
+@dataclass(frozen=True)
+class ServerKind:
+    """A dialect: what it is called, the GET that tells it apart, and the endpoint class that speaks it."""
+
+    name: str
+    title: str
+    path: str
+    answers: Callable[[Any], bool]
+    """Whether the reply to ``path`` is this kind's (a 404 is None)."""
+    endpoint: Callable[[Server, Any], Endpoint]
+
+
+SERVER_KINDS = (
+    ServerKind(LLAMA_SERVER, "llama.cpp's llama-server", "/props",
+               lambda reply: isinstance(reply, dict) and "default_generation_settings" in reply, LlamaServerEndpoint),
+    ServerKind(VLLM, "vLLM", "/version", lambda reply: isinstance(reply, dict) and "version" in reply, VllmEndpoint),
+)
+"""Tried in order; a new dialect is one module and one row."""
+KINDS = tuple(kind.name for kind in SERVER_KINDS)
+
+__all__ = ["KINDS", "SERVER_KINDS", "Fleet", "RemoteBackend", "Server", "ServerFacts", "ServerKind", "connect", "probe"]
 
 
 def probe(url: str, *, kind: str | None = None, api_key: str | None = None, timeout: float | None = None) -> Endpoint:
@@ -32,15 +53,15 @@ def probe(url: str, *, kind: str | None = None, api_key: str | None = None, time
         raise UsageError(f"unknown server kind {kind!r}; known: {', '.join(KINDS)}")
     server = Server(url, api_key=api_key, timeout=timeout)
     try:
-        props = server.get("/props", missing_ok=True) if kind in (None, LLAMA_SERVER) else None
-        if isinstance(props, dict) and "default_generation_settings" in props:
-            return LlamaServerEndpoint(server, props)
-        version = server.get("/version", missing_ok=True) if kind in (None, VLLM) else None
-        if isinstance(version, dict) and "version" in version:
-            return VllmEndpoint(server, version)
+        candidates = [k for k in SERVER_KINDS if kind in (None, k.name)]
+        for candidate in candidates:
+            reply = server.get(candidate.path, missing_ok=True)
+            if candidate.answers(reply):
+                return candidate.endpoint(server, reply)
         if kind is not None:
-            raise ServerError(f"{server.url} is not a {kind} (it does not answer {'/props' if kind == LLAMA_SERVER else '/version'} as one)")
-        raise ServerError(f"{server.url} is neither llama.cpp's llama-server (/props) nor vLLM (/version); "
+            raise ServerError(f"{server.url} is not a {kind} (it does not answer {candidates[0].path} as one)")
+        known = " nor ".join(f"{k.title} ({k.path})" for k in SERVER_KINDS)
+        raise ServerError(f"{server.url} is neither {known}; "
                           "llama-cpp-python's server cannot reproduce BPO's sampler order (temperature before top-p)")
     except BaseException:
         server.close()

@@ -16,10 +16,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from ...backend import GenerationResult, ModelInfo, Request, RequestDone, TokenEvent
-from ...errors import BpoLocalError, PromptTooLong, ServerError, UsageError
+from ...errors import BpoLocalError, PromptTooLong, ServerError, ServerRejected, UsageError
 from .endpoint import Endpoint
 from .fleet import Fleet
-from .http import Rejected
 
 _END = object()
 _IDLE_SECONDS = 0.005
@@ -34,8 +33,10 @@ class RemoteBackend:
         self.capabilities = head.capabilities
         self.eos_token = facts.eos_token
         urls = ", ".join(e.server.url for e in fleet.endpoints)
+        said = {"url": facts.url, "kind": facts.kind, "version": facts.version, "slots": facts.slots}
         self.info = ModelInfo(name=facts.model.rsplit("/", 1)[-1], title=facts.model, n_ctx=facts.n_ctx,
-                              backend=f"{facts.kind} {urls}", chat_template=facts.chat_template)
+                              backend=f"{facts.kind} {urls}", chat_template=facts.chat_template,
+                              metadata={k: str(v) for k, v in said.items() if v is not None})
 
     def _any(self, call):  # type: ignore[no-untyped-def]
         """``call(endpoint)`` on a server, retried on another if one fails."""
@@ -163,7 +164,7 @@ class RemoteBatch:
         try:
             result = self._fleet.run(request.n, limit, attempt, first=server)
             self._done.put(RequestDone(index, result=result))
-        except (Rejected, PromptTooLong, UsageError) as exc:  # this request's own fault: the others go on
+        except (ServerRejected, PromptTooLong, UsageError) as exc:  # this request's own fault: the others go on
             self._done.put(RequestDone(index, error=exc))
         except BaseException as exc:
             self._done.put(exc)

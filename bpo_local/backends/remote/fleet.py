@@ -2,8 +2,8 @@
 
 A request goes to the server with the fewest sequences outstanding that has room (``limit``
 sequences per server; a server with none outstanding always has room). When a server fails with
-``Unreachable`` it rests (1 s, doubling to 30 s) and the request is retried on another, up to
-``attempts`` times; a request that is rejected (``Rejected``, ``PromptTooLong``) or hits another error is
+``ServerUnreachable`` it rests (1 s, doubling to 30 s) and the request is retried on another, up to
+``attempts`` times; a request that is rejected (``ServerRejected``, ``PromptTooLong``) or hits another error is
 not retried. A streamed request is retried only while it has shown nothing.
 """
 
@@ -14,9 +14,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from ...errors import ServerError
+from ...errors import ServerError, ServerUnreachable
 from .endpoint import Endpoint
-from .http import Unreachable
 
 T = TypeVar("T")
 REST_FIRST, REST_MAX = 1.0, 30.0
@@ -67,7 +66,7 @@ class Fleet:
         for attempt in range(1, self.attempts + 1):
             try:
                 result = work(self.endpoints[index])
-            except Unreachable as exc:
+            except ServerUnreachable as exc:
                 self.release(index, need, failed=True)
                 if attempt == self.attempts or not retryable():
                     raise ServerError(f"{exc} (after {attempt} attempt(s) on {len(self.endpoints)} server(s))") from None

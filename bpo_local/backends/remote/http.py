@@ -1,31 +1,40 @@
 """One server over HTTP (httpx): JSON calls and server-sent events, failures as one-line facts.
 
-``Unreachable`` (connection refused or dropped, time-out, 5xx, a reply that is not what the API
-returns) may succeed on another server; ``Rejected`` is this request's own fault (HTTP 400: e.g. the
-prompt does not fit) and would fail anywhere; any other ``ServerError`` (a refused API key) ends the run.
+``ServerUnreachable`` (connection refused or dropped, time-out, 5xx, a reply that is not what the API
+returns) may succeed on another server; ``ServerRejected`` is this request's own fault (HTTP 400: e.g. the
+prompt does not fit) and would fail anywhere; ``ServerAuth`` (a refused API key) ends the run.
+
+``transport_error`` is the package's one reading of httpx's failures: remote backends, targets and
+``serve``'s proxy all turn an ``httpx.HTTPError`` into their error class through it.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import httpx
 
-from ...errors import ServerError
+from ...errors import ServerAuth, ServerRejected, ServerUnreachable
+
+E = TypeVar("E", bound=Exception)
 
 CONNECT_TIMEOUT = 5.0
 DEFAULT_TIMEOUT = 600.0
 """Seconds a reply may take to start (a long generation on a busy server); streams wait per event."""
 
 
-class Unreachable(ServerError):
-    """The server did not answer usably; another server may."""
-
-
-class Rejected(ServerError):
-    """The server refused this request (HTTP 400); another server would too."""
+def transport_error(exc: httpx.HTTPError, where: str, unreachable: Callable[[str], E],
+                    timed_out: Callable[[str], E] | None = None) -> E:
+    """``exc`` (httpx failed to talk to ``where``) as one-line facts in the caller's error class
+    (``timed_out`` for a time-out, when the caller tells those apart)."""
+    name = type(exc).__name__
+    if isinstance(exc, httpx.TimeoutException):
+        return (timed_out or unreachable)(f"{where} did not answer in time ({name})")
+    if isinstance(exc, httpx.ConnectError):
+        return unreachable(f"cannot reach {where}: connection refused or host unknown ({exc or name})")
+    return unreachable(f"{where} dropped the connection ({name}{': ' + str(exc) if str(exc) else ''})")
 
 
 class Server:
@@ -61,7 +70,7 @@ class Server:
                         return
                     event = self._json(data, path)
                     if isinstance(event, dict) and "error" in event:
-                        raise Unreachable(f"{self.url}{path} failed mid-stream: {_message(event)}")
+                        raise ServerUnreachable(f"{self.url}{path} failed mid-stream: {_message(event)}")
                     yield event
         except httpx.HTTPError as exc:
             raise self._transport(exc, path) from None
@@ -89,24 +98,20 @@ class Server:
             detail = reply.text.strip().replace("\n", " ")[:200] or reply.reason_phrase
         where = f"{self.url}{path}"
         if code in (401, 403):
-            raise ServerError(f"{where} refused the API key (HTTP {code}: {detail})")
+            raise ServerAuth(where, code, detail)
         if code == 400:
-            raise Rejected(f"{where} rejected the request (HTTP 400: {detail})")
-        raise Unreachable(f"{where} answered HTTP {code}: {detail}")
+            raise ServerRejected(f"{where} rejected the request (HTTP 400: {detail})")
+        raise ServerUnreachable(f"{where} answered HTTP {code}: {detail}")
 
     def _json(self, text: str, path: str) -> Any:
         try:
             return json.loads(text)
         except ValueError:
             shown = text.strip().replace("\n", " ")[:80]
-            raise Unreachable(f"{self.url}{path} sent a reply that is not JSON: {shown!r}") from None
+            raise ServerUnreachable(f"{self.url}{path} sent a reply that is not JSON: {shown!r}") from None
 
-    def _transport(self, exc: httpx.HTTPError, path: str) -> Unreachable:
-        if isinstance(exc, httpx.ConnectError):
-            return Unreachable(f"cannot reach {self.url}: connection refused or host unknown ({exc})")
-        if isinstance(exc, httpx.TimeoutException):
-            return Unreachable(f"{self.url}{path} timed out ({type(exc).__name__})")
-        return Unreachable(f"{self.url}{path} dropped the connection ({type(exc).__name__}: {exc})")
+    def _transport(self, exc: httpx.HTTPError, path: str) -> ServerUnreachable:
+        return transport_error(exc, self.url + path, ServerUnreachable)
 
 
 def _message(body: Any) -> str:

@@ -21,9 +21,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ...backend import Capabilities, Completion, GenerationResult, Request, Timings, TokenEvent
-from ...errors import PromptTooLong, Unsupported
+from ...errors import PromptTooLong, ServerRejected, ServerUnreachable, Unsupported
 from .endpoint import Emit, ServerFacts
-from .http import Rejected, Server, Unreachable
+from .http import Server
 
 KIND = "llama-server"
 SAMPLERS = ("temperature", "top_k", "top_p")
@@ -82,12 +82,12 @@ class LlamaServerEndpoint:
                 n_ctx=int(settings["n_ctx"]), slots=int(props["total_slots"]),
                 chat_template=props.get("chat_template"), eos_token=eos)
         except (KeyError, TypeError, ValueError) as exc:
-            raise Unreachable(f"{server.url}/props is not a llama-server's reply (no {exc})") from None
+            raise ServerUnreachable(f"{server.url}/props is not a llama-server's reply (no {exc})") from None
 
     def _special_id(self, text: str) -> int:
         ids = self.server.post("/tokenize", {"content": text, "add_special": False, "parse_special": True})["tokens"]
         if len(ids) != 1:
-            raise Unreachable(f"{self.server.url}: the special token {text!r} is not one token")
+            raise ServerUnreachable(f"{self.server.url}: the special token {text!r} is not one token")
         return int(ids[0])
 
     def tokenize(self, text: str, *, add_bos: bool, parse_special: bool) -> list[int]:
@@ -109,7 +109,7 @@ class LlamaServerEndpoint:
         if self.facts.eos_token not in request.stop_tokens:
             raise Unsupported(f"{KIND} always stops at EOS; a request without EOS among its stop tokens cannot run there")
         if len(request.prompt) + 1 > self.facts.n_ctx:
-            raise PromptTooLong(f"prompt is {len(request.prompt)} tokens but {self.server.url} holds {self.facts.n_ctx} per slot")
+            raise PromptTooLong(len(request.prompt), self.facts.n_ctx, where=f"each slot of {self.server.url}")
         start = time.perf_counter()
         first: list[float] = []
 
@@ -176,14 +176,14 @@ class LlamaServerEndpoint:
                     kind = event.get("stop_type")
                     finish = "length" if kind == "limit" else "stop"
                     return finish, event.get("id_slot"), event.get("timings") or {}
-        except Rejected as exc:
+        except ServerRejected as exc:
             if "exceed" in str(exc) or "context" in str(exc):
-                raise PromptTooLong(str(exc)) from None
+                raise PromptTooLong(len(request.prompt), self.facts.n_ctx, detail=str(exc)) from None
             raise
-        raise Unreachable(f"{self.server.url}/completion ended its stream without a final event")
+        raise ServerUnreachable(f"{self.server.url}/completion ended its stream without a final event")
 
 
 def _field(reply: Any, key: str, server: Server, path: str) -> Any:
     if not isinstance(reply, dict) or key not in reply:
-        raise Unreachable(f"{server.url}{path} sent a reply without {key!r}")
+        raise ServerUnreachable(f"{server.url}{path} sent a reply without {key!r}")
     return reply[key]

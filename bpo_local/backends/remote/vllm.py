@@ -19,9 +19,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from ...backend import Capabilities, Completion, GenerationResult, Request, Timings, TokenEvent
-from ...errors import UsageError
+from ...errors import ServerUnreachable, UsageError
 from .endpoint import Emit, ServerFacts
-from .http import Server, Unreachable
+from .http import Server
 
 KIND = "vllm"
 LOGIT_BIAS_MIN = -100
@@ -76,12 +76,12 @@ class VllmEndpoint:
             model = models["data"][0]
             name, n_ctx = str(model["id"]), int(model.get("max_model_len") or 0)
         except (KeyError, IndexError, TypeError, ValueError):
-            raise Unreachable(f"{server.url}/v1/models lists no model") from None
+            raise ServerUnreachable(f"{server.url}/v1/models lists no model") from None
         self._model = name
         self._bos = self._ids("", add_special_tokens=True)
         eos = self._ids("</s>", add_special_tokens=False)
         if len(eos) != 1:
-            raise Unreachable(f"{server.url}: cannot find the EOS token ('</s>' is {len(eos)} tokens): not a Llama-2 vocabulary")
+            raise ServerUnreachable(f"{server.url}: cannot find the EOS token ('</s>' is {len(eos)} tokens): not a Llama-2 vocabulary")
         self._control = {*self._bos, eos[0]}
         self.facts = ServerFacts(kind=KIND, url=server.url, version=str(version.get("version", "unknown")), model=name,
                                  n_ctx=n_ctx, slots=None, chat_template=None, eos_token=eos[0])
@@ -90,7 +90,7 @@ class VllmEndpoint:
         reply = self.server.post("/tokenize", {"model": self._model, "prompt": text,
                                                "add_special_tokens": add_special_tokens})
         if not isinstance(reply, dict) or not isinstance(reply.get("tokens"), list):
-            raise Unreachable(f"{self.server.url}/tokenize sent a reply without 'tokens'")
+            raise ServerUnreachable(f"{self.server.url}/tokenize sent a reply without 'tokens'")
         return [int(t) for t in reply["tokens"]]
 
     def tokenize(self, text: str, *, add_bos: bool, parse_special: bool) -> list[int]:
@@ -104,7 +104,7 @@ class VllmEndpoint:
     def detokenize(self, tokens: Sequence[int]) -> str:
         reply = self.server.post("/detokenize", {"model": self._model, "tokens": list(tokens)})
         if not isinstance(reply, dict) or "prompt" not in reply:
-            raise Unreachable(f"{self.server.url}/detokenize sent a reply without 'prompt'")
+            raise ServerUnreachable(f"{self.server.url}/detokenize sent a reply without 'prompt'")
         return str(reply["prompt"])
 
     def token_for_piece(self, piece: str) -> int | None:

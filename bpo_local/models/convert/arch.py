@@ -11,7 +11,7 @@ import numpy as np
 
 from ...errors import ConversionError
 from .hparams import HParams
-from .reader import SourceTensor
+from .source import SourceTensor
 
 
 @dataclass(frozen=True)

@@ -26,11 +26,12 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-from ...errors import ConversionError
+from ...errors import ConversionError, NoDiskSpace
 from .arch import Architecture, OutputTensor, for_hparams
 from .hparams import HParams
-from .reader import SourceTensor, read_tensors
+from .reader import read_tensors
 from .sink import Sink, TruncatedSource, open_sink
+from .source import SourceTensor
 from .vocab import Vocab, load_vocab
 
 TensorCallback = Callable[[str, int, int], None]
@@ -268,9 +269,7 @@ def _check_free_space(folder: Path, need: int, outtype: str) -> None:
 
 
 def _no_space(folder: Path, need: int, outtype: str) -> ConversionError:
-    hint = "use --outtype f16" if outtype == "f32" else "use a smaller --outtype or quantization"
-    size = f"{need / 1e9:.1f} GB" if need >= 1e9 else f"{need / 1e6:.0f} MB"
-    return ConversionError(f"not enough disk space in {folder}: need ~{size}; free some or {hint}")
+    return NoDiskSpace(folder, need, outtype)
 
 
 def _value_type(value: object) -> gguf.GGUFValueType:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ...errors import DownloadError
+from ...errors import DownloadError, NoSuchRevision
 from .reader import SAFETENSORS_INDEX, TORCH_INDEX
 
 DEFAULT_SOURCE = "THUDM/BPO"
@@ -65,7 +65,7 @@ def fetch_source(source: str = DEFAULT_SOURCE, *, revision: str | None = None,
     except GatedRepoError:
         raise DownloadError(f"{source} is gated: accept its terms on the Hub and set HF_TOKEN") from None
     except RevisionNotFoundError:
-        raise DownloadError(f"{source} has no revision {revision!r}: check --revision") from None
+        raise NoSuchRevision(source, revision) from None
     except RepositoryNotFoundError:
         raise DownloadError(f"no model {source} on the Hub (if it is private, set HF_TOKEN)") from None
     except HfHubHTTPError as exc:

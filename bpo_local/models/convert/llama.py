@@ -11,7 +11,7 @@ import numpy as np
 from ...errors import ConversionError
 from .arch import OutputTensor, register
 from .hparams import HParams
-from .reader import SourceTensor
+from .source import SourceTensor
 
 _SKIPPED_SUFFIXES = (".rotary_emb.inv_freq", ".attention.masked_bias", ".attention.bias")
 

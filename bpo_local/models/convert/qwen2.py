@@ -13,7 +13,7 @@ import gguf
 from .arch import register
 from .hparams import HParams
 from .llama import Llama, write_norm_and_heads, write_rope_scaling, write_sizes
-from .reader import SourceTensor
+from .source import SourceTensor
 
 
 @register("Qwen2ForCausalLM")

@@ -3,31 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
-
 from ...errors import ConversionError
-
-
-@dataclass(frozen=True)
-class SourceTensor:
-    """One tensor of the checkpoint; nothing is read until ``load()``.
-
-    ``load()`` returns float16 or float32 data in HF layout (bfloat16 is widened to float32 exactly).
-    """
-
-    name: str
-    shape: tuple[int, ...]
-    dtype: str
-    """The stored type in safetensors spelling: ``F32``, ``F16``, ``BF16``..."""
-    file: Path
-    load: Callable[[], np.ndarray]
-    data_offset: int | None = None
-    """Where the stored bytes start in ``file`` when they lie there as one little-endian run in
-    ``dtype`` (``load()`` then only reinterprets them); None when reading means decoding."""
+from .source import SourceTensor
 
 
 SAFETENSORS_INDEX = "model.safetensors.index.json"
@@ -68,11 +48,6 @@ def read_tensors(checkpoint: Path) -> Iterator[SourceTensor]:
         raise ConversionError(
             f"weights incomplete: {len(missing)} tensor(s) listed in the index are in no shard "
             f"(e.g. {sorted(missing)[0]}); download the checkpoint again")
-
-
-def bf16_to_f32(bits: np.ndarray) -> np.ndarray:
-    """bfloat16 bit patterns (uint16) to float32, exactly, without torch."""
-    return (bits.astype(np.uint32) << 16).view(np.float32)
 
 
 def _load_index(index: Path) -> dict[str, str]:

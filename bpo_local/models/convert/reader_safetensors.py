@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import ConversionError
-from .reader import SourceTensor, bf16_to_f32
+from .source import SourceTensor, bf16_to_f32
 
 _DTYPES: dict[str, np.dtype] = {
     "F64": np.dtype("<f8"), "F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "BF16": np.dtype("<u2"),

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import ConversionError
-from .reader import SourceTensor, bf16_to_f32
+from .source import SourceTensor, bf16_to_f32
 
 _STORAGE_DTYPES = {
     "DoubleStorage": "F64", "FloatStorage": "F32", "HalfStorage": "F16", "BFloat16Storage": "BF16",
