@@ -307,7 +307,7 @@ class Optimizer:
             # The reference's min_length is len(prompt ids) + len(user prompt ids, BOS included) + 5.
             min_new = len(tokenize(prompt, add_bos=True)) + preset.min_new_tokens_extra
         return Request(
-            prompt=self._prompt_tokens(prompt, preset),
+            prompt=self.prompt_tokens(prompt, preset),
             max_new_tokens=preset.max_new_tokens,
             sampling=Sampling(temperature=preset.temperature, top_p=preset.top_p, top_k=preset.top_k, seed=seed),
             n=preset.n,
@@ -316,7 +316,7 @@ class Optimizer:
             banned=banned,
         )
 
-    def _prompt_tokens(self, prompt: str, preset: Preset) -> tuple[int, ...]:
+    def prompt_tokens(self, prompt: str, preset: Preset) -> tuple[int, ...]:
         """BOS + the raw template's text (parsed as plain text, as BPO's reference does), or the chat turns
         rendered through the model's own chat template (its special tokens parsed, as transformers does)."""
         if preset.wrap == "raw":

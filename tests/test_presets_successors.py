@@ -252,3 +252,16 @@ def test_convert_writes_the_preset_it_is_given_and_the_build_runs_it(qwen2, run_
     ran = run_cli("optimize", "--model", "pas-7b:q8_0", "--json", "--no-log", "--max-tokens", "2", "hello")
     assert ran.returncode == 0, ran.stderr
     assert json.loads(ran.stdout)["mode"] == "pas"
+
+
+def test_the_quantization_check_of_a_pas_build_reads_pairs_as_pas_wraps_them(qwen2, pas_build, tmp_path):
+    """verify teacher-forces BPO's test pairs after the prompt as the build runs it (PAS's chat turn), not
+    after BPO's raw template."""
+    from bpo_local.models.verify import EvalPair, Reference
+
+    pair = EvalPair(PROMPTS[0], "A clearer prompt.")
+    reference = Reference.compute(qwen2[1], [pair], tmp_path, threads=1)
+    (sequence,) = reference.sequences
+    wrapped = pas_build.prompt_tokens(PROMPTS[0], PAS)
+    assert sequence.tokens[:sequence.start] == wrapped and sequence.start == len(wrapped)
+    assert wrapped != tuple(pas_build.backend.tokenize(build_prompt(PROMPTS[0], STABLE), add_bos=True))

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError
-from ..presets import build_prompt
 
 if TYPE_CHECKING:
     import numpy as np
@@ -179,9 +178,14 @@ def _open(path: Path, *, n_ctx: int | None, threads: int | None, gpu_layers: int
 
 
 def _tokenize(engine: Engine, pair: EvalPair) -> _Sequence:
-    prompt = engine.tokenize(build_prompt(pair.prompt), add_bos=True)
+    """The pair's prompt wrapped as the build's own preset wraps it (BPO's template unless the build names
+    another, such as PAS's chat turn), followed by the optimized prompt as the target."""
+    from ..optimizer import Optimizer
+
+    optimizer = Optimizer(engine)  # borrows the engine: the caller closes it
+    prompt = optimizer.prompt_tokens(pair.prompt, optimizer.preset())
     target = engine.tokenize(pair.optimized_prompt, add_bos=False)
-    return _Sequence(tuple(prompt + target), len(prompt))
+    return _Sequence((*prompt, *target), len(prompt))
 
 
 def _target_rows(logits: np.ndarray, seq: _Sequence) -> np.ndarray:
