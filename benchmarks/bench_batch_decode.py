@@ -45,8 +45,7 @@ def engine_rates(model: Path, threads: int, tokens: int, widths: list[int]) -> d
 
 def server_rates(model: Path, threads: int, tokens: int, widths: list[int]) -> dict[int, float]:
     ctx = max(widths) * max(tokens + 32, 128)  # llama-server splits it over its slots
-    with LlamaServer.start(model, slots=max(widths), threads=threads, ctx=ctx, timeout=600,
-                           as_users_run_it=True) as server, \
+    with LlamaServer.start(model, slots=max(widths), threads=threads, ctx=ctx, timeout=600) as server, \
             httpx.Client(base_url=server.url, timeout=3600) as client:
         def one(seed: int) -> float:
             body = {"prompt": PROMPT, "n_predict": tokens, "temperature": 1.0, "seed": seed, "ignore_eos": True}

@@ -43,8 +43,7 @@ def main() -> None:
     with bpo_local.load(gguf, threads=1, ctx=2048) as local:
         results["local engine"] = [timed(lambda: list(local.optimize_many(prompts, parallel=2, **kw)))
                                    for _ in range(args.repeats)]
-    with LlamaServer.start(gguf, slots=2, as_users_run_it=True) as a, \
-            LlamaServer.start(gguf, slots=2, as_users_run_it=True) as b:
+    with LlamaServer.start(gguf, slots=2) as a, LlamaServer.start(gguf, slots=2) as b:
         with connect([a.url]) as one:
             requests = [one.request_for(p, one.preset("stable", **{k: v for k, v in kw.items() if k != "seed"}), 1)
                         for p in prompts]

@@ -109,16 +109,16 @@ def main() -> None:
     home = Path("/tmp") / f"bench-serve-{time.monotonic_ns()}"
     ctx = str(max(2048, args.clients * (args.max_tokens + 64)))
     with BpoServer.start(args.model, "--threads", str(args.threads), "--ctx", ctx, "--parallel", str(args.clients),
-                         "--no-log", home=home / "bpo", as_users_run_it=True) as server:
+                         "--no-log", home=home / "bpo") as server:
         print(f"model {args.model.name}, {args.threads} threads, ctx {ctx}, {args.clients} clients, "
               f"max {args.max_tokens} new tokens")
         asyncio.run(throughput(server.url, args.clients, args.max_tokens))
         owner_overhead(server.url, args.rounds)
     if args.skip_proxy:
         return
-    with LlamaServer.start(args.model, slots=1, threads=1, as_users_run_it=True) as upstream, \
+    with LlamaServer.start(args.model, slots=1, threads=1) as upstream, \
             BpoServer.start(args.model, "--ctx", "512", "--no-log", "--upstream", f"{upstream.url}/v1",
-                            home=home / "proxy", as_users_run_it=True) as proxy:
+                            home=home / "proxy") as proxy:
         proxy_overhead(f"{upstream.url}/v1", proxy.base_url, args.rounds)
 
 

