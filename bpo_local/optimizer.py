@@ -14,7 +14,8 @@ from typing import Any
 
 from .backend import Backend, Generation, GenerationResult, ModelInfo, Request, RequestDone, Sampling, Timings
 from .errors import BpoLocalError, InvalidSetting, Unsupported, UsageError
-from .presets import Overrides, Preset, bans_follow_cuts, build_prompt, final_prompt, postprocess
+from .presets import Overrides, Preset, bans_follow_cuts, final_prompt, postprocess
+from .prompt_tokens import prompt_tokens
 
 CANDIDATE_SEPARATOR = "---"
 """The line between candidates when several are shown as one text (the CLI's output, serve's answer)."""
@@ -307,7 +308,7 @@ class Optimizer:
             # The reference's min_length is len(prompt ids) + len(user prompt ids, BOS included) + 5.
             min_new = len(tokenize(prompt, add_bos=True)) + preset.min_new_tokens_extra
         return Request(
-            prompt=self.prompt_tokens(prompt, preset),
+            prompt=prompt_tokens(self.backend, prompt, preset),
             max_new_tokens=preset.max_new_tokens,
             sampling=Sampling(temperature=preset.temperature, top_p=preset.top_p, top_k=preset.top_k, seed=seed),
             n=preset.n,
@@ -315,23 +316,6 @@ class Optimizer:
             min_new_tokens=min_new,
             banned=banned,
         )
-
-    def prompt_tokens(self, prompt: str, preset: Preset) -> tuple[int, ...]:
-        """BOS + the raw template's text (parsed as plain text, as BPO's reference does), or the chat turns
-        rendered through the model's own chat template (its special tokens parsed, as transformers does)."""
-        if preset.wrap == "raw":
-            return tuple(self.backend.tokenize(build_prompt(prompt, preset), add_bos=True))
-        from .chat_template import render
-
-        if not self.info.chat_template:
-            raise UsageError(f"the {preset.name} preset wraps the prompt in the model's chat template, and "
-                             f"{self.info.name} has none; convert the model with its tokenizer_config.json")
-        messages = [{"role": "system", "content": preset.system}] if preset.system is not None else []
-        messages.append({"role": "user", "content": build_prompt(prompt, preset)})
-        bos = self.backend.detokenize(self.backend.tokenize("", add_bos=True), skip_special=False)
-        eos = self.backend.detokenize([self.backend.eos_token], skip_special=False)
-        text = render(self.info.chat_template, messages, bos_token=bos, eos_token=eos)
-        return tuple(self.backend.tokenize(text, add_bos=False, parse_special=True))
 
     def _stop_tokens(self, preset: Preset) -> frozenset[int]:
         """EOS, the newline token where the preset stops on it, and its stop tokens this vocabulary has."""

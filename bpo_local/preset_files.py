@@ -68,6 +68,12 @@ def build_presets(metadata: Mapping[str, str]) -> tuple[str | None, dict[str, Pr
     return metadata.get(DEFAULT_KEY), presets
 
 
+def builds_own_preset(metadata: Mapping[str, str]) -> Preset:
+    """The preset a build names as its default (``bpo.preset.default``), else BPO's stable mode."""
+    name, from_build = build_presets(metadata)
+    return find_preset(name or "stable", from_build)
+
+
 def known_presets(metadata: Mapping[str, str] | None = None, folder: Path | None = None) -> dict[str, Preset]:
     """Every preset a name may pick: built-in, then the build's own, then the user's TOML files."""
     _, from_build = build_presets(metadata or {})

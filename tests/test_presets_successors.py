@@ -258,10 +258,11 @@ def test_the_quantization_check_of_a_pas_build_reads_pairs_as_pas_wraps_them(qwe
     """verify teacher-forces BPO's test pairs after the prompt as the build runs it (PAS's chat turn), not
     after BPO's raw template."""
     from bpo_local.models.verify import EvalPair, Reference
+    from bpo_local.prompt_tokens import prompt_tokens
 
     pair = EvalPair(PROMPTS[0], "A clearer prompt.")
     reference = Reference.compute(qwen2[1], [pair], tmp_path, threads=1)
     (sequence,) = reference.sequences
-    wrapped = pas_build.prompt_tokens(PROMPTS[0], PAS)
+    wrapped = prompt_tokens(pas_build.backend, PROMPTS[0], PAS)
     assert sequence.tokens[:sequence.start] == wrapped and sequence.start == len(wrapped)
     assert wrapped != tuple(pas_build.backend.tokenize(build_prompt(PROMPTS[0], STABLE), add_bos=True))

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError
+from ..preset_files import builds_own_preset
+from ..prompt_tokens import prompt_tokens
 
 if TYPE_CHECKING:
     import numpy as np
@@ -180,10 +182,7 @@ def _open(path: Path, *, n_ctx: int | None, threads: int | None, gpu_layers: int
 def _tokenize(engine: Engine, pair: EvalPair) -> _Sequence:
     """The pair's prompt wrapped as the build's own preset wraps it (BPO's template unless the build names
     another, such as PAS's chat turn), followed by the optimized prompt as the target."""
-    from ..optimizer import Optimizer
-
-    optimizer = Optimizer(engine)  # borrows the engine: the caller closes it
-    prompt = optimizer.prompt_tokens(pair.prompt, optimizer.preset())
+    prompt = prompt_tokens(engine, pair.prompt, builds_own_preset(engine.info.metadata))
     target = engine.tokenize(pair.optimized_prompt, add_bos=False)
     return _Sequence((*prompt, *target), len(prompt))
 
