@@ -88,7 +88,7 @@ class Rewriter:
         """The rewrite of ``text``: one generation for every request that asks while it runs; it is
         cancelled only when all of them have gone."""
         shared = self._in_flight.get(key)
-        if shared is None or shared.task.cancelled():  # a cancelled one may linger until its callback runs
+        if shared is None:
             shared = self._in_flight[key] = _Shared(asyncio.ensure_future(
                 self._generate(key, text, mode, upstream_model)))
             shared.task.add_done_callback(lambda _, ended=shared: self._forget(key, ended))
@@ -98,6 +98,7 @@ class Rewriter:
         finally:
             shared.waiters -= 1
             if shared.waiters == 0 and not shared.task.done():
+                self._forget(key, shared)  # a request arriving while it unwinds starts afresh, never joins it
                 shared.task.cancel()
 
     def _forget(self, key: str, ended: _Shared) -> None:
