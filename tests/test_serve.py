@@ -325,3 +325,6 @@ def test_bpo_answers_as_an_ollama_model(server: BpoServer, smollm2_gguf: Path) -
     assert generated["done"] and generated["response"] == generated["bpo"]["optimized_prompt"]
     assert client.generate(model="bpo", prompt=PROMPT, options=options).done
     assert [m.model for m in client.list().models] == [smollm2_gguf.name]
+    bad = httpx.post(f"{server.url}/api/chat", json={"model": "bpo", "messages": ask, "stream": False,
+                                                     "options": {"num_predict": "40"}}, timeout=30)
+    assert bad.status_code == 400 and "'40'" in bad.json()["error"]["message"]  # checked, not a crash

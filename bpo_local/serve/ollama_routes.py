@@ -13,11 +13,11 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from .. import __version__
+from ..version import __version__
 from . import ollama, openai, parse
 from .errors import ApiError
 from .ollama import NDJSON, Kind
-from .routes import proxied, until_disconnect
+from .routes import optimization_for, proxied, until_disconnect
 
 
 async def chat(request: Request) -> Response:
@@ -44,23 +44,15 @@ async def _answer(request: Request, kind: Kind) -> Response:
     if openai_body["stream"]:
         return StreamingResponse(ollama.from_sse(kind, model, reply.chunks(), started, done.record()),
                                  media_type=NDJSON, headers=done.headers())
-    data = await reply.body()
-    try:
-        answer = json.loads(data)
-    except ValueError:
-        answer = None
-    if not isinstance(answer, dict):
-        raise ApiError(502, f"upstream answered with no chat completion: {data[:200]!r}", "upstream_error",
-                       "bad_upstream_answer")
+    answer = _json_object(await reply.body(), "chat completion")
     return JSONResponse(ollama.from_openai(kind, model, answer, started, bpo=done.record()), headers=done.headers())
 
 
 async def _bpo_answers(request: Request, state: Any, kind: Kind, body: dict[str, Any], started: float) -> Response:
     """BPO as the Ollama model: the last user turn's rewrite is the answer."""
     _, text = parse.last_user_turn(body)
-    overrides = {k: body[k] for k in ("temperature", "top_p", "top_k", "max_tokens") if k in body}
-    seed = body.get("seed", state.settings.seed)
-    ticket = state.owner.submit(text, mode=state.settings.mode, seed=seed, overrides=overrides)
+    how = optimization_for(state, body)  # Ollama's options, checked as the OpenAI routes check them
+    ticket = state.owner.submit(text, mode=how.mode, seed=how.seed, overrides=how.overrides)
     model = state.owner.optimizer.info.name
     if not body["stream"]:
         result = await until_disconnect(request, ticket.result())
@@ -105,5 +97,19 @@ async def _model_ids(request: Request) -> list[str]:
     if state.upstream is None:
         return [state.owner.optimizer.info.name]
     reply = await until_disconnect(request, state.upstream.send("GET", "/models", request.headers))
-    listed = json.loads(await reply.body())
-    return [m["id"] for m in listed.get("data", []) if isinstance(m, dict) and isinstance(m.get("id"), str)]
+    listed = _json_object(await reply.body(), "model list")
+    models = listed.get("data")
+    return [m["id"] for m in models if isinstance(m, dict) and isinstance(m.get("id"), str)] \
+        if isinstance(models, list) else []
+
+
+def _json_object(data: bytes, what: str) -> dict[str, Any]:
+    """The upstream's answer as a JSON object; a 502 naming ``what`` was expected when it is not one."""
+    try:
+        answer = json.loads(data)
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict):
+        raise ApiError(502, f"upstream answered with no {what}: {data[:200]!r}", "upstream_error",
+                       "bad_upstream_answer")
+    return answer

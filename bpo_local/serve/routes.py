@@ -39,7 +39,7 @@ async def optimize(request: Request) -> Response:
     state = request.app.state.bpo
     body = await parse.json_body(request, state.settings.max_body_bytes)
     prompts = parse.prompts(body, state.settings.max_prompts)
-    how = _optimization(state, body)
+    how = optimization_for(state, body)
     if "prompts" not in body:
         ticket = state.owner.submit(prompts[0], mode=how.mode, seed=how.seed, overrides=how.overrides)
         return JSONResponse((await until_disconnect(request, ticket.result())).to_dict())
@@ -48,7 +48,7 @@ async def optimize(request: Request) -> Response:
     return JSONResponse({"results": [_item(o) for o in outcomes]})
 
 
-def _optimization(state: Any, body: dict[str, Any], **how: Any) -> parse.Optimization:
+def optimization_for(state: Any, body: dict[str, Any], **how: Any) -> parse.Optimization:
     """The body's preset and settings, with this server's defaults and limits and the presets it knows."""
     return parse.optimization(body, state.settings.mode, state.settings.seed, max_n=state.settings.max_n,
                               presets=state.owner.optimizer.preset_names(), **how)
@@ -95,7 +95,7 @@ async def chat_completions(request: Request) -> Response:
         return await _proxy_chat(request, state)
     body = await parse.json_body(request, state.settings.max_body_bytes)
     _, text = parse.last_user_turn(body)
-    how = _optimization(state, body, max_tokens_key=("max_tokens", "max_completion_tokens"))
+    how = optimization_for(state, body, max_tokens_key=("max_tokens", "max_completion_tokens"))
     return await _answer(request, state, "chat", text, how, parse.wants_stream(body))
 
 
@@ -105,7 +105,7 @@ async def completions(request: Request) -> Response:
         return await passthrough(request)
     body = await parse.json_body(request, state.settings.max_body_bytes)
     prompts = parse.prompts({"prompt": body.get("prompt")})
-    how = _optimization(state, body)
+    how = optimization_for(state, body)
     return await _answer(request, state, "text", prompts[0], how, parse.wants_stream(body))
 
 
