@@ -169,7 +169,8 @@ class _DirectSink:
         tail = bytes(self._buffer[whole:self._fill])
         self._writer.put(self._buffer, self._base, whole)
         self._writer.finish()
-        os.pwrite(self._f.fileno(), tail, self._base + whole)
+        if os.pwrite(self._f.fileno(), tail, self._base + whole) != len(tail):
+            raise OSError(errno.ENOSPC, "the last bytes of the output were not all written")
         self._f.seek(self._base + self._fill)
 
     def abort(self) -> None:
@@ -194,11 +195,15 @@ class _BufferWriter:
 
     def __init__(self, fd: int, fallback: int) -> None:
         self.free: queue.Queue[mmap.mmap] = queue.Queue()
-        for _ in range(_BUFFERS):
-            self.free.put(mmap.mmap(-1, _BUFFER_BYTES))
+        try:
+            for _ in range(_BUFFERS):
+                self.free.put(mmap.mmap(-1, _BUFFER_BYTES))
+        except BaseException:
+            os.close(fd)
+            raise
         self._fd, self._fallback = fd, fallback
         self._todo: queue.Queue[tuple[mmap.mmap, int, int] | None] = queue.Queue()
-        self._error: OSError | None = None
+        self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="gguf-writer", daemon=True)
         self._thread.start()
 
@@ -225,7 +230,7 @@ class _BufferWriter:
                 if self._error is None:
                     try:
                         self._write(memoryview(buffer)[:nbytes], offset)
-                    except OSError as exc:
+                    except BaseException as exc:  # kept for the caller: this thread must hand every buffer back
                         self._error = exc
                 self.free.put(buffer)
         finally:
