@@ -21,6 +21,9 @@ from ..errors import RewriteStoreError
 
 STORE_NAME = "rewrites.db"
 DEFAULT_CAPACITY = 10_000
+BUSY_TIMEOUT_SECONDS = 0.5
+"""How long a read or write waits for another serve process's lock. The store runs on the event loop and only
+saves time: past this, the request goes on without it (a warning is logged), instead of stalling every client."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS rewrites (
@@ -58,7 +61,7 @@ class RewriteStore:
         path = path or default_path()
         try:
             private_file(path)  # SQLite gives its -wal and -shm files the database's mode
-            db = sqlite3.connect(path, isolation_level=None, timeout=10, check_same_thread=False)
+            db = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_SECONDS, check_same_thread=False)
         except (OSError, sqlite3.Error) as exc:
             raise _store_error(path, exc) from exc
         try:
