@@ -7,20 +7,16 @@ import ipaddress
 import os
 import socket
 import sys
-from typing import TYPE_CHECKING
 
 from ..errors import BpoLocalError, UsageError
 from ..presets import MODES
+from ..serve.settings import Settings
 from .common import add_model_options, load_optimizer, positive_int, seconds
-from .optimize import DEFAULT_PARALLEL
-
-if TYPE_CHECKING:
-    from ..serve import Settings
 
 API_KEY_ENV = "BPO_LOCAL_API_KEY"
 UPSTREAM_KEY_ENV = "BPO_LOCAL_UPSTREAM_KEY"
-GRACE_SECONDS = 10.0
-"""On SIGTERM, in-flight requests get this long to finish before they are cancelled (``--grace``)."""
+DEFAULTS = Settings()
+GRACE_SECONDS = DEFAULTS.grace
 
 EPILOG = f"""\
 routes:
@@ -76,10 +72,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     net.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     net.add_argument("--port", type=_port, default=8000, help="port (default 8000; 0 picks a free one)")
     net.add_argument("--api-key", default=os.environ.get(API_KEY_ENV), help=f"key clients must send (or ${API_KEY_ENV})")
-    net.add_argument("--queue", type=positive_int, default=64, metavar="N",
-                     help="requests that may wait for the engine before 429 (default 64)")
-    net.add_argument("--max-body", type=positive_int, default=1 << 20, metavar="BYTES",
-                     help="largest request body (default 1 MiB)")
+    net.add_argument("--queue", type=positive_int, default=DEFAULTS.queue_size, metavar="N",
+                     help=f"requests that may wait for the engine before 429 (default {DEFAULTS.queue_size})")
+    net.add_argument("--max-body", type=positive_int, default=DEFAULTS.max_body_bytes, metavar="BYTES",
+                     help=f"largest request body (default {DEFAULTS.max_body_bytes >> 20} MiB)")
     net.add_argument("--grace", type=seconds, default=GRACE_SECONDS, metavar="SECONDS",
                      help=f"on SIGTERM, how long requests in flight may take to finish (default {GRACE_SECONDS:g})")
     net.add_argument("--no-log", action="store_true", help="do not record the rewrites in the run log")
@@ -91,32 +87,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           "folder's presets/ (requests may choose their own)")
     bpo.add_argument("--seed", type=int, help="BPO's seed where a request gives none, e.g. the proxy's rewrites "
                      "(default: random)")
-    bpo.add_argument("--parallel", type=positive_int, default=DEFAULT_PARALLEL, metavar="K",
-                     help=f"optimizations decoded together (default {DEFAULT_PARALLEL})")
-    bpo.add_argument("--max-tokens", type=positive_int, default=1024, metavar="N",
-                     help="most new tokens a request may ask BPO for (default 1024, the presets')")
-    bpo.add_argument("--max-n", type=positive_int, default=8, metavar="N",
-                     help="most candidates a request may ask BPO for (default 8; aggressive mode takes 5)")
-    bpo.add_argument("--max-prompts", type=positive_int, default=64, metavar="N",
-                     help="most prompts in one /v1/optimize request (default 64)")
+    bpo.add_argument("--parallel", type=positive_int, default=DEFAULTS.parallel, metavar="K",
+                     help=f"optimizations decoded together (default {DEFAULTS.parallel})")
+    bpo.add_argument("--max-tokens", type=positive_int, default=DEFAULTS.max_tokens, metavar="N",
+                     help=f"most new tokens a request may ask BPO for (default {DEFAULTS.max_tokens}, the presets')")
+    bpo.add_argument("--max-n", type=positive_int, default=DEFAULTS.max_n, metavar="N",
+                     help=f"most candidates a request may ask BPO for (default {DEFAULTS.max_n}; aggressive mode takes 5)")
+    bpo.add_argument("--max-prompts", type=positive_int, default=DEFAULTS.max_prompts, metavar="N",
+                     help=f"most prompts in one /v1/optimize request (default {DEFAULTS.max_prompts})")
     up = parser.add_argument_group("proxy")
     up.add_argument("--upstream", metavar="URL", help="OpenAI-compatible base URL to forward chat requests to")
     up.add_argument("--upstream-key", default=os.environ.get(UPSTREAM_KEY_ENV),
                     help=f"key for the upstream (or ${UPSTREAM_KEY_ENV})")
-    up.add_argument("--upstream-timeout", type=seconds, default=300.0, metavar="SECONDS",
-                    help="how long an upstream call may take (default 300)")
-    up.add_argument("--turns", choices=("first", "all"), default="first",
+    up.add_argument("--upstream-timeout", type=seconds, default=DEFAULTS.upstream_timeout, metavar="SECONDS",
+                    help=f"how long an upstream call may take (default {DEFAULTS.upstream_timeout:g})")
+    up.add_argument("--turns", choices=("first", "all"), default=DEFAULTS.turns,
                     help="which user turns are rewritten: a conversation's first only (default), or each new one")
-    up.add_argument("--history", choices=("rewritten", "original"), default="rewritten",
+    up.add_argument("--history", choices=("rewritten", "original"), default=DEFAULTS.history,
                     help="earlier user turns go upstream as their stored rewrites (default) or as typed")
-    up.add_argument("--store-size", type=positive_int, default=10_000, metavar="N",
-                    help="most rewrites the rewrite store keeps (default 10000)")
+    up.add_argument("--store-size", type=positive_int, default=DEFAULTS.store_size, metavar="N",
+                    help=f"most rewrites the rewrite store keeps (default {DEFAULTS.store_size})")
     add_model_options(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..serve import create_app
+    from ..serve.app import create_app
     from ..serve.server import serve
     from ..serve.store import RewriteStore
 
@@ -141,13 +137,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _settings(args: argparse.Namespace, mode: str) -> Settings:
-    from ..serve import Settings
-
     return Settings(mode=mode, seed=args.seed, parallel=args.parallel, queue_size=args.queue,
                     max_tokens=args.max_tokens, max_body_bytes=args.max_body, api_key=args.api_key,
                     upstream=args.upstream, upstream_key=args.upstream_key, upstream_timeout=args.upstream_timeout,
                     log=not args.no_log, turns=args.turns, history=args.history, store_size=args.store_size,
-                    max_n=args.max_n, max_prompts=args.max_prompts)
+                    max_n=args.max_n, max_prompts=args.max_prompts, grace=args.grace)
 
 
 def _listen(host: str, port: int) -> socket.socket:

@@ -36,9 +36,12 @@ class Rewrite:
     def status(self) -> str:
         return OFF if self.mode == OFF else "optimized" if self.optimized is not None else "original"
 
-    def record(self) -> dict[str, Any]:
+    def record(self, upstream_route: str | None = None, translated: bool = False) -> dict[str, Any]:
+        """The ``bpo`` record; ``upstream_route`` is where the request went, ``translated`` whether it went
+        there in another API than the client's."""
         return {"mode": self.mode, "status": self.status, "turn": self.turn, "original_prompt": self.original,
-                "optimized_prompt": self.optimized, "reason": self.reason, "history_rewritten": self.history}
+                "optimized_prompt": self.optimized, "reason": self.reason, "history_rewritten": self.history,
+                "upstream_route": upstream_route, "translated": translated}
 
     def headers(self) -> dict[str, str]:
         """``X-BPO-Status``, ``X-BPO-Mode``, ``X-BPO-Turn``, and the forwarded prompt (percent-encoded
@@ -53,7 +56,8 @@ class Rewrite:
 
 async def rewrite(owner: EngineOwner, text: str, mode: str, seed: int | None, upstream_model: Any) -> Rewrite:
     """Optimize ``text`` with the preset ``mode`` (aggressive: the first candidate; an appending preset such as
-    PAS: ``text``, its separator and the supplement); an empty or failed rewrite keeps the original. A full queue or a closing server is raised: the request is not forwarded."""
+    PAS: ``text``, its separator and the supplement); an empty or failed rewrite keeps the original. A full
+    queue or a closing server is raised: the request is not forwarded."""
     if mode == OFF:
         return Rewrite(mode, text, turn=OFF)
     try:
