@@ -184,7 +184,7 @@ def test_unreachable_judge_is_one_line_before_any_work(smollm2_gguf: Path, tmp_p
 def test_missing_target_model_is_one_line(smollm2_gguf: Path, tmp_path: Path, run_cli: CliRunner) -> None:
     missing = tmp_path / "nope.gguf"
     proc = run_cli(*eval_args(smollm2_gguf, tmp_path / "out", target=str(missing)))
-    assert_one_line_error(proc, 1, f"--target {missing}: model file not found")
+    assert_one_line_error(proc, 2, f"--target {missing}: model file not found")
 
 
 @pytest.mark.parametrize(("extra", "fragment"), [
