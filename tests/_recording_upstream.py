@@ -13,6 +13,7 @@ state do, which the rest of the suite changes).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -85,9 +86,10 @@ class RecordingUpstream:
     """Forwards every request to ``target`` unchanged, streams the answer back, and keeps both. Paths in
     ``missing`` answer 404 as a server without that API does (an older OpenAI-compatible server)."""
 
-    def __init__(self, target: str, missing: tuple[str, ...] = ()) -> None:
+    def __init__(self, target: str, missing: tuple[str, ...] = (), delay: float = 0.0) -> None:
         self.target = target.rstrip("/")
         self.missing = missing
+        self.delay = delay
         self.exchanges: list[Exchange] = []
         self._client = httpx.AsyncClient(timeout=None)
         app = Starlette(routes=[Route("/{path:path}", self._relay, methods=["GET", "POST", "PUT", "DELETE"])])
@@ -97,8 +99,10 @@ class RecordingUpstream:
         self._thread = threading.Thread(target=self._server.run, daemon=True)
 
     @classmethod
-    def start(cls, target: str, timeout: float = 30, missing: tuple[str, ...] = ()) -> RecordingUpstream:
-        relay = cls(target, missing)
+    def start(cls, target: str, timeout: float = 30, missing: tuple[str, ...] = (),
+              delay: float = 0.0) -> RecordingUpstream:
+        """``delay``: seconds every request waits before it is passed on (a slow upstream)."""
+        relay = cls(target, missing, delay)
         relay._thread.start()
         deadline = time.monotonic() + timeout
         while not relay._server.started:
@@ -116,6 +120,8 @@ class RecordingUpstream:
             exchange.done.set()
             return JSONResponse({"error": {"message": "File Not Found", "type": "not_found_error", "code": 404}},
                                 status_code=404)
+        if self.delay:
+            await asyncio.sleep(self.delay)
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
         upstream = await self._client.send(
             self._client.build_request(request.method, f"{self.target}{request.url.path}", params=request.query_params,

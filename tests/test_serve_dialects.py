@@ -27,12 +27,6 @@ GREEDY = {"temperature": 0}
 
 
 @pytest.fixture(scope="module")
-def relay(llama_server):
-    with RecordingUpstream.start(llama_server.url) as relay:
-        yield relay
-
-
-@pytest.fixture(scope="module")
 def proxy(smollm2_gguf: Path, relay: RecordingUpstream, tmp_path_factory: pytest.TempPathFactory):
     """Locked with a key, as an agent's proxy on a shared machine would be."""
     with BpoServer.start(smollm2_gguf, *BPO, "--upstream", f"{relay.url}/v1", "--api-key", KEY,

@@ -17,6 +17,7 @@ from .dialects import ANTHROPIC, OLLAMA_CHAT, OPENAI_CHAT, RESPONSES
 from .handlers import HANDLERS
 from .owner import EngineOwner
 from .proxy import Upstream
+from .request_log import RequestLog
 from .settings import Settings
 from .state import State
 from .store import RewriteStore
@@ -48,7 +49,8 @@ def _rewriter(optimizer: Optimizer, owner: EngineOwner, settings: Settings) -> R
     (hashed once, cached across runs), or the servers' model."""
     info = optimizer.info
     build = optimizer.model_sha256() or f"{info.backend} {info.name}"
-    return Rewriter(owner, RewriteStore.open(capacity=settings.store_size), build, settings.seed, settings.history)
+    return Rewriter(owner, RewriteStore.open(capacity=settings.store_size), build, settings.seed, settings.history,
+                    settings.rewrite_timeout)
 
 
 def create_app(optimizer: Optimizer, settings: Settings) -> Starlette:
@@ -66,6 +68,7 @@ def create_app(optimizer: Optimizer, settings: Settings) -> Starlette:
                 rewriter = _rewriter(optimizer, owner, settings)
                 upstream = Upstream(settings.upstream, key=settings.upstream_key,
                                     pass_client_key=settings.api_key is None, timeout=settings.upstream_timeout)
+                await upstream.check()
             app.state.bpo = State(settings, owner, upstream, rewriter)
             yield
         finally:
@@ -75,7 +78,7 @@ def create_app(optimizer: Optimizer, settings: Settings) -> Starlette:
             if rewriter is not None and rewriter.store is not None:
                 rewriter.store.close()
 
-    middleware = [Middleware(KeyAuth, key=settings.api_key)] if settings.api_key else []
+    middleware = [Middleware(RequestLog), *([Middleware(KeyAuth, key=settings.api_key)] if settings.api_key else [])]
     table = [*ROUTES, PASSTHROUGH] if settings.upstream else ROUTES
     return Starlette(routes=table, middleware=middleware, exception_handlers=HANDLERS,  # type: ignore[arg-type]
                      lifespan=lifespan)

@@ -24,7 +24,7 @@ def answer(result: OptimizeResult, model: str) -> Answer:
 async def pieces(ticket: Ticket) -> AsyncIterator[Piece]:
     """``ticket``'s content as it settles, then its end with the usage and the ``bpo`` record. Leaving early
     cancels the ticket."""
-    async for text in _texts(ticket):
+    async for text in texts(ticket):
         yield TextPiece(text)
     result = await ticket.result()
     yield End(_finish(result), _usage(result), {"bpo": result.to_dict()})
@@ -38,7 +38,7 @@ def _usage(result: OptimizeResult) -> Usage:
     return Usage(result.timings.prompt_tokens, result.timings.generated_tokens)
 
 
-async def _texts(ticket: Ticket) -> AsyncIterator[str]:
+async def texts(ticket: Ticket) -> AsyncIterator[str]:
     """The content of ``ticket``'s result piece by piece: the first candidate's settled text as it
     grows, then the rest once the result is ready. An appending preset's candidate opens with the prompt,
     sent at once; the separator goes with the supplement's first settled text (an empty supplement leaves

@@ -25,10 +25,11 @@ from .state import State, state_of
 async def generate(request: Request) -> Response:
     """``/api/generate``: an empty prompt is Ollama's "load the model" call; anything else is a chat."""
     state = state_of(request)
-    body = await parse.json_body(request, state.settings.max_body_bytes)
+    raw = await parse.raw_body(request, state.settings.max_body_bytes)
+    body = parse.json_object(raw)
     if body.get("prompt") in (None, ""):
         return JSONResponse(OLLAMA_GENERATE.line(str(body.get("model")), "", done=True, done_reason="load"))
-    return await chat.answer(request, state, chat.parsed(request, state, OLLAMA_GENERATE, body))
+    return await chat.answer(request, state, chat.parsed(request, state, OLLAMA_GENERATE, raw, body))
 
 
 async def tags(request: Request) -> Response:

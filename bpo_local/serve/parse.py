@@ -13,6 +13,8 @@ from .errors import ApiError
 
 MODE_HEADER = "x-bpo-mode"
 TURNS_HEADER = "x-bpo-turns"
+SHOW_HEADER = "x-bpo-show-rewrite"
+_YES, _NO = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 OFF = "off"
 TURNS = ("first", "all")
 """Which user turns the proxy rewrites: a conversation's first only, or each new one."""
@@ -45,7 +47,11 @@ async def raw_body(request: Request, limit: int) -> bytes:
 
 async def json_body(request: Request, limit: int) -> dict[str, Any]:
     """The body as a JSON object, at most ``limit`` bytes (413 beyond it, 400 if it is not JSON)."""
-    data = await raw_body(request, limit)
+    return json_object(await raw_body(request, limit))
+
+
+def json_object(data: bytes) -> dict[str, Any]:
+    """``data`` as a JSON object (400 if it is not one)."""
     try:
         body = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -103,6 +109,16 @@ def client_key(headers: Mapping[str, str]) -> str | None:
     if scheme.lower() == "bearer" and given.strip():
         return given.strip()
     return headers.get("x-api-key") or None
+
+
+def header_show(request: Request, default: bool) -> bool:
+    """Whether the answer shows the rewrite: ``X-BPO-Show-Rewrite`` (true or false), else the default."""
+    given = request.headers.get(SHOW_HEADER)
+    if given is None:
+        return default
+    if given.strip().lower() not in (*_YES, *_NO):
+        raise ApiError(400, f"X-BPO-Show-Rewrite {given!r} is not one of: true, false", code="invalid_value")
+    return given.strip().lower() in _YES
 
 
 def header_turns(request: Request, default_turns: str) -> str:

@@ -30,6 +30,8 @@ _DROPPED_RESPONSE_HEADERS = frozenset({
     "set-cookie",
 })
 _NO_SUCH_ROUTE = (404, 405)
+_CHECK_SECONDS = 3.0
+"""How long the start-up check waits for the upstream's model list."""
 
 
 @dataclass
@@ -77,12 +79,13 @@ class Upstream:
 
     async def send(self, method: str, path: str, client_headers: Mapping[str, str], json: Any = None,
                    content: bytes | None = None, key_header: str = "authorization",
-                   at_root: bool = False) -> UpstreamReply:
+                   at_root: bool = False, timeout: float | None = None) -> UpstreamReply:
         """Send ``json`` (or the raw ``content``) to ``base_url + path`` (``root_url + path`` if ``at_root``),
         the key under ``key_header``; raises UpstreamError (its status), UpstreamUnreachable or UpstreamTimeout."""
         url = (self.root_url if at_root else self.base_url) + path
         request = self._client.build_request(method, url, json=json, content=content,
-                                             headers=self._headers(client_headers, key_header))
+                                             headers=self._headers(client_headers, key_header),
+                                             **({"timeout": timeout} if timeout else {}))
         try:
             response = await self._client.send(request, stream=True)
         except httpx.TransportError as exc:
@@ -114,6 +117,17 @@ class Upstream:
                         _logger.warning("upstream %s has no %s: requests for it go as chat completions",
                                         self.base_url, path)
         return self._serves[path]
+
+    async def check(self) -> None:
+        """Say at once (a warning) when the upstream does not answer: serving goes on, as it may come up later."""
+        try:
+            await (await self.send("GET", "/models", {}, timeout=_CHECK_SECONDS)).body()
+        except (UpstreamUnreachable, UpstreamTimeout) as err:
+            _logger.warning("%s; serving anyway: chat requests fail with 502 until it answers", err)
+        except UpstreamError as err:
+            if err.status in (401, 403) and not self._key:
+                return  # it wants the clients' own keys
+            _logger.warning("upstream %s answered GET /models with HTTP %s; serving anyway", self.base_url, err.status)
 
     def _headers(self, client_headers: Mapping[str, str], key_header: str) -> dict[str, str]:
         headers = {k: v for k, v in client_headers.items() if k.lower() not in _DROPPED_REQUEST_HEADERS}

@@ -87,8 +87,8 @@ async def completions(request: Request) -> Response:
     state = state_of(request)
     if state.upstream is not None:
         return await passthrough(request)
-    body = await parse.json_body(request, state.settings.max_body_bytes)
-    return await chat.bpo_answers(request, state, chat.parsed(request, state, OPENAI_TEXT, body))
+    raw = await parse.raw_body(request, state.settings.max_body_bytes)
+    return await chat.bpo_answers(request, state, chat.parsed(request, state, OPENAI_TEXT, raw))
 
 
 async def passthrough(request: Request) -> Response:

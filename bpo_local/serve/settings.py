@@ -36,4 +36,14 @@ class Settings:
     max_prompts: int = 64
     """The most prompts one /v1/optimize request may hold."""
     grace: float = 10.0
-    """On SIGTERM, how long requests in flight may take to finish before they are cancelled."""
+    """On SIGTERM, how long requests in flight may take to finish before they are answered as cut short."""
+    rewrite_timeout: float | None = 30.0
+    """How long the proxy's rewrite of a turn may take before it is stopped and the original goes (None: no
+    limit). 30 s: BPO's rewrites of its test set are 27 tokens at the median and 110 at the 95th percentile
+    (Llama-2 tokens); a 7B Q4_K_M decodes about 6-10 tokens/s on a laptop's CPU, so 95 of 100 rewrites finish
+    in 12-22 s with the prompt read, while a rewrite that rambles to the token cap is cut short."""
+    tasks: str = "pass"
+    """Apps' own requests (titles, tags, follow-up suggestions): "pass" them upstream untouched, or "rewrite"
+    them as if a person had asked."""
+    show_rewrite: bool = False
+    """Begin each rewritten answer with a collapsible block showing the rewrite (X-BPO-Show-Rewrite overrides)."""

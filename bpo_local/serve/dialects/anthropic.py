@@ -9,16 +9,18 @@ upstream without the API the request is translated to chat completions.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from ... import sse
-from ..answer import Answer, End, Piece, TextPiece, ToolCallPiece, Usage
+from ..answer import Answer, End, Finish, Piece, TextPiece, ToolCallPiece, Usage
 from ..errors import ApiError
 from ..turns import Turn
-from .base import Conversation, Dialect, Rendering, content_text, object_list, wants_stream, with_text
+from .base import Conversation, Dialect, Rendering, content_text, edit_texts, object_list, wants_stream, with_text
 
-_STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
+_STOP_REASONS: dict[str, str] = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
+_FINISHES: dict[Any, Finish] = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length",
+                                "tool_use": "tool_calls"}
 _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
                 404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error", 503: "overloaded_error",
                 529: "overloaded_error"}
@@ -49,7 +51,7 @@ class Anthropic(Dialect):
     def conversation(self, body: dict[str, Any]) -> Conversation:
         turns = tuple(_turn(m) for m in object_list(body, "messages"))
         if body.get("system"):
-            turns = (Turn("system"), *turns)
+            turns = (Turn("system", content_text(body["system"], _is_text)), *turns)
         return Conversation(turns, body.get("model"), wants_stream(body))
 
     def with_texts(self, body: dict[str, Any], texts: Mapping[int, str]) -> dict[str, Any]:
@@ -130,6 +132,40 @@ class Anthropic(Dialect):
     def error_body(self, err: ApiError) -> dict[str, Any]:
         kind = _ERROR_TYPES.get(err.status, "api_error" if err.status >= 500 else "invalid_request_error")
         return {"type": "error", "error": {"type": kind, "message": err.message}}
+
+    async def read_stream(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[Piece]:
+        finish: Finish = "stop"
+        usage = Usage()
+        async for event in sse.aevents(chunks):
+            data = event.json_object() or {}
+            kind = data.get("type")
+            block = data.get("content_block") or {}
+            delta = data.get("delta") or {}
+            if kind == "message_start":
+                counted = (data.get("message") or {}).get("usage") or {}
+                usage = Usage(counted.get("input_tokens") or 0, counted.get("output_tokens") or 0)
+            elif kind == "content_block_start" and block.get("type") == "tool_use":
+                yield ToolCallPiece(data.get("index", 0), block.get("id"), block.get("name"))
+            elif kind == "content_block_delta" and delta.get("type") == "text_delta":
+                yield TextPiece(delta.get("text") or "")
+            elif kind == "content_block_delta" and delta.get("type") == "input_json_delta":
+                yield ToolCallPiece(data.get("index", 0), arguments=delta.get("partial_json") or "")
+            elif kind == "message_delta":
+                finish = _FINISHES.get(delta.get("stop_reason"), "stop")
+                usage = Usage(usage.input_tokens, (data.get("usage") or {}).get("output_tokens") or 0)
+        yield End(finish, usage)
+
+    def with_prefix(self, whole: dict[str, Any], text: str) -> dict[str, Any]:
+        content = list(whole.get("content") or [])
+        if content and content[0].get("type") == "text":
+            content[0] = {**content[0], "text": text + content[0].get("text", "")}
+        else:
+            content.insert(0, {"type": "text", "text": text})
+        return {**whole, "content": content}
+
+    def edit_assistant_texts(self, body: dict[str, Any], edit: Callable[[str], str]) -> dict[str, Any]:
+        messages = edit_texts(body["messages"], edit, _is_text, lambda m: m.get("role") == "assistant")
+        return body if messages is None else {**body, "messages": messages}
 
 
 def _chat_messages(message: dict[str, Any]) -> list[dict[str, Any]]:

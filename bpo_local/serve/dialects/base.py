@@ -77,6 +77,18 @@ class Dialect:
     def error_body(self, err: ApiError) -> dict[str, Any]:
         raise NotImplementedError
 
+    def read_stream(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[Piece]:
+        """An upstream's stream in this API, as pieces ending in one End."""
+        raise NotImplementedError
+
+    def with_prefix(self, whole: dict[str, Any], text: str) -> dict[str, Any]:
+        """An upstream's whole answer in this API with ``text`` before its text."""
+        raise NotImplementedError
+
+    def edit_assistant_texts(self, body: dict[str, Any], edit: Callable[[str], str]) -> dict[str, Any]:
+        """``body`` with ``edit`` applied to the assistant's earlier texts (the same object where none changed)."""
+        raise NotImplementedError
+
 
 def wants_stream(body: dict[str, Any], default: bool = False) -> bool:
     stream = body.get("stream", default)
@@ -110,6 +122,26 @@ def with_text(message: dict[str, Any], text: str, is_text: Callable[[Any], bool]
     if not any(is_text(p) for p in parts):
         parts.insert(0, {"type": part_type, "text": text})
     return {**message, "content": parts}
+
+
+def edit_texts(messages: list[Any], edit: Callable[[str], str], is_text: Callable[[Any], bool],
+               is_assistant: Callable[[Any], bool]) -> list[Any] | None:
+    """``messages`` with ``edit`` applied to the assistant messages' texts (string content or text parts); None
+    where it changed none."""
+    changed = False
+    out: list[Any] = []
+    for message in messages:
+        if isinstance(message, dict) and is_assistant(message):
+            content = message.get("content")
+            if isinstance(content, str) and (new := edit(content)) != content:
+                message, changed = {**message, "content": new}, True
+            elif isinstance(content, list):
+                parts = [{**p, "text": edit(p["text"])} if is_text(p) and isinstance(p.get("text"), str) else p
+                         for p in content]
+                if parts != content:
+                    message, changed = {**message, "content": parts}, True
+        out.append(message)
+    return out if changed else None
 
 
 def object_list(body: dict[str, Any], key: str) -> list[dict[str, Any]]:

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import datetime, timezone
 from typing import Any, Literal
 
 from ..answer import Answer, End, Piece, TextPiece, ToolCall, ToolCallPiece, Usage
 from ..errors import ApiError
-from .base import Conversation, Dialect, Rendering, wants_stream
+from .base import Conversation, Dialect, Rendering, edit_texts, wants_stream
 from .openai_chat import message_turn
 
 Kind = Literal["chat", "generate"]
@@ -96,6 +96,12 @@ class Ollama(Dialect):
 
     def error_body(self, err: ApiError) -> dict[str, Any]:
         return {"error": err.message}
+
+    def edit_assistant_texts(self, body: dict[str, Any], edit: Callable[[str], str]) -> dict[str, Any]:
+        if self.kind == "generate":
+            return body
+        messages = edit_texts(body["messages"], edit, lambda part: False, lambda m: m.get("role") == "assistant")
+        return body if messages is None else {**body, "messages": messages}
 
     def line(self, model: str, text: str, *, done: bool = False, calls: tuple[ToolCall, ...] = (),
              **extra: Any) -> dict[str, Any]:

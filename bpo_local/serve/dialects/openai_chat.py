@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, ClassVar
 
 from ... import sse
 from ..answer import Answer, End, Piece, TextPiece, ToolCall, ToolCallPiece, Usage, finish_of
 from ..errors import ApiError
 from ..turns import Turn
-from .base import Conversation, Dialect, Rendering, content_text, wants_stream, with_text
+from .base import Conversation, Dialect, Rendering, content_text, edit_texts, wants_stream, with_text
 
 
 def _is_text(part: Any) -> bool:
@@ -28,6 +28,8 @@ def message_turn(message: Any) -> Turn:
         return Turn("unknown")
     role = message.get("role")
     role = role if isinstance(role, str) else "unknown"
+    if role in ("system", "developer"):
+        return Turn("system", content_text(message.get("content"), _is_text))
     if role != "user":
         return Turn(role)
     return Turn(role, content_text(message.get("content"), _is_text))
@@ -99,6 +101,19 @@ class OpenAIChat(Dialect):
 
     def error_body(self, err: ApiError) -> dict[str, Any]:
         return {"error": {"message": err.message, "type": err.type, "code": err.code}}
+
+    def read_stream(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[Piece]:
+        return read_stream(chunks)
+
+    def with_prefix(self, whole: dict[str, Any], text: str) -> dict[str, Any]:
+        choices = whole.get("choices") or [{}]
+        message = choices[0].get("message") or {}
+        first = {**choices[0], "message": {**message, "content": text + (message.get("content") or "")}}
+        return {**whole, "choices": [first, *choices[1:]]}
+
+    def edit_assistant_texts(self, body: dict[str, Any], edit: Callable[[str], str]) -> dict[str, Any]:
+        messages = edit_texts(body["messages"], edit, _is_text, lambda m: m.get("role") == "assistant")
+        return body if messages is None else {**body, "messages": messages}
 
 
 class OpenAIText(OpenAIChat):

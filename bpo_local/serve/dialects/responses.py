@@ -11,14 +11,14 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from ... import sse
-from ..answer import Answer, End, Piece, TextPiece, ToolCall, ToolCallPiece, Usage
+from ..answer import Answer, End, Finish, Piece, TextPiece, ToolCall, ToolCallPiece, Usage
 from ..errors import ApiError
 from ..turns import Turn
-from .base import Conversation, Dialect, Rendering, content_text, wants_stream, with_text
+from .base import Conversation, Dialect, Rendering, content_text, edit_texts, wants_stream, with_text
 
 _TEXT_PARTS = ("input_text", "output_text", "text")
 _ROLES = {"developer": "system"}
@@ -50,9 +50,11 @@ def _turn(item: Any) -> Turn:
         return Turn("tool")
     if kind != "message":
         return Turn("assistant" if kind in ("function_call", "reasoning") else str(kind))
-    role = str(item.get("role"))
+    role = _ROLES.get(str(item.get("role")), str(item.get("role")))
+    if role == "system":
+        return Turn(role, content_text(item.get("content"), _is_text))
     if role != "user":
-        return Turn(_ROLES.get(role, role))
+        return Turn(role)
     return Turn(role, content_text(item.get("content"), _is_text))
 
 
@@ -63,7 +65,7 @@ class Responses(Dialect):
     def conversation(self, body: dict[str, Any]) -> Conversation:
         turns = tuple(_turn(item) for item in _items(body))
         if isinstance(body.get("instructions"), str):
-            turns = (Turn("system"), *turns)
+            turns = (Turn("system", body["instructions"]), *turns)
         return Conversation(turns, body.get("model"), wants_stream(body),
                             continues=body.get("previous_response_id") is not None)
 
@@ -155,6 +157,43 @@ class Responses(Dialect):
 
     def error_body(self, err: ApiError) -> dict[str, Any]:
         return {"error": {"message": err.message, "type": err.type, "code": err.code, "param": None}}
+
+    async def read_stream(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[Piece]:
+        finish: Finish = "stop"
+        usage: Usage | None = None
+        async for event in sse.aevents(chunks):
+            data = event.json_object() or {}
+            kind = data.get("type")
+            if kind == "response.output_text.delta" and data.get("delta"):
+                yield TextPiece(data["delta"])
+            elif kind == "response.output_item.added" and (data.get("item") or {}).get("type") == "function_call":
+                item = data["item"]
+                yield ToolCallPiece(data.get("output_index", 0), item.get("call_id"), item.get("name"))
+            elif kind == "response.function_call_arguments.delta":
+                yield ToolCallPiece(data.get("output_index", 0), arguments=data.get("delta") or "")
+            elif kind in ("response.completed", "response.incomplete"):
+                response = data.get("response") or {}
+                calls = any(item.get("type") == "function_call" for item in response.get("output") or [])
+                finish = "length" if kind == "response.incomplete" else "tool_calls" if calls else "stop"
+                counted = response.get("usage") or {}
+                usage = Usage(counted.get("input_tokens") or 0, counted.get("output_tokens") or 0)
+        yield End(finish, usage)
+
+    def with_prefix(self, whole: dict[str, Any], text: str) -> dict[str, Any]:
+        output = list(whole.get("output") or [])
+        for at, item in enumerate(output):
+            parts = item.get("content") if item.get("type") == "message" else None
+            if parts and parts[0].get("type") == "output_text":
+                output[at] = {**item, "content": [{**parts[0], "text": text + parts[0].get("text", "")}, *parts[1:]]}
+                return {**whole, "output": output}
+        return {**whole, "output": [_message_item(_id("msg"), text, "completed"), *output]}
+
+    def edit_assistant_texts(self, body: dict[str, Any], edit: Callable[[str], str]) -> dict[str, Any]:
+        if not isinstance(body.get("input"), list):
+            return body
+        items = edit_texts(body["input"], edit, _is_text,
+                           lambda item: item.get("type", "message") == "message" and item.get("role") == "assistant")
+        return body if items is None else {**body, "input": items}
 
 
 class _EventWriter:
