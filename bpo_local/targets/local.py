@@ -106,6 +106,11 @@ class LocalChat:
     def info(self) -> ModelInfo:
         return self._engine.info
 
+    def shares(self, path: Path) -> Engine | None:
+        """This model's engine if it is loaded from ``path`` (the same file), so BPO on the same GGUF is not
+        loaded twice; None otherwise."""
+        return self._engine if path.exists() and os.path.samefile(path, self._path) else None
+
     @property
     def name(self) -> str:
         return self.info.name
