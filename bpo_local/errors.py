@@ -234,6 +234,20 @@ class TargetUnreachable(TargetError):
     """A target or judge server cannot be reached, or refuses the credentials: no request can succeed."""
 
 
+class TargetDown(TargetUnreachable):
+    """A target or judge server did not answer (connection refused or dropped, time-out); another server of
+    its fleet may."""
+
+
+class TargetBusy(TargetError):
+    """A target or judge server pushed back (``status`` 429, 502, 503 or 504): the same request may succeed
+    later. ``wait`` is the seconds it asked for (Retry-After), None when it said nothing."""
+
+    def __init__(self, message: str, status: int, wait: float | None) -> None:
+        super().__init__(message)
+        self.status, self.wait = status, wait
+
+
 class QueueFull(BpoLocalError):
     """``serve``: every place in the request queue is taken."""
 
