@@ -169,3 +169,25 @@ def test_sigterm_answers_every_request_in_flight_in_its_apis_shape(smollm2_gguf:
     assert answers["queued"].status_code == 503 and answers["queued"].json()["type"] == "error"
     assert answers["upstream"].status_code == 503 and isinstance(answers["upstream"].json()["error"], str)
     assert "Traceback" not in proxy.log.read_text()
+
+
+def test_the_persons_rewrite_goes_ahead_of_what_bpo_has_queued(smollm2_gguf: Path, relay: RecordingUpstream,
+                                                               tmp_path: Path) -> None:
+    """One decoding slot: a long /v1/optimize runs, a second waits, then a person's turn arrives; the person's
+    rewrite is decoded before the second optimization (the run log keeps their order)."""
+    long = {"temperature": 3, "top_k": 0, "top_p": 1, "seed": 1, "max_tokens": 400}  # near-uniform: no early stop
+    with BpoServer.start(smollm2_gguf, "--ctx", "1024", "--seed", "1", "--max-tokens", "400", "--mode", "aggressive",
+                         "--parallel", "1", "--upstream", f"{relay.url}/v1", home=tmp_path) as proxy:
+        requests = [("/v1/optimize", {"prompt": "first in line", **long}),
+                    ("/v1/optimize", {"prompt": "second in line", **long}),
+                    ("/v1/chat/completions", {"model": "target", "max_tokens": 4,
+                                              "messages": [{"role": "user", "content": "a person asks"}]})]
+        threads = [threading.Thread(target=httpx.post, args=(f"{proxy.url}{path}",),
+                                    kwargs={"json": body, "timeout": 300}) for path, body in requests]
+        for thread in threads:
+            thread.start()
+            time.sleep(0.3)
+        for thread in threads:
+            thread.join(300)
+        order = [entry["prompt"] for entry in reversed(proxy.logged(timeout=5))]
+    assert order == ["first in line", "a person asks", "second in line"], order

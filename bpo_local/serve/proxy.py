@@ -20,7 +20,7 @@ _logger = logging.getLogger(__name__)
 _DROPPED_REQUEST_HEADERS = frozenset({
     "host", "content-length", "authorization", "x-api-key", "accept-encoding", "connection", "keep-alive",
     "transfer-encoding", "te", "trailer", "upgrade", "proxy-authorization", "proxy-connection", "cookie",
-    "x-bpo-mode", "x-bpo-turns", "x-bpo-show-rewrite",
+    "x-bpo-mode", "x-bpo-turns", "x-bpo-show-rewrite", "x-bpo-task",
 })
 """Client headers not forwarded: hop-by-hop ones, what httpx sets itself, credentials (set again below) and
 our own."""

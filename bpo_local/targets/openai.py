@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from .. import sse
 from ..backend import Timings
 from ..backends.remote.http import transport_error
 from ..backends.remote.pushback import PUSHBACK_STATUSES, backoff, wait_hint, Window
@@ -263,16 +264,15 @@ class OpenAIStream:
         if self._done:
             return
         try:
-            for line in self._response.iter_lines():
+            for event in sse.events(self._response.iter_bytes()):
                 if self._cancelled:
                     self._finish = "cancelled"
                     break
-                data = line[len("data:"):].strip() if line.startswith("data:") else ""
-                if not data:
+                if not event.data:
                     continue
-                if data == "[DONE]":
+                if event.data == sse.DONE:
                     break
-                piece = self._event(data)
+                piece = self._event(event.data)
                 if piece:
                     self._first = self._first or time.monotonic()
                     self._parts.append(piece)
