@@ -112,6 +112,7 @@ def test_a_prefix_skips_bpo_for_one_message(proxy: BpoServer, relay: RecordingUp
     assert reply["bpo"]["turn"] == "skipped"
     assert relay.last("/v1/chat/completions").request["messages"] == [{"role": "user", "content": "what is 2+2"}]
     assert generations(proxy, "!raw what is 2+2") == 0 and generations(proxy, "what is 2+2") == 0
+    assert "POST /v1/chat/completions 200" in proxy.log.read_text() and "(skipped)" in proxy.log.read_text()
 
 
 def test_a_rewrite_over_its_timeout_forwards_the_original_in_time(smollm2_gguf: Path, relay: RecordingUpstream,
@@ -134,6 +135,13 @@ def test_ollama_routes_answer_errors_in_ollamas_shape(smollm2_gguf: Path, tmp_pa
         reply = httpx.post(f"{proxy.url}/api/chat", json={"model": "t", "stream": False,
                                                           "messages": [{"role": "user", "content": "!raw hi"}]})
         assert reply.status_code == 502 and isinstance(reply.json()["error"], str), reply.text
+    assert "serving anyway" in proxy.log.read_text()  # said at start-up, and serve went on
+
+
+def test_ctrl_c_stops_serve_with_exit_0(smollm2_gguf: Path, tmp_path: Path) -> None:
+    with BpoServer.start(smollm2_gguf, "--ctx", "512", home=tmp_path) as server:
+        server.process.send_signal(signal.SIGINT)
+        assert server.process.wait(30) == 0
 
 
 def test_sigterm_answers_every_request_in_flight_in_its_apis_shape(smollm2_gguf: Path, llama_server,
