@@ -118,6 +118,9 @@ def test_messages_whole_with_x_api_key_and_bearer(claude: anthropic.Anthropic, p
     assert reply.content[0].text == sent.messages_text() and reply.stop_reason in ("end_turn", "max_tokens")
     bearer = anthropic.Anthropic(base_url=proxy.url, auth_token=KEY, max_retries=0)
     assert bearer.messages.create(**ask).model_extra["bpo"]["turn"] == "remembered"
+    as_claude_code = httpx.post(f"{proxy.url}/v1/messages", json={k: v for k, v in ask.items() if k != "extra_body"},
+                                headers={"x-api-key": KEY, "anthropic-version": "2023-06-01"}, timeout=120)
+    assert as_claude_code.status_code == 200 and as_claude_code.json()["bpo"]["turn"] == "remembered"
     assert generations(proxy, "why is the sky blue") == 1
 
 
@@ -192,19 +195,23 @@ def test_an_upstream_without_the_apis_gets_chat_completions(smollm2_gguf: Path, 
         assert len(probes) == 2  # each API asked about once, not per request
 
 
-def test_the_clients_key_goes_upstream_under_the_header_it_expects(smollm2_gguf: Path, relay: RecordingUpstream,
-                                                                    tmp_path: Path) -> None:
+def test_the_clients_key_goes_upstream_as_it_came_unless_the_operator_set_one(
+        smollm2_gguf: Path, relay: RecordingUpstream, tmp_path: Path) -> None:
+    """Claude Code sends x-api-key, the anthropic SDK Authorization: Bearer; an upstream that speaks Messages gets
+    either as it came, and --upstream-key replaces it."""
+    ask = {"model": "target", "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]}
     with BpoServer.start(smollm2_gguf, *BPO, "--upstream", f"{relay.url}/v1", home=tmp_path / "a") as open_proxy:
-        ask = {"model": "target", "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}],
-               "headers": {"X-BPO-Mode": "off"}}
-        anthropic.Anthropic(base_url=open_proxy.url, api_key="sk-ant-client", max_retries=0).messages.create(
-            model=ask["model"], max_tokens=4, messages=ask["messages"], extra_headers=ask["headers"])
-        assert exchanges(relay, "/v1/messages")[-1].headers["x-api-key"] == "sk-ant-client"
+        for header, value in (("x-api-key", "sk-ant-client"), ("authorization", "Bearer sk-ant-oauth")):
+            sent = httpx.post(f"{open_proxy.url}/v1/messages", json=ask, timeout=120,
+                              headers={header: value, "X-BPO-Mode": "off", "anthropic-version": "2023-06-01"})
+            forwarded = exchanges(relay, "/v1/messages")[-1].headers
+            assert sent.status_code == 200 and forwarded[header] == value
+            other = "authorization" if header == "x-api-key" else "x-api-key"
+            assert other not in forwarded  # nothing made up
     with BpoServer.start(smollm2_gguf, *BPO, "--upstream", f"{relay.url}/v1", "--upstream-key", "sk-operator",
                          home=tmp_path / "b") as keyed:
-        anthropic.Anthropic(base_url=keyed.url, api_key="sk-ant-client", max_retries=0).messages.create(
-            model="target", max_tokens=4, messages=[{"role": "user", "content": "hi"}],
-            extra_headers={"X-BPO-Mode": "off"})
+        httpx.post(f"{keyed.url}/v1/messages", json=ask, timeout=120,
+                   headers={"x-api-key": "sk-ant-client", "X-BPO-Mode": "off"}).raise_for_status()
         assert exchanges(relay, "/v1/messages")[-1].headers["x-api-key"] == "sk-operator"
 
 
@@ -215,5 +222,5 @@ def test_ollama_probes_when_bpo_answers_itself(smollm2_gguf: Path, tmp_path: Pat
         refused = httpx.post(f"{server.url}/api/embed", json={"model": "bpo", "input": "hi"})
         assert refused.status_code == 400 and "no embeddings" in refused.json()["error"]
         reply = anthropic.Anthropic(base_url=server.url, api_key="x", max_retries=0).messages.create(
-            model="bpo", max_tokens=24, messages=[{"role": "user", "content": "tell me a joke"}])
+            model="bpo", max_tokens=8192, messages=[{"role": "user", "content": "tell me a joke"}])  # a budget
         assert reply.content[0].text == "\n---\n".join(reply.model_extra["bpo"]["candidates"])  # as optimize prints

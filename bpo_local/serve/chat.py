@@ -8,9 +8,10 @@ own API (or as chat completions where the upstream lacks it), or BPO's own answe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from starlette.requests import Request
@@ -27,6 +28,7 @@ from .owner import NORMAL, PERSON
 from .proxy import UpstreamReply
 from .rewrite import APP_TASK, FAILED, REMEMBERED, REWRITTEN, Rewrite
 from .state import State, state_of
+from .turns import may_rewrite
 
 T = TypeVar("T")
 LAST_WORDS_SECONDS = 2.0
@@ -47,8 +49,8 @@ class ChatCall:
     conversation: Conversation
     mode: str
     rule: str
-    show: bool = False
-    rendering: Rendering = field(default_factory=lambda: Rendering(""))
+    show: bool
+    rendering: Rendering
 
 
 def endpoint(dialect: Dialect) -> Callable[[Request], Awaitable[Response]]:
@@ -78,10 +80,11 @@ async def answer(request: Request, state: State, call: ChatCall) -> Response:
         return await bpo_answers(request, state, call)
     task = apps.recognise(request.headers, call.conversation.turns)
     if task is not None and state.settings.tasks == "pass":
-        done = Rewrite(call.mode, _last_user_text(call), turn=APP_TASK, reason=task)
+        done = Rewrite(call.mode, call.conversation.last_user_text(required=False), turn=APP_TASK, reason=task)
         return await _forward(request, state, call, call.body, done)
     priority = NORMAL if task is not None else PERSON
-    if call.show and call.conversation.stream:
+    if call.show and call.conversation.stream and may_rewrite(call.conversation.turns, call.mode, call.rule,
+                                                              call.conversation.continues):
         return _shown_stream(state, call, priority, request.headers)
     forwarded, done = await until_disconnect(request, rewritten(state, call, priority=priority))
     return await _forward(request, state, call, forwarded, done)
@@ -102,7 +105,10 @@ async def rewritten(state: State, call: ChatCall, watch: asyncio.Queue[str] | No
 async def bpo_answers(request: Request, state: State, call: ChatCall) -> Response:
     """BPO as the model: the last user turn's rewrite is the answer, whole or streamed."""
     text = call.conversation.last_user_text()
-    how = optimization_for(state, call.dialect.to_chat(call.body))
+    settings = call.dialect.to_chat(call.body)
+    if call.dialect.caps_max_tokens and isinstance(settings.get("max_tokens"), int):
+        settings["max_tokens"] = min(settings["max_tokens"], state.settings.max_tokens)  # a budget, not a demand
+    how = optimization_for(state, settings)
     ticket = state.owner.submit(text, mode=how.mode, seed=how.seed, overrides=how.overrides)
     if not call.conversation.stream:
         result = await until_disconnect(request, ticket.result())
@@ -156,19 +162,19 @@ def _shown_stream(state: State, call: ChatCall, priority: int, headers: Mapping[
     progress), then the upstream's answer; the ``bpo`` record rides on the last event."""
 
     async def pieces() -> AsyncIterator[Piece]:
-        watch: asyncio.Queue[str] = asyncio.Queue()
-        work = asyncio.ensure_future(_until_closed(state, rewritten(state, call, watch, priority)))
+        watch: asyncio.Queue[str | None] = asyncio.Queue()
+        work = asyncio.ensure_future(_until_closed(state, rewritten(state, call, watch, priority)))  # type: ignore[arg-type]
+        work.add_done_callback(lambda _: watch.put_nowait(None))
         try:
             shown = ""
-            while not work.done() or not watch.empty():
-                piece = await _next_or_done(watch, work)
-                if piece is not None:
-                    yield TextPiece(piece if shown else show.OPEN + piece)
-                    shown += piece
+            while (piece := await watch.get()) is not None:
+                yield TextPiece(piece if shown else show.OPEN + piece)
+                shown += piece
             forwarded, done = work.result()
             rest = _block(done)
-            if shown and done.optimized is not None and done.optimized.startswith(shown):
-                rest = done.optimized[len(shown):] + show.CLOSE
+            if shown and done.optimized is not None:
+                rest = (done.optimized[len(shown):] if done.optimized.startswith(shown)
+                        else "\n\n" + done.optimized) + show.CLOSE
             elif shown:
                 rest = show.not_used(done.reason)
             if rest:
@@ -193,18 +199,6 @@ async def _upstream_pieces(state: State, call: ChatCall, forwarded: dict[str, An
     async for piece in read(until_closing(reply.chunks(), state.closing)):
         yield replace(piece, extra={"bpo": done.record(*_route(call.dialect, native))}) \
             if isinstance(piece, End) else piece
-
-
-async def _next_or_done(watch: asyncio.Queue[str], work: asyncio.Future[Any]) -> str | None:
-    """The next settled piece of the rewrite, or None once the rewrite is done."""
-    if not watch.empty():
-        return watch.get_nowait()
-    waiting = asyncio.ensure_future(watch.get())
-    await asyncio.wait({waiting, work}, return_when=asyncio.FIRST_COMPLETED)
-    if waiting.done():
-        return waiting.result()
-    waiting.cancel()
-    return None
 
 
 def _block(done: Rewrite) -> str:
@@ -237,8 +231,7 @@ async def _send(state: State, call: ChatCall, forwarded: dict[str, Any], native:
     try:
         return await state.upstream.send("POST", CHAT_PATH, headers, call.dialect.to_chat(forwarded))
     except UpstreamError as err:
-        raise ApiError(err.status, f"upstream answered HTTP {err.status}: {error_text(err.body)}",
-                       "upstream_error", "upstream_error") from None
+        raise upstream_api_error(err) from None
 
 
 def _route(dialect: Dialect, native: bool) -> tuple[str, bool]:
@@ -246,16 +239,18 @@ def _route(dialect: Dialect, native: bool) -> tuple[str, bool]:
     return (dialect.native_path or CHAT_PATH, False) if native else (CHAT_PATH, dialect.native_path != CHAT_PATH)
 
 
-def _last_user_text(call: ChatCall) -> str | None:
-    return next((t.text for t in reversed(call.conversation.turns) if t.role == "user"), None)
-
-
 def _failure(err: Exception) -> str:
     if isinstance(err, ApiError):
         return err.message
     if isinstance(err, UpstreamError):
-        return f"upstream answered HTTP {err.status}: {error_text(err.body)}"
+        return upstream_api_error(err).message
     return from_library(err).message  # type: ignore[arg-type]
+
+
+def upstream_api_error(err: UpstreamError) -> ApiError:
+    """An upstream's error in the client's API's shape (its status kept), where the client speaks another API."""
+    return ApiError(err.status, f"upstream answered HTTP {err.status}: {error_text(err.body)}", "upstream_error",
+                    "upstream_error")
 
 
 def error_text(body: bytes) -> str:
@@ -315,12 +310,12 @@ async def _race(awaitable: Awaitable[T], closing: asyncio.Event, gone: Awaitable
 async def until_closing(chunks: AsyncIterator[bytes], closing: asyncio.Event) -> AsyncIterator[bytes]:
     """An upstream's stream, ended early (the upstream's connection closed) when the server's grace ends."""
     ended = asyncio.ensure_future(closing.wait())
+    following: asyncio.Future[bytes] | None = None
     try:
         while True:
             following = asyncio.ensure_future(anext(chunks))
             await asyncio.wait({following, ended}, return_when=asyncio.FIRST_COMPLETED)
             if not following.done():
-                following.cancel()
                 return
             try:
                 chunk = following.result()
@@ -329,6 +324,10 @@ async def until_closing(chunks: AsyncIterator[bytes], closing: asyncio.Event) ->
             yield chunk
     finally:
         ended.cancel()
+        if following is not None and not following.done():
+            following.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                await following
         await chunks.aclose()  # type: ignore[attr-defined]
 
 

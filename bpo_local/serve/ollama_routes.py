@@ -92,8 +92,7 @@ async def _from_ollama(request: Request, state: State, method: str, path: str,
     except UpstreamError as err:
         if err.status in (404, 405):
             return None
-        raise ApiError(err.status, f"upstream answered HTTP {err.status}: {chat.error_text(err.body)}",
-                       "upstream_error", "upstream_error") from None
+        raise chat.upstream_api_error(err) from None
     try:
         return chat.json_object(await reply.body(), "answer")
     except ApiError:

@@ -30,6 +30,8 @@ _DROPPED_RESPONSE_HEADERS = frozenset({
     "set-cookie",
 })
 _NO_SUCH_ROUTE = (404, 405)
+_HAS_THE_ROUTE = (200, 400, 422, 500)
+"""An empty body refused as a bad request (llama-server says 500 for Messages) means the route exists."""
 _CHECK_SECONDS = 3.0
 """How long the start-up check waits for the upstream's model list."""
 
@@ -109,14 +111,15 @@ class Upstream:
                 if path not in self._serves:
                     try:
                         await (await self.send("POST", path, client_headers, {}, key_header=key_header)).body()
-                        found = True
+                        status = 200
                     except UpstreamError as err:
-                        found = err.status not in _NO_SUCH_ROUTE
-                    self._serves[path] = found
-                    if not found:
+                        status = err.status
+                    if status in _NO_SUCH_ROUTE:
                         _logger.warning("upstream %s has no %s: requests for it go as chat completions",
                                         self.base_url, path)
-        return self._serves[path]
+                    if status in _NO_SUCH_ROUTE or status in _HAS_THE_ROUTE:
+                        self._serves[path] = status not in _NO_SUCH_ROUTE
+        return self._serves.get(path, True)  # an answer that says neither (401, 429, 5xx): asked again next time
 
     async def check(self) -> None:
         """Say at once (a warning) when the upstream does not answer: serving goes on, as it may come up later."""
@@ -132,8 +135,11 @@ class Upstream:
     def _headers(self, client_headers: Mapping[str, str], key_header: str) -> dict[str, str]:
         headers = {k: v for k, v in client_headers.items() if k.lower() not in _DROPPED_REQUEST_HEADERS}
         headers["accept-encoding"] = "identity"
-        key = self._key or (client_key(client_headers) if self._pass_client_key else None)
-        if key:
+        if self._key:
+            headers[key_header] = f"Bearer {self._key}" if key_header == "authorization" else self._key
+        elif self._pass_client_key and "authorization" in client_headers:
+            headers["authorization"] = client_headers["authorization"]  # as sent: a key, or an OAuth token
+        elif self._pass_client_key and (key := client_key(client_headers)):
             headers[key_header] = f"Bearer {key}" if key_header == "authorization" else key
         return headers
 

@@ -76,6 +76,9 @@ class Progress:
             listener.put_nowait(self.text)
         self._listeners.append(listener)
 
+    def unlisten(self, listener: asyncio.Queue[str]) -> None:
+        self._listeners.remove(listener)
+
     def add(self, piece: str) -> None:
         self.text += piece
         for listener in self._listeners:

@@ -11,7 +11,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from ..errors import BpoLocalError, QueueFull, ServerClosing
 from ..optimizer import OptimizeResult
 from . import chat, parse
-from .dialects import OPENAI_CHAT, OPENAI_TEXT
+from .dialects import OPENAI_CHAT, OPENAI_TEXT, for_path
 from .errors import from_library
 from .owner import EngineOwner, Ticket
 from .state import state_of
@@ -99,6 +99,7 @@ async def passthrough(request: Request) -> Response:
     if request.url.query:
         path += "?" + request.url.query
     body = await parse.raw_body(request, state.settings.max_body_bytes)
+    key_header = for_path(request.url.path).key_header  # /v1/messages/count_tokens: Anthropic's x-api-key
     reply = await chat.until_disconnect(request, state.upstream.send(request.method, path, request.headers,
-                                                                     content=body or None))
+                                                                     content=body or None, key_header=key_header))
     return StreamingResponse(reply.chunks(), status_code=reply.status, headers=reply.headers)

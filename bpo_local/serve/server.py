@@ -29,14 +29,15 @@ class _Server(uvicorn.Server):
         super().__init__(config)
         self._grace = grace
         self._app = app
+        self.timer: threading.Timer | None = None
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         first = not self.should_exit
         super().handle_exit(sig, frame)
         if first:
-            timer = threading.Timer(self._grace, self._cancel_running)
-            timer.daemon = True
-            timer.start()
+            self.timer = threading.Timer(self._grace, self._cancel_running)
+            self.timer.daemon = True
+            self.timer.start()
 
     def _cancel_running(self) -> None:
         state = getattr(self._app.state, "bpo", None)
@@ -61,4 +62,6 @@ def serve(app: Starlette, sock: socket.socket, *, grace: float, debug: bool) -> 
     signal.signal(signal.SIGTERM, lambda *_: None)
     signal.signal(signal.SIGINT, lambda *_: None)
     server.run(sockets=[sock])
+    if server.timer is not None:
+        server.timer.cancel()  # everything ended within the grace
     return server.started

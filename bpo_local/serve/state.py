@@ -27,7 +27,8 @@ class State:
 
     def close(self) -> None:
         """From any thread: every request still waiting is answered as cut short, and BPO's generations stop."""
-        self.loop.call_soon_threadsafe(self.closing.set)
+        if not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self.closing.set)
         self.owner.stop(timeout=0)
 
 

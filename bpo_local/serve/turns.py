@@ -36,6 +36,15 @@ class Turn:
     text: str | None = None
 
 
+def may_rewrite(turns: Sequence[Turn], mode: str, rule: str, continues: bool = False) -> bool:
+    """Whether the turn rules may rewrite (or recall a rewrite of) the conversation's last turn: a new user turn
+    with text, not sent past BPO, and under rule ``first`` the conversation's first."""
+    last = turns[-1] if turns else None
+    if mode == OFF or last is None or last.role != "user" or last.text is None or skipped(last.text) is not None:
+        return False
+    return rule == "all" or not (continues or any(t.role == "user" for t in turns[:-1]))
+
+
 @dataclass
 class _Shared:
     """One generation in flight, its text so far, and how many requests wait for it."""
@@ -123,6 +132,8 @@ class Rewriter:
         try:
             return await asyncio.shield(shared.task)
         finally:
+            if watch is not None:
+                shared.progress.unlisten(watch)
             shared.waiters -= 1
             if shared.waiters == 0 and not shared.task.done():
                 self._forget(key, shared)  # a request arriving while it unwinds starts afresh, never joins it

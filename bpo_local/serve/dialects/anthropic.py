@@ -44,8 +44,8 @@ def _turn(message: dict[str, Any]) -> Turn:
 
 
 class Anthropic(Dialect):
-    name = "anthropic"
     native_path = "/messages"
+    caps_max_tokens = True
     key_header = "x-api-key"
 
     def conversation(self, body: dict[str, Any]) -> Conversation:

@@ -25,13 +25,16 @@ class Conversation:
     stream: bool = False
     continues: bool = False
 
-    def last_user_text(self) -> str:
-        """The last user turn's text: what BPO answers when it is the model itself."""
+    def last_user_text(self, required: bool = True) -> str | None:
+        """The last user turn's text: what BPO answers when it is the model itself (None where there is none
+        and it is not ``required``; else a 400)."""
         for turn in reversed(self.turns):
             if turn.role == "user":
-                if turn.text is None:
+                if turn.text is None and required:
                     raise ApiError(400, "the last user message has no text content", code="invalid_value")
                 return turn.text
+        if not required:
+            return None
         raise ApiError(400, "messages hold no user message to optimize", code="invalid_value")
 
 
@@ -47,12 +50,14 @@ class Rendering:
 
 class Dialect:
     """One API's wire format. ``native_path`` is its route under an upstream's base URL where the upstream
-    speaks it (None: it always goes upstream as chat completions); ``key_header`` carries a client's key."""
+    speaks it (None: it always goes upstream as chat completions); ``key_header`` carries the operator's key to it."""
 
-    name: ClassVar[str]
     native_path: ClassVar[str | None] = None
     key_header: ClassVar[str] = "authorization"
     media_type: ClassVar[str] = sse.MEDIA_TYPE
+    caps_max_tokens: ClassVar[bool] = False
+    """Whether a request's token limit is a budget (Anthropic's required ``max_tokens``): BPO answering as the model
+    takes at most its own limit instead of refusing a larger one."""
 
     def conversation(self, body: dict[str, Any]) -> Conversation:
         raise NotImplementedError

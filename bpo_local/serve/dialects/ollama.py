@@ -30,12 +30,10 @@ _OPTIONS = {"temperature": "temperature", "top_p": "top_p", "top_k": "top_k", "s
 class Ollama(Dialect):
     """``/api/chat`` (``kind`` chat) or ``/api/generate`` (``kind`` generate)."""
 
-    key_header = "authorization"
     media_type = NDJSON
 
     def __init__(self, kind: Kind) -> None:
         self.kind = kind
-        self.name = f"ollama-{kind}"  # type: ignore[misc]
 
     def conversation(self, body: dict[str, Any]) -> Conversation:
         chat = self.to_chat(body)

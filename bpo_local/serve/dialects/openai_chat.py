@@ -49,7 +49,6 @@ def _usage_body(usage: Usage | None) -> dict[str, int] | None:
 
 
 class OpenAIChat(Dialect):
-    name = "openai"
     native_path = "/chat/completions"
 
     def conversation(self, body: dict[str, Any]) -> Conversation:
@@ -119,7 +118,6 @@ class OpenAIChat(Dialect):
 class OpenAIText(OpenAIChat):
     """Text completions (``/v1/completions``): BPO answering ``{"prompt"}`` itself."""
 
-    name = "openai-text"
     native_path: ClassVar[str | None] = None
 
     def conversation(self, body: dict[str, Any]) -> Conversation:

@@ -59,8 +59,8 @@ def _turn(item: Any) -> Turn:
 
 
 class Responses(Dialect):
-    name = "responses"
     native_path = "/responses"
+    caps_max_tokens = True
 
     def conversation(self, body: dict[str, Any]) -> Conversation:
         turns = tuple(_turn(item) for item in _items(body))
@@ -94,7 +94,10 @@ class Responses(Dialect):
             chat["tools"] = [_chat_tool(tool) for tool in body["tools"]]
         if body.get("tool_choice") is not None:
             chat["tool_choice"] = _chat_tool_choice(body["tool_choice"])
-        response_format = _chat_format((body.get("text") or {}).get("format"))
+        text = body.get("text") or {}
+        if not isinstance(text, dict):
+            raise ApiError(400, f"text must be an object, got {text!r}", code="invalid_value")
+        response_format = _chat_format(text.get("format"))
         if response_format:
             chat["response_format"] = response_format
         if chat["stream"]:
