@@ -4,18 +4,21 @@ Usage:
     python benchmarks/bench_proxy_turns.py                # ~1 min on SmolLM2-135M, 2 cores
     python benchmarks/bench_proxy_turns.py --rounds 60 --turns all
 
-1. Remembered-turn overhead: a one-turn chat whose rewrite is in the store (1 new token), sent to
-   `serve --upstream`, the same forwarded body straight to llama-server, and through serve with
-   X-BPO-Mode: off, taking turns; median differences (target <= 5 ms over direct).
+1. Remembered-turn overhead, in each API serve speaks (OpenAI chat, Responses, Anthropic Messages, Ollama):
+   a one-turn request whose rewrite is in the store (1 new token) sent to `serve --upstream`, and the same
+   forwarded request straight to llama-server, taking turns; median differences (target <= 5 ms over direct).
 2. A scripted 10-turn chat (each request carries the whole history, as chat apps send it), with a
    retry of turn 5 and a tool round after turn 8; BPO generations counted from the run log (target: 1
    with the default --turns first), and how many earlier turns went upstream as their stored rewrite.
+3. Open WebUI's request pattern for a 3-turn chat (each turn streamed with tools, then its follow-up
+   suggestions; title and tags after the first): BPO generations (target 1) and the wall time serve adds.
 No asserts: numbers on a shared machine are noisy; compare runs on an idle one.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -36,28 +39,80 @@ FOLLOW_UPS = ("make it shorter", "now in French", "add an example", "why?", "giv
               "and the opposite?", "summarise", "thanks, one more")
 
 
-def remembered_overhead(direct: str, proxied: str, rounds: int) -> None:
+def _chat(q: str) -> dict:
+    return {**ANSWER, "max_tokens": 1, "messages": [{"role": "user", "content": q}]}
+
+
+def _responses(q: str) -> dict:
+    return {"model": "target", "input": q, "max_output_tokens": 1, "temperature": 0}
+
+
+def _messages(q: str) -> dict:
+    return {"model": "target", "max_tokens": 1, "temperature": 0, "messages": [{"role": "user", "content": q}]}
+
+
+def _ollama(q: str) -> dict:
+    return {"model": "target", "stream": False, "options": {"num_predict": 1, "temperature": 0},
+            "messages": [{"role": "user", "content": q}]}
+
+
+DIALECTS = {  # name: (serve's route, its body for a question, llama-server's route, its body for the rewrite)
+    "chat": ("/v1/chat/completions", _chat, "/v1/chat/completions", _chat),
+    "responses": ("/v1/responses", _responses, "/v1/responses", _responses),
+    "messages": ("/v1/messages", _messages, "/v1/messages", _messages),
+    "ollama": ("/api/chat", _ollama, "/v1/chat/completions", _chat),
+}
+"""Each API's remembered turn through serve, and the same forwarded request straight to llama-server."""
+
+
+def remembered_overhead(direct: str, proxy: str, rounds: int) -> None:
     with httpx.Client(timeout=300) as client:
         for question in QUESTIONS:  # the first whose rewrite is not empty (an empty one is not kept)
-            ask = {**ANSWER, "messages": [{"role": "user", "content": question}]}
-            first = client.post(f"{proxied}/chat/completions", json=ask).json()["bpo"]  # generates once
+            first = client.post(f"{proxy}/v1/chat/completions", json=DIALECTS["chat"][1](question)).json()["bpo"]
             if first["optimized_prompt"]:
                 break
-        forwarded = {**ask, "messages": [{"role": "user", "content": first["optimized_prompt"]}], "max_tokens": 1}
-        ask["max_tokens"] = 1
-        times: dict[str, list[float]] = {"direct": [], "remembered": [], "off": []}
-        for _ in range(rounds):
-            for name, url, body, headers in (("direct", direct, forwarded, {}), ("remembered", proxied, ask, {}),
-                                             ("off", proxied, forwarded, {"X-BPO-Mode": "off"})):
-                start = time.perf_counter()
-                reply = client.post(f"{url}/chat/completions", json=body, headers=headers)
-                times[name].append(time.perf_counter() - start)
-                reply.raise_for_status()
-                assert name != "remembered" or reply.json()["bpo"]["turn"] == "remembered"
-    d, r, o = (statistics.median(times[k]) for k in ("direct", "remembered", "off"))
-    print(f"remembered turn: direct median {d * 1000:.1f} ms, through serve {r * 1000:.1f} ms: overhead "
-          f"{(r - d) * 1000:.1f} ms over {rounds} (target <= 5 ms); the store's share (remembered - "
-          f"X-BPO-Mode: off, same upstream body) {(r - o) * 1000:.1f} ms")
+        rewrite = first["optimized_prompt"]
+        for name, (path, ask, direct_path, forwarded) in DIALECTS.items():
+            times: dict[str, list[float]] = {"direct": [], "remembered": []}
+            for _ in range(rounds):
+                for kind, url, body in (("direct", direct + direct_path, forwarded(rewrite)),
+                                        ("remembered", proxy + path, ask(question))):
+                    start = time.perf_counter()
+                    reply = client.post(url, json=body)
+                    times[kind].append(time.perf_counter() - start)
+                    reply.raise_for_status()
+                    assert kind == "direct" or reply.headers["x-bpo-turn"] == "remembered", reply.headers
+            d, r = (statistics.median(times[k]) for k in ("direct", "remembered"))
+            print(f"remembered turn, {name:9s}: direct median {d * 1000:.1f} ms, through serve {r * 1000:.1f} ms: "
+                  f"overhead {(r - d) * 1000:.1f} ms over {rounds} (target <= 5 ms)")
+
+
+def open_webui_chat(direct: str, proxy: str, server: BpoServer) -> None:
+    """Open WebUI's request pattern for a 3-turn chat: each person's turn streamed with tools, then its
+    follow-up suggestions; after the first, the title and tags. BPO generations, and the time all of it takes
+    through serve over the same requests straight to the upstream."""
+    from _app_requests import OPEN_WEBUI_FOLLOW_UP, OPEN_WEBUI_TAGS, OPEN_WEBUI_TITLE, open_webui_task, open_webui_turn
+
+    before = len(server.logged(timeout=1))
+    totals = {}
+    for name, base in (("direct", direct), ("serve", proxy)):
+        chat: list[dict] = []
+        start = time.perf_counter()
+        with httpx.Client(timeout=600, headers={"content-type": "application/json"}) as client:
+            for turn, text in enumerate(("Plan a week of vegetarian dinners.", "make it cheaper", "add desserts")):
+                chat.append({"role": "user", "content": text})
+                answer = client.post(f"{base}/v1/chat/completions", content=open_webui_turn(chat))
+                answer.raise_for_status()
+                chat.append({"role": "assistant", "content": "(answer)"})
+                tasks = (OPEN_WEBUI_TITLE, OPEN_WEBUI_TAGS, OPEN_WEBUI_FOLLOW_UP)[0 if turn == 0 else 2:]
+                for template in tasks:
+                    task = json.loads(open_webui_task(template, chat))
+                    client.post(f"{base}/v1/chat/completions", json={**task, "max_tokens": 8}).raise_for_status()
+        totals[name] = time.perf_counter() - start
+    generated = len(server.logged(timeout=5)) - before
+    print(f"Open WebUI, 3-turn chat (3 turns, 5 tasks): {generated} BPO generation(s) (target 1); "
+          f"{totals['serve']:.2f} s through serve vs {totals['direct']:.2f} s direct: "
+          f"{totals['serve'] - totals['direct']:+.2f} s added")
 
 
 def ten_turn_chat(proxied: str, server: BpoServer) -> None:
@@ -99,7 +154,8 @@ def main() -> None:
             BpoServer.start(args.model, "--ctx", "1024", "--max-tokens", "64", "--turns", args.turns,
                             "--mode", args.mode, "--upstream", f"{upstream.url}/v1", home=home) as proxy:
         ten_turn_chat(proxy.base_url, proxy)
-        remembered_overhead(f"{upstream.url}/v1", proxy.base_url, args.rounds)
+        remembered_overhead(upstream.url, proxy.url, args.rounds)
+        open_webui_chat(upstream.url, proxy.url, proxy)
 
 
 if __name__ == "__main__":

@@ -163,54 +163,66 @@ def process(
 class ResumableOutput:
     """A JSONL output file that survives being killed: appended and fsynced one record at a time.
 
-    Opening it reads the records already there (``done``: line -> input_sha256, ``failed``: how many
-    are error records), truncates a torn last line, and takes an exclusive lock so two runs cannot
-    interleave. ``pending(items)`` yields the items still to do, after checking the file was written
-    for this input.
+    Opening it reads the records already there (the last one per input line counts), truncates a torn
+    last line, and takes an exclusive lock so two runs cannot interleave. ``pending(items)`` yields the
+    items still to do: those without a record and those whose record is an error (a failure is work not
+    done, whether or not its line changed since), after checking that every answered line is unchanged.
+    Closing puts the records back in input order, one per line, if a redone failure left them otherwise.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.done: dict[int, str] = {}
-        self.failed = 0
+        self.records: dict[int, dict[str, Any]] = {}
+        """Input line -> its latest record."""
+        self._in_order, self._last = True, 0
         try:
             self._journal = Journal(path, lock=True)
         except OSError as exc:
             raise ResumeUnreadable(path, str(exc.strerror)) from exc
         for number, record in self._journal.records():
             try:
-                line, digest = record["line"], record["input_sha256"]
+                line, _ = record["line"], record["input_sha256"]
             except (TypeError, KeyError) as exc:
                 self._journal.close()
                 raise UsageError(
                     f"{path} line {number} is not a bpo-local batch record; resume into the file a batch wrote, or a new one"
                 ) from exc
-            self.done[line] = digest
-            self.failed += "error" in record
+            self._keep(record)
+
+    @property
+    def failed(self) -> int:
+        """How many inputs have an error record."""
+        return sum("error" in record for record in self.records.values())
 
     def pending(self, items: Iterable[BatchItem]) -> Iterator[BatchItem]:
+        items = list(items)
         for item in items:
-            digest = self.done.get(item.line)
-            if digest is None:
-                yield item
-            elif digest != item.digest:
+            record = self.records.get(item.line)
+            if record is not None and "error" not in record and record["input_sha256"] != item.digest:
                 raise UsageError(
                     f"{self.path} answers a different input (line {item.line} changed); use a new output file"
                 )
+        return (item for item in items if item.line not in self.records or "error" in self.records[item.line])
 
     def answer(self, item: BatchItem, result: OptimizeResult) -> None:
         self.write(answer_record(item, result))
 
     def fail(self, item: BatchItem, message: str) -> None:
         self.write(error_record(item, message))
-        self.failed += 1
 
     def write(self, record: dict[str, Any]) -> None:
         """Append one record and make it durable before returning."""
         self._journal.append(record)
-        self.done[record["line"]] = record["input_sha256"]
+        self._keep(record)
+
+    def _keep(self, record: dict[str, Any]) -> None:
+        line = record["line"]
+        self._in_order, self._last = self._in_order and line > self._last, max(self._last, line)
+        self.records[line] = record
 
     def close(self) -> None:
+        if not self._in_order:
+            self._journal.replace([self.records[line] for line in sorted(self.records)])
         self._journal.close()
 
     def __enter__(self) -> ResumableOutput:

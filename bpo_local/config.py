@@ -71,6 +71,11 @@ def models_dir() -> Path:
     return data_dir() / "models"
 
 
+def rewrite_store_path() -> Path:
+    """The proxy's rewrite store (``serve/store.py``), SQLite."""
+    return data_dir() / "rewrites.db"
+
+
 @dataclass(frozen=True)
 class Config:
     """Settings from ``config.toml``; every field may be overridden on the command line."""

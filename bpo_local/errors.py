@@ -21,7 +21,10 @@ def explain(table: Advice, err: BpoLocalError) -> str:
 
 
 class BpoLocalError(Exception):
-    """Base class: a failure the user can act on. ``str(err)`` is the one-line message."""
+    """Base class: a failure the user can act on. ``str(err)`` is the one-line message.
+
+    ``exit_code``, the CLI's one rule: 2 when what the user gave is wrong and they can fix it (a flag, a
+    path, a name, a prompt), 1 when the run failed (a server, the disk, a damaged file, llama.cpp)."""
 
     exit_code = 1
 
@@ -63,6 +66,8 @@ class Unsupported(UsageError):
 class ModelNotFound(BpoLocalError):
     """No model was given, configured or built, or the named one does not exist."""
 
+    exit_code = 2
+
 
 class NoModel(ModelNotFound):
     """Nothing names a model (no argument, environment or config entry) and the store has no build."""
@@ -77,9 +82,14 @@ class ModelLoadError(BpoLocalError):
 
 
 class ModelIsFolder(ModelLoadError):
+    """The model path is a directory; ``checkpoint``: it holds a Hugging Face checkpoint (``config.json``)."""
+
+    exit_code = 2
+
     def __init__(self, path: Path) -> None:
-        super().__init__(f"{path} is a directory, not a GGUF file")
-        self.path = path
+        self.path, self.checkpoint = path, (path / "config.json").is_file()
+        kind = "a Hugging Face checkpoint folder" if self.checkpoint else "a directory"
+        super().__init__(f"{path} is {kind}, not a GGUF file")
 
 
 class LlamaCppRefused(ModelLoadError):
@@ -102,6 +112,8 @@ class ContextTooBig(ModelLoadError):
 
 class PromptTooLong(BpoLocalError):
     """The prompt does not fit the context window: ``n_tokens`` against ``n_ctx`` (``where`` holds it)."""
+
+    exit_code = 2
 
     def __init__(self, n_tokens: int, n_ctx: int, *, where: str = "the context", n_ctx_train: int | None = None,
                  detail: str = "") -> None:
@@ -143,7 +155,24 @@ class DownloadError(BpoLocalError):
     """A checkpoint could not be fetched from the Hub."""
 
 
+class NotCached(DownloadError):
+    """The Hub cannot be used (``why``; ``unreachable``: no connection) and ``repo_id`` is not in its cache."""
+
+    def __init__(self, repo_id: str, why: str, *, unreachable: bool) -> None:
+        super().__init__(f"{why} and {repo_id} is not in the Hugging Face cache")
+        self.repo_id, self.unreachable = repo_id, unreachable
+        self.folder = repo_id.rsplit("/", 1)[-1]
+
+
+class UnknownSource(DownloadError):
+    """The source names no folder and no model on the Hub."""
+
+    exit_code = 2
+
+
 class NoSuchRevision(DownloadError):
+    exit_code = 2
+
     def __init__(self, source: str, revision: str | None) -> None:
         super().__init__(f"{source} has no revision {revision!r}")
         self.source, self.revision = source, revision
@@ -203,6 +232,20 @@ class TargetError(BpoLocalError):
 
 class TargetUnreachable(TargetError):
     """A target or judge server cannot be reached, or refuses the credentials: no request can succeed."""
+
+
+class TargetDown(TargetUnreachable):
+    """A target or judge server did not answer (connection refused or dropped, time-out); another server of
+    its fleet may."""
+
+
+class TargetBusy(TargetError):
+    """A target or judge server pushed back (``status`` 429, 502, 503 or 504): the same request may succeed
+    later. ``wait`` is the seconds it asked for (Retry-After), None when it said nothing."""
+
+    def __init__(self, message: str, status: int, wait: float | None) -> None:
+        super().__init__(message)
+        self.status, self.wait = status, wait
 
 
 class QueueFull(BpoLocalError):

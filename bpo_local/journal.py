@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ class Journal:
         self.path = path
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
         try:
+            self._locked = lock
             if lock:
                 _lock(self._fd, path)
             with open(self._fd, "rb", closefd=False) as fh:
@@ -54,6 +56,29 @@ class Journal:
             data = data[os.write(self._fd, data):]
         os.fsync(self._fd)
 
+    def replace(self, records: Iterable[dict[str, Any]]) -> None:
+        """Make the file hold exactly ``records``, atomically: a new file, locked like this one before it
+        takes the name, so a kill at any moment leaves the old records or the new ones."""
+        folder = self.path.parent
+        fd, temp = tempfile.mkstemp(dir=folder, prefix=f".{self.path.name}.", suffix=".tmp")
+        try:
+            os.fchmod(fd, os.fstat(self._fd).st_mode & 0o7777)
+            if self._locked:
+                _lock(fd, self.path)
+            with open(fd, "wb", closefd=False) as fh:
+                for record in records:
+                    fh.write(dumps(record))
+                fh.flush()
+                os.fsync(fd)
+            os.replace(temp, self.path)
+            _fsync_folder(folder)
+        except BaseException:
+            os.close(fd)
+            Path(temp).unlink(missing_ok=True)
+            raise
+        os.close(self._fd)
+        self._fd = fd
+
     def close(self) -> None:
         os.close(self._fd)
 
@@ -72,3 +97,11 @@ def _lock(fd: int, path: Path) -> None:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError as exc:
         raise UsageError(f"{path} is being written by another bpo-local run; wait for it or use another file") from exc
+
+
+def _fsync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .errors import BuildPresetsUnreadable, UsageError
 from .presets import BUILTIN, Preset, preset_from_dict, preset_to_dict
+from .suggest import did_you_mean
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -90,7 +91,8 @@ def find_preset(name: str, from_build: Mapping[str, Preset], folder: Path | None
     path = folder / f"{name}.toml"
     if path.is_file():
         return load_preset_file(path)
-    raise UsageError(f"unknown preset {name!r}; choose from: {', '.join(preset_names(from_build, folder))} "
+    names = preset_names(from_build, folder)
+    raise UsageError(f"unknown preset {name!r}{did_you_mean(name, names)}; choose from: {', '.join(names)} "
                      f"(or add {path})")
 
 

@@ -13,6 +13,7 @@ state do, which the rest of the suite changes).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -24,7 +25,7 @@ import uvicorn
 from _llama_server import free_port
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import StreamingResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 _HOP_BY_HOP = {"host", "content-length", "transfer-encoding", "connection", "content-encoding"}
@@ -64,12 +65,31 @@ class Exchange:
         """The text of a streamed llama-server ``/completion`` answer."""
         return "".join(event["content"] for event in self.events())
 
+    def responses_text(self) -> str:
+        """The output text of a Responses answer, whole or streamed."""
+        assert self.done.wait(60), f"{self.path}: the answer never ended"
+        if "text/event-stream" not in self.answer_headers.get("content-type", ""):
+            return "".join(part["text"] for item in json.loads(self.answer)["output"] if item["type"] == "message"
+                           for part in item["content"] if part["type"] == "output_text")
+        return "".join(e["delta"] for e in self.events() if e["type"] == "response.output_text.delta")
+
+    def messages_text(self) -> str:
+        """The text of an Anthropic Messages answer, whole or streamed."""
+        assert self.done.wait(60), f"{self.path}: the answer never ended"
+        if "text/event-stream" not in self.answer_headers.get("content-type", ""):
+            return "".join(block["text"] for block in json.loads(self.answer)["content"] if block["type"] == "text")
+        return "".join(e["delta"]["text"] for e in self.events()
+                       if e["type"] == "content_block_delta" and e["delta"]["type"] == "text_delta")
+
 
 class RecordingUpstream:
-    """Forwards every request to ``target`` unchanged, streams the answer back, and keeps both."""
+    """Forwards every request to ``target`` unchanged, streams the answer back, and keeps both. Paths in
+    ``missing`` answer 404 as a server without that API does (an older OpenAI-compatible server)."""
 
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str, missing: tuple[str, ...] = (), delay: float = 0.0) -> None:
         self.target = target.rstrip("/")
+        self.missing = missing
+        self.delay = delay
         self.exchanges: list[Exchange] = []
         self._client = httpx.AsyncClient(timeout=None)
         app = Starlette(routes=[Route("/{path:path}", self._relay, methods=["GET", "POST", "PUT", "DELETE"])])
@@ -79,8 +99,10 @@ class RecordingUpstream:
         self._thread = threading.Thread(target=self._server.run, daemon=True)
 
     @classmethod
-    def start(cls, target: str, timeout: float = 30) -> RecordingUpstream:
-        relay = cls(target)
+    def start(cls, target: str, timeout: float = 30, missing: tuple[str, ...] = (),
+              delay: float = 0.0) -> RecordingUpstream:
+        """``delay``: seconds every request waits before it is passed on (a slow upstream)."""
+        relay = cls(target, missing, delay)
         relay._thread.start()
         deadline = time.monotonic() + timeout
         while not relay._server.started:
@@ -89,10 +111,17 @@ class RecordingUpstream:
             time.sleep(0.02)
         return relay
 
-    async def _relay(self, request: Request) -> StreamingResponse:
+    async def _relay(self, request: Request) -> Response:
         body = await request.body()
         exchange = Exchange(request.method, request.url.path, dict(request.headers), body)
         self.exchanges.append(exchange)
+        if request.url.path in self.missing:
+            exchange.status = 404
+            exchange.done.set()
+            return JSONResponse({"error": {"message": "File Not Found", "type": "not_found_error", "code": 404}},
+                                status_code=404)
+        if self.delay:
+            await asyncio.sleep(self.delay)
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
         upstream = await self._client.send(
             self._client.build_request(request.method, f"{self.target}{request.url.path}", params=request.query_params,

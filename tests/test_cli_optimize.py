@@ -156,6 +156,37 @@ def test_resume_after_kill_answers_every_input_exactly_once_in_order(
     assert again.returncode == 0 and out.read_text(encoding="utf-8").count("\n") == len(dataset)
 
 
+def test_resume_redoes_failed_records_only_and_refuses_a_changed_answered_line(
+    run_cli, smollm2_gguf: Path, tmp_path: Path, bpo_home: Path
+) -> None:
+    long_prompt = "please " * 600  # over --ctx 512, inside 2048: fails, then succeeds on the same line
+    lines = ['{"prompt": "write a poem"}', '{"prompt": "explain tides"}', "{not json", json.dumps({"prompt": long_prompt})]
+    source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    args = ("optimize", "--jsonl", str(source), "--resume", str(out))
+    first = run_cli(*args, *model_args(smollm2_gguf, "--max-tokens", "6", "--seed", "2"))
+    assert first.returncode == 1 and "2 input(s) failed" in first.stderr
+    before = out.read_text(encoding="utf-8").splitlines()
+    assert ["error" in json.loads(line) for line in before] == [False, False, True, True]
+
+    lines[2] = '{"prompt": "name three rivers"}'  # the user fixes line 3; line 4 stays as it was
+    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    second = run_cli(*args, *model_args(smollm2_gguf, "--max-tokens", "6", "--seed", "2", "--ctx", "2048"))
+    assert second.returncode == 0, second.stderr
+    after = out.read_text(encoding="utf-8").splitlines()
+    records = [json.loads(line) for line in after]
+    assert [r["line"] for r in records] == [1, 2, 3, 4] and after[:2] == before[:2]
+    assert all("error" not in r for r in records) and records[2]["prompt"] == "name three rivers"
+    with RunLog.open(bpo_home / "logs.db") as log:  # the answered lines were not optimized again
+        assert sorted(e["prompt"] for e in log.query()) == sorted(
+            ["write a poem", "explain tides", "name three rivers", long_prompt.strip()])
+
+    lines[0] = '{"prompt": "write a song"}'  # a line that was answered changed: its answer is not for it
+    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert_one_line_error(run_cli(*args, *model_args(smollm2_gguf)), 2, "line 1 changed", "new output file")
+    assert out.read_text(encoding="utf-8").splitlines() == after
+
+
 def test_piping_lines_into_head_stops_quietly(smollm2_gguf: Path, tmp_path: Path) -> None:
     source = tmp_path / "prompts.txt"
     source.write_text("".join(f"prompt number {i}\n" for i in range(12)), encoding="utf-8")
@@ -186,15 +217,23 @@ def test_bad_prompts_fail_with_one_line_and_usage_exit_code(run_cli, smollm2_ggu
     zero = run_cli("optimize", "--jsonl", "--parallel", "0", *opts, input="{}")
     assert zero.returncode == 2 and "argument --parallel: '0' is not a whole number >= 1" in zero.stderr
     long_prompt = "please " * 600
-    assert_one_line_error(run_cli("optimize", long_prompt, *opts), 1, "context")
+    assert_one_line_error(run_cli("optimize", long_prompt, *opts), 2, "context")
 
 
 def test_unusable_models_fail_with_one_line(run_cli, smollm2_gguf: Path, tmp_path: Path) -> None:
+    """A model the user named wrongly is a usage error (2); a damaged file is a failure (1)."""
     not_gguf = tmp_path / "notes.gguf"
     not_gguf.write_text("this is not a model\n" * 100)
     truncated = tmp_path / "truncated.gguf"
     truncated.write_bytes(smollm2_gguf.read_bytes()[: smollm2_gguf.stat().st_size // 2])
-    assert_one_line_error(run_cli("optimize", PROMPT, "--model", str(tmp_path / "missing.gguf")), 1, "not found")
+    assert_one_line_error(run_cli("optimize", PROMPT, "--model", str(tmp_path / "missing.gguf")), 2, "not found")
+    assert_one_line_error(run_cli("optimize", PROMPT, "--model", "bpo:q4_k_m"), 2, "no build named 'bpo:q4_k_m'")
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    assert_one_line_error(run_cli("optimize", PROMPT, "--model", str(folder)), 2, "is a directory", ".gguf file inside")
+    (folder / "config.json").write_text("{}")
+    assert_one_line_error(run_cli("optimize", PROMPT, "--model", str(folder)), 2, "Hugging Face checkpoint folder",
+                          f"bpo-local convert {folder}")
     assert_one_line_error(run_cli("optimize", PROMPT, "--model", str(not_gguf)), 1, "notes.gguf")
     assert_one_line_error(run_cli("optimize", PROMPT, "--model", str(truncated)), 1, "truncated.gguf")
-    assert_one_line_error(run_cli("optimize", PROMPT), 1, "no model", "bpo-local convert")
+    assert_one_line_error(run_cli("optimize", PROMPT), 2, "no model", "bpo-local convert")

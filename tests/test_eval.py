@@ -4,6 +4,7 @@ subprocesses, a real llama-server, a real SIGKILL."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import time
@@ -42,11 +43,34 @@ def results(report: dict[str, Any]) -> dict[str, Any]:
 
 def finished_run(args: list[str]) -> dict[str, Any]:
     """The JSON report of ``bpo-local ARGS`` (for module fixtures, which cannot use ``run_cli``); it succeeds
-    and says nothing on stderr (no bars, no status off a terminal)."""
+    and says on stderr only what a log should hold (no bars, no status off a terminal)."""
     proc = subprocess.run(cli_command(*args), capture_output=True, text=True, env=cli_env(), timeout=600)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stderr == ""
+    assert_piped_stderr(proc.stderr, Path(args[args.index("--out") + 1]))
     return json.loads(proc.stdout)
+
+
+def started_until(args: list[str], cache_file: Path) -> subprocess.Popen:
+    """``bpo-local ARGS`` running, once ``cache_file`` holds a finished unit."""
+    process = subprocess.Popen(cli_command(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli_env())
+    deadline = time.monotonic() + 300
+    while not (cache_file.is_file() and cache_file.read_text().count("\n") >= 1):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.02)
+    return process
+
+
+STAGE_LINE = re.compile(r"(optimize|answer|judge|head-to-head): (\d+)/(\d+) done \((\d+) cached, (\d+) now, "
+                        r"(\d+) failed\) in \d+\.\d s(, \d+\.\d/min)?")
+
+
+def assert_piped_stderr(stderr: str, out: Path) -> list[re.Match[str]]:
+    """Off a terminal, stderr is one line per stage, then where the report went; the stage lines' matches."""
+    *stages, last = stderr.splitlines()
+    assert last == f"report: {out / 'report.md'} and report.json", stderr
+    matches = [STAGE_LINE.fullmatch(line) for line in stages]
+    assert all(matches), stderr
+    return matches  # type: ignore[return-value]
 
 
 @pytest.fixture(scope="module")
@@ -107,12 +131,7 @@ def test_killed_mid_run_resumes_without_redoing_a_stage(first_run: tuple[Path, d
                                                        tmp_path: Path, run_cli: CliRunner) -> None:
     out = tmp_path / "out"
     args = eval_args(smollm2_gguf, out)
-    process = subprocess.Popen(cli_command(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli_env())
-    answers = out / "cache" / "answer.jsonl"
-    deadline = time.monotonic() + 300
-    while not (answers.is_file() and answers.read_text().count("\n") >= 1):
-        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
-        time.sleep(0.05)
+    process = started_until(args, out / "cache" / "answer.jsonl")
     process.send_signal(signal.SIGKILL)
     process.communicate()
     before = cache_lines(out)
@@ -184,7 +203,7 @@ def test_unreachable_judge_is_one_line_before_any_work(smollm2_gguf: Path, tmp_p
 def test_missing_target_model_is_one_line(smollm2_gguf: Path, tmp_path: Path, run_cli: CliRunner) -> None:
     missing = tmp_path / "nope.gguf"
     proc = run_cli(*eval_args(smollm2_gguf, tmp_path / "out", target=str(missing)))
-    assert_one_line_error(proc, 1, f"--target {missing}: model file not found")
+    assert_one_line_error(proc, 2, f"--target {missing}: model file not found")
 
 
 @pytest.mark.parametrize(("extra", "fragment"), [

@@ -132,6 +132,34 @@ def test_ctrl_c_stops_generation_keeps_partial_text_and_goes_on(start: Start) ->
     assert not full["interrupted"] and full["prompt"] == "hello there"
 
 
+def test_lines_typed_during_a_rewrite_wait_as_separate_inputs(start: Start) -> None:
+    repl = start()
+    repl.run("/max 4")
+    repl.run("warm up")  # the first turn hashes the model file for the run log
+    repl.run("/max 120")
+    for setting in ("/seed 2", "/temp 3", "/top_k 0", "/top_p 1"):  # near-uniform tokens: no early end of text
+        repl.run(setting)
+    repl.send("write a very long story about a dragon and a knight\r")
+    repl.expect("│ *[^\\s│\x1b]")  # the rewrite is streaming
+    repl.send("/mode aggressive\r/max 3\rtell me a joke\r")  # typed ahead, as a user does while waiting
+    for _ in range(4):  # the story's turn, then each typed line on its own
+        shown = repl.wait_prompt()
+    assert "error" not in repl.transcript and "aggressive> " in repl.transcript
+    *_, story, joke = _logged()
+    assert story["prompt"].startswith("write a very long story") and story["mode"] == "stable"
+    assert joke["prompt"] == "tell me a joke" and joke["mode"] == "aggressive", shown
+
+
+def test_a_command_is_one_line_and_bye_or_quit_leave(start: Start) -> None:
+    repl = start()
+    repl.send("/mode aggressive\x1b\rtell me a joke\r")  # Esc+Enter: a newline inside the input
+    assert "error: a /command is one line" in repl.wait_prompt()
+    assert _logged() == []  # nothing was optimized, and the mode did not change:
+    assert "stable> " in repl.run("/params")
+    assert _exit_with(repl, "/bye") == 0
+    assert _exit_with(start(), "/quit") == 0
+
+
 def test_multiline_blocks_newline_keys_and_paste_are_one_prompt(start: Start) -> None:
     repl = start()
     repl.run("/max 2")
@@ -229,7 +257,7 @@ def test_help_lists_every_command_and_mistakes_are_one_line(start: Start, smollm
 
 def test_a_missing_target_fails_at_start(smollm2_gguf: Path) -> None:
     repl = ReplProcess("--model", str(smollm2_gguf), "--target", "/nowhere/chat.gguf")
-    assert repl.wait_exit() == 1
+    assert repl.wait_exit() == 2  # a path the user can fix
     assert "error: model file not found: /nowhere/chat.gguf" in repl.transcript
 
 

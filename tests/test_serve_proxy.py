@@ -13,7 +13,7 @@ from _llama_server import free_port
 from _recording_upstream import RecordingUpstream
 from _serve_helpers import BpoServer
 
-from bpo_local.serve import openai as openai_wire
+from bpo_local import sse
 
 PROMPT = "tell me a joke"
 GREEDY = {"temperature": 0, "seed": 0, "max_tokens": 24}
@@ -163,7 +163,7 @@ def test_the_record_joins_the_first_json_event_however_the_stream_is_cut(size: i
             yield piece
 
     async def collect() -> bytes:
-        return b"".join([c async for c in openai_wire.with_record(chunks(), {"status": "off"})])
+        return b"".join([c async for c in sse.with_first_json(chunks(), lambda first: first.update(bpo={"status": "off"}))])
 
     assert asyncio.run(collect()) == (b': ping\r\n\r\ndata: {"id": "a", "choices": [], "bpo": {"status": "off"}}\n\n'
                                       b'data: {"id": "b"}\n\ndata: [DONE]\n\n')

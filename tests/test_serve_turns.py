@@ -24,12 +24,6 @@ BPO = ("--ctx", "1024", "--seed", "1", "--max-tokens", "48", "--mode", "aggressi
 
 
 @pytest.fixture(scope="module")
-def relay(llama_server):
-    with RecordingUpstream.start(llama_server.url) as relay:
-        yield relay
-
-
-@pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("turns-home")
 

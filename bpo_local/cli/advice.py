@@ -19,6 +19,7 @@ from ..errors import (
     NoDiskSpace,
     NoModel,
     NoSuchRevision,
+    NotCached,
     PromptTooLong,
     ResumeUnreadable,
     RunLogTooNew,
@@ -35,7 +36,8 @@ NATIVE_REASON = "--debug shows llama.cpp's reason"
 ADVICE: Advice = (
     (NoModel, lambda e: f"no model: pass --model PATH.gguf, set BPO_LOCAL_MODEL, set `model` in {e.config}, "
                         "or build one with `bpo-local convert`"),
-    (ModelIsFolder, lambda e: f"{e}; point --model at the .gguf file inside"),
+    (ModelIsFolder, lambda e: f"{e}; convert it with `bpo-local convert {e.path}`" if e.checkpoint
+                              else f"{e}; point --model at the .gguf file inside"),
     (LlamaCppRefused, lambda e: f"{e}; offload fewer layers with --gpu-layers ({NATIVE_REASON})" if e.device
                                 else f"{e} ({NATIVE_REASON})"),
     (ContextTooBig, lambda e: f"{e}; lower it with --ctx or offload fewer layers with --gpu-layers"),
@@ -46,6 +48,9 @@ ADVICE: Advice = (
     (NoDiskSpace, lambda e: f"{e}; free some or " + ("use --outtype f16" if e.outtype == "f32"
                                                      else "use a smaller --outtype or quantization")),
     (NoSuchRevision, lambda e: f"{e}: check --revision"),
+    (NotCached, lambda e: f"{e}; offline, download it elsewhere (`huggingface-cli download {e.repo_id} --local-dir "
+                          f"{e.folder}`), copy that folder here and run `bpo-local convert ./{e.folder}`, or set "
+                          "HF_ENDPOINT to a mirror" + ("" if e.unreachable else ", or unset HF_HUB_OFFLINE")),
     (RunLogTooNew, lambda e: f"{e}; upgrade bpo-local or pass --no-log"),
     (RunLogUnusable, lambda e: f"{e}; move it away or pass --no-log"),
     (ResumeUnreadable, lambda e: f"cannot open {e.path} for --resume: {e.reason}; check the path"),

@@ -90,7 +90,12 @@ def load_optimizer(args: argparse.Namespace, choice: Choice | None = None) -> Op
     choice = choice if choice is not None else choose_or_build(args)
     what = f"connecting to {', '.join(choice)}" if isinstance(choice, tuple) else f"loading {choice.name}"
     with status_console().status(what):
-        return open_optimizer(choice, settings, verbose=args.debug)
+        optimizer = open_optimizer(choice, settings, verbose=args.debug)
+    info = optimizer.info
+    if info.n_ctx_train and info.n_ctx > info.n_ctx_train:
+        print(f"warning: a context of {info.n_ctx} tokens is beyond the {info.n_ctx_train} {info.name} was "
+              "trained on; rewrites of longer prompts may degrade (lower --ctx)", file=sys.stderr)
+    return optimizer
 
 
 def given(args: argparse.Namespace) -> Config:

@@ -1,4 +1,4 @@
-"""`bpo-local convert`: a Hub checkpoint (default THUDM/BPO), folder or F16 GGUF -> quantized store builds."""
+"""`bpo-local convert`: a Hub checkpoint (default zai-org/BPO), folder or F16 GGUF -> quantized store builds."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Fetch a checkpoint, convert it to an F16 GGUF, quantize it with llama.cpp, check each "
                     "quantization against F16 on BPO's task (KL divergence), and add the builds to the store.")
     parser.add_argument("source", nargs="?", default=None, metavar="SOURCE",
-                        help="Hub repo id, checkpoint folder or F32/F16/BF16 .gguf (default: THUDM/BPO)")
+                        help="Hub repo id, checkpoint folder or F32/F16/BF16 .gguf "
+                             "(default: zai-org/BPO, formerly THUDM/BPO)")
     parser.add_argument("--revision", metavar="R", help="Hub branch, tag or commit (default: main)")
     parser.add_argument("--quant", default=",".join(DEFAULT_QUANTS), metavar="TYPES",
                         help="comma-separated types, e.g. q4_k_m,q5_k_m,q6_k,q8_0,q4_0,f16 (default: %(default)s)")

@@ -82,7 +82,7 @@ def _llama_cpp(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _paths() -> dict[str, str]:
-    from ..config import config_path, data_dir, models_dir, state_dir
+    from ..config import config_path, data_dir, models_dir, rewrite_store_path, state_dir
     from ..runlog import default_path
 
     return {
@@ -91,6 +91,7 @@ def _paths() -> dict[str, str]:
         "models": str(models_dir()),
         "state": str(state_dir()),
         "run_log": str(default_path()),
+        "rewrite_store": str(rewrite_store_path()),
     }
 
 

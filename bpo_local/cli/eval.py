@@ -6,8 +6,9 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Iterator
-from contextlib import ExitStack, closing, contextmanager
+from contextlib import AbstractContextManager, ExitStack, closing, contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from itertools import combinations
 from pathlib import Path
@@ -16,12 +17,13 @@ from typing import TYPE_CHECKING, Any
 from ..errors import BpoLocalError, UsageError
 from ..presets import MODES
 from .advice import describe
-from .common import add_model_options, load_optimizer, status_console
+from .common import add_model_options, choose_or_build, load_optimizer, status_console
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from ..eval import Dataset, EvalRun, EvalSettings
+    from ..eval import Dataset, EvalRun, EvalSettings, StageCount
+    from ..optimizer import Optimizer
     from ..targets import ChatTarget
 
 EPILOG = """\
@@ -42,7 +44,11 @@ comparing optimizers:
 target and judge:
   A GGUF path or store name (run locally with its own chat template), or the URL of an
   OpenAI-compatible server (llama-server, vLLM, OpenAI) with --target-model / --judge-model (default:
-  the first model it lists) and --target-key / --judge-key (default: $OPENAI_API_KEY).
+  the first model it lists) and --target-key / --judge-key (default: $OPENAI_API_KEY). Several URLs
+  separated by commas share the work as a fleet (a server that fails has its requests retried on the
+  others). Every stage keeps --parallel requests in flight (per server); a server answering 429 or 503
+  is waited out as its Retry-After says and sent fewer requests until it recovers. A local model
+  decodes --parallel answers together, which may change a sampled token (not a greedy one, as a rule).
 
 data sets (shipped, Apache-2.0, from thu-coai/BPO): vicuna_eval (80), dolly_eval (200),
   self_instruct_eval (252), bpo_test (200); or a JSON/JSONL file. Repeat --data or separate with commas.
@@ -51,7 +57,8 @@ output and resuming:
   --out DIR gets report.md (every pair: prompt, rewrite, both answers, both judgments), report.json,
   and cache/ with every finished rewrite, answer and judgment. Run the same command again after Ctrl-C
   or a crash: finished work is read back, not redone; changed settings redo only what they touch.
-  Stdout: the table, or the report as JSON with --json. Exit codes: 0 ok, 1 some pairs failed (see the
+  Stdout: the table, or the report as JSON with --json; stderr: progress (bars on a terminal, a line
+  per stage otherwise) and where the report went. Exit codes: 0 ok, 1 some pairs failed (see the
   report) or a model failed, 2 bad usage, 130 Ctrl-C.
 
 example:
@@ -94,7 +101,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--judge-max-tokens", type=int, default=512, metavar="N",
                      help="judgment length cap (default: 512)")
     run.add_argument("--bpo-max-tokens", type=int, metavar="N", help="rewrite length cap (default: the mode's)")
-    run.add_argument("--parallel", type=int, default=4, metavar="K", help="prompts BPO rewrites together (default: 4)")
+    run.add_argument("--parallel", type=int, default=4, metavar="K",
+                     help="requests in flight per model in every stage: rewrites, answers and judgments decoded "
+                          "together on a local model, sent at once to a server (per server for several URLs) "
+                          "(default: 4)")
     run.add_argument("--out", type=Path, default=Path(DEFAULT_OUT), metavar="DIR",
                      help=f"report and cache folder (default: {DEFAULT_OUT})")
     run.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -131,6 +141,7 @@ def run_eval_command(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     else:
         _print_table(report)
+    print(f"report: {args.out / 'report.md'} and report.json", file=sys.stderr)
     failed = sum(r["errors"] for each in [*reports, *duels] for r in each["results"] if r["dataset"] != "all")
     if failed:
         print(f"error: {failed} pair(s) failed before a verdict; {args.out / 'report.md'} says why", file=sys.stderr)
@@ -157,19 +168,34 @@ class _Session:
         args = self.args
         model_args = args if model is None else argparse.Namespace(**{**vars(args), "model": model, "server": None})
         items = [item for dataset in self.datasets for item in dataset.items]
-        with load_optimizer(model_args) as optimizer, _progress_bars(self.console) as progress:
+        with self._bpo(model_args) as optimizer, _progress(self.console) as progress:
             chosen = replace(self.settings, mode=optimizer.preset(preset).name)  # None: the model's own preset
             run = run_eval(items, optimizer, self.target, self.judge, chosen, args.out / "cache", progress)
             meta = run_settings(optimizer.info.name, self.target.name, self.judge.name, chosen,
                                 [d.name for d in self.datasets], args.limit)
         return run, report_dict(run, summarize(run.pairs, args.seed), meta)
 
+    def _bpo(self, model_args: argparse.Namespace) -> AbstractContextManager[Optimizer]:
+        """BPO as ``model_args`` name it: on a local target's or judge's engine when it is the same GGUF with the
+        context BPO asks for (a model named twice is loaded once, and stays open for its other role), else loaded
+        for this comparison."""
+        from ..optimizer import Optimizer
+        from ..targets.local import LocalChat
+
+        choice = choose_or_build(model_args)
+        if isinstance(choice, Path):
+            for model in (self.target, self.judge):
+                engine = model.shares(choice) if isinstance(model, LocalChat) else None
+                if engine is not None and model_args.ctx in (None, engine.info.n_ctx):  # BPO's --ctx, if given
+                    return nullcontext(Optimizer(engine))
+        return load_optimizer(model_args, choice)
+
     def head_to_head(self, first: tuple[EvalRun, dict[str, Any]],
                      second: tuple[EvalRun, dict[str, Any]]) -> dict[str, Any]:
         """The report of ``first``'s answers judged against ``second``'s (the rates are ``first``'s)."""
         from ..eval import head_to_head_settings, report_dict, run_head_to_head, summarize
 
-        with _progress_bars(self.console) as progress:
+        with _progress(self.console) as progress:
             run = run_head_to_head(first[0], second[0], self.judge, self.settings, self.args.out / "cache", progress)
         meta = head_to_head_settings(first[1]["settings"], second[1]["settings"])
         return report_dict(run, summarize(run.pairs, self.args.seed), meta)
@@ -229,26 +255,67 @@ def _open(args: argparse.Namespace, role: str, console: Console) -> ChatTarget:
 
 
 class _Bars:
-    """One rich progress bar per stage, with done/total and time left."""
+    """On a terminal: one rich progress bar per stage, with done/total, the rate of this run's units and the time
+    left."""
 
     def __init__(self, progress: Any) -> None:
         self._progress = progress
         self._tasks: dict[str, Any] = {}
 
-    def start(self, stage: str, total: int) -> None:
-        self._tasks[stage] = self._progress.add_task(stage, total=total)
+    def start(self, stage: str, total: int, cached: int) -> None:
+        self._tasks[stage] = self._progress.add_task(stage, total=total, completed=cached)  # no rate from the cache
 
     def advance(self, stage: str) -> None:
         self._progress.advance(self._tasks[stage])
 
+    def finish(self, stage: str, count: StageCount) -> None:
+        pass
+
+
+class _Lines:
+    """Off a terminal (a log, a pipe): one line per stage on stderr when it ends, with its counts and rate."""
+
+    def __init__(self) -> None:
+        self._started: dict[str, float] = {}
+
+    def start(self, stage: str, total: int, cached: int) -> None:
+        self._started[stage] = time.monotonic()
+
+    def advance(self, stage: str) -> None:
+        pass
+
+    def finish(self, stage: str, count: StageCount) -> None:
+        seconds = time.monotonic() - self._started[stage]
+        rate = f", {count.computed / seconds * 60:.1f}/min" if count.computed and seconds > 0 else ""
+        print(f"{stage}: {count.total - count.failed}/{count.total} done ({count.cached} cached, {count.computed} "
+              f"now, {count.failed} failed) in {seconds:.1f} s{rate}", file=sys.stderr, flush=True)
+
 
 @contextmanager
-def _progress_bars(console: Console) -> Iterator[_Bars]:
+def _progress(console: Console) -> Iterator[_Bars | _Lines]:
+    """How the stages show their progress: bars on a terminal, else one line per stage."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    with Progress(TextColumn("{task.description:<9}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=console, redirect_stdout=False, redirect_stderr=False) as progress:
+    if console.quiet:
+        yield _Lines()
+        return
+    with Progress(TextColumn("{task.description:<12}"), BarColumn(), MofNCompleteColumn(), _rate_column(),
+                  TimeRemainingColumn(), console=console, redirect_stdout=False, redirect_stderr=False) as progress:
         yield _Bars(progress)
+
+
+def _rate_column() -> Any:
+    from rich.progress import ProgressColumn
+    from rich.text import Text
+
+    class RateColumn(ProgressColumn):
+        """Units finished per minute in this run (what is read back from the cache does not count)."""
+
+        def render(self, task: Any) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text(f"{speed * 60:.1f}/min" if speed else "", style="progress.data.speed")
+
+    return RateColumn()
 
 
 def _print_table(report: dict[str, Any]) -> None:

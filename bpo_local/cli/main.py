@@ -8,10 +8,12 @@ import os
 import sys
 import traceback
 from collections.abc import Sequence
+from typing import Any, NoReturn
 
 from .. import crash
 from ..version import __version__
 from ..errors import BpoLocalError
+from ..suggest import did_you_mean
 
 COMMANDS = ("optimize", "repl", "serve", "eval", "convert", "models", "verify", "log", "doctor")
 """Subcommand modules in ``bpo_local.cli``; each defines ``register(subparsers)``."""
@@ -21,8 +23,22 @@ CRASH_ADVICE = ("if a model was loading, its file may be damaged: re-download or
                 "otherwise please report it with the output of --debug")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one ``error:`` line (the usage block is in ``--help``) and
+    suggests the closest choice for a mistyped subcommand or mode."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+    def _check_value(self, action: argparse.Action, value: Any) -> None:
+        if action.choices is not None and value not in action.choices:
+            names = [str(choice) for choice in action.choices]
+            raise argparse.ArgumentError(
+                action, f"invalid choice: {value!r}{did_you_mean(str(value), names)} (choose from {', '.join(names)})")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="bpo-local",
         description="Run BPO (Black-Box Prompt Optimization) offline on llama.cpp.",
     )

@@ -52,14 +52,19 @@ def _list(store: ModelStore) -> None:
     print_builds(builds, default=store.best())
 
 
+PIPE_COLUMNS = ("build", "quant", "size", "source", "KL", "path")
+"""The columns ``models`` prints into a pipe, as its header line says."""
+
+
 def print_builds(builds: Sequence[Build], *, default: object = None) -> None:
-    """A table on a terminal; in a pipe one tab-separated line per build (name, quant, size, source,
-    KL, path), which cut and awk read without truncation."""
+    """A table on a terminal; in a pipe a header line (``PIPE_COLUMNS``) and one tab-separated line per
+    build, which cut and awk read without truncation."""
     if sys.stdout.isatty():
         from rich.console import Console
 
         Console().print(builds_table(builds, default=default))
         return
+    print("\t".join(PIPE_COLUMNS))
     for build in builds:
         print("\t".join([build.name, build.quant, _size(build.size_bytes), build.source_repo or "-",
                          _kl(build), str(build.path)]))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -100,5 +101,6 @@ def _default_reference(store: ModelStore, build: Build | None, name: str) -> str
             candidate = f"{build.model}:{quant}"
             if any(b.name == candidate for b in store.builds()):
                 return candidate
-    raise ModelNotFound(f"no full-precision reference for {name}; pass --reference F16.gguf or build one with "
-                        "`bpo-local convert --keep-f16`")
+    source = build.source_repo if build is not None and build.source_repo else "SOURCE"
+    raise ModelNotFound(f"no full-precision reference for {name} (convert keeps none unless asked); build it with "
+                        f"`bpo-local convert {shlex.quote(source)} --quant f16`, or pass --reference F16.gguf")

@@ -9,19 +9,21 @@ rewrite against the answer to the other's, in both orders, with the same judge s
 
 A unit of work is keyed by everything its result depends on (the model's identity, the settings, the
 texts), so changing any of them redoes only what it touches, and two pairs with the same text share
-the work. A unit that fails alone (a prompt too long for a context, a request a server refuses) is
+the work. Every stage keeps up to ``parallel`` units in flight (per server for a fleet; a local model decodes
+them together) and caches each unit as it finishes, so a kill at any moment redoes nothing finished. A unit
+that fails alone (a prompt too long for a context, a request a server refuses) is
 reported on its pair and not cached; a target or judge that cannot be reached stops the run.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..errors import BpoLocalError, TargetUnreachable
-from ..targets import ChatSettings, ChatTarget, complete, user_message
+from ..errors import BpoLocalError
+from ..targets import ChatSettings, ChatTarget, Message, user_message
 from .cache import StageCache, cache_key
 from .datasets import EvalItem
 from .judge import (
@@ -50,6 +52,7 @@ class EvalSettings:
     bpo_max_tokens: int | None = None
     """Caps BPO's rewrite; None keeps the mode's preset."""
     parallel: int = 4
+    """Requests in flight per model (per server for a fleet of URLs), in every stage."""
     answer: ChatSettings = ChatSettings(max_tokens=1024, temperature=0.7, top_p=1.0, seed=0)
     """The paper's answer sampling: temperature 0.7, top-p 1.0."""
     judge: ChatSettings = ChatSettings(max_tokens=512, temperature=0.0, seed=0)
@@ -104,18 +107,24 @@ class EvalRun:
 
 
 class Progress(Protocol):
-    """How a face follows the run: ``start(stage, total)``, then ``advance(stage)`` per unit."""
+    """How a face follows the run: ``start(stage, total, cached)``, ``advance(stage)`` per unit done now (in
+    the order units finish), ``finish(stage, count)`` at the stage's end."""
 
-    def start(self, stage: str, total: int) -> None: ...
+    def start(self, stage: str, total: int, cached: int) -> None: ...
 
     def advance(self, stage: str) -> None: ...
 
+    def finish(self, stage: str, count: StageCount) -> None: ...
+
 
 class _Silent:
-    def start(self, stage: str, total: int) -> None:
+    def start(self, stage: str, total: int, cached: int) -> None:
         pass
 
     def advance(self, stage: str) -> None:
+        pass
+
+    def finish(self, stage: str, count: StageCount) -> None:
         pass
 
 
@@ -133,8 +142,8 @@ def run_eval(items: Sequence[EvalItem], optimizer: Optimizer, target: ChatTarget
     try:
         run = EvalRun([Pair(item) for item in items])
         run.stages["optimize"] = _optimize(run.pairs, optimizer, settings, caches["optimize"], progress)
-        run.stages["answer"] = _answer(run.pairs, target, settings.answer, caches["answer"], progress)
-        run.stages["judge"] = _judge(run.pairs, judge, settings.judge, caches["judge"], progress)
+        run.stages["answer"] = _answer(run.pairs, target, settings, caches["answer"], progress)
+        run.stages["judge"] = _judge(run.pairs, judge, settings, caches["judge"], progress)
         return run
     finally:
         for cache in caches.values():
@@ -150,7 +159,7 @@ def run_head_to_head(challenger: EvalRun, baseline: EvalRun, judge: ChatTarget, 
     cache = StageCache(cache_dir / "judge.jsonl")
     try:
         run = EvalRun(pairs)
-        run.stages["head-to-head"] = _judge(pairs, judge, settings.judge, cache, progress or _Silent(), "head-to-head")
+        run.stages["head-to-head"] = _judge(pairs, judge, settings, cache, progress or _Silent(), "head-to-head")
         return run
     finally:
         cache.close()
@@ -165,29 +174,33 @@ def _duel(mine: Pair, theirs: Pair) -> Pair:
     return replace(pair, answers=(theirs.answers[1], mine.answers[1]))  # type: ignore[index]
 
 
-Work = Callable[[], dict[str, Any]]
-"""Do one unit and return the record to cache."""
+Outcomes = Iterator[tuple[str, "dict[str, Any] | BpoLocalError"]]
+"""Each pending unit's key and the record to cache, or that unit's own error, as it finishes (in any order)."""
 
 
-def _stage(name: str, units: dict[str, Work], cache: StageCache, progress: Progress,
-           errors: dict[str, str]) -> StageCount:
-    """Do the ``units`` (key -> work) not yet in ``cache``; a unit's own failure goes to ``errors``."""
-    count = StageCount(total=len(units), cached=sum(key in cache for key in units))
-    progress.start(name, count.total)
-    for _ in range(count.cached):
-        progress.advance(name)
-    for key, work in units.items():
-        if key in cache:
-            continue
-        try:
-            cache.put(key, work())
-            count.computed += 1
-        except TargetUnreachable:
-            raise
-        except BpoLocalError as exc:
-            errors[key] = str(exc)
-            count.failed += 1
-        progress.advance(name)
+def _stage(name: str, keys: Iterable[str], cache: StageCache, progress: Progress, errors: dict[str, str],
+           run: Callable[[list[str]], Outcomes]) -> StageCount:
+    """Do the units ``keys`` names that are not yet in ``cache`` (``run(pending)``), caching each as it finishes;
+    a unit's own failure goes to ``errors``. A failure of the whole model (TargetUnreachable) stops the stage."""
+    keys = list(dict.fromkeys(keys))
+    pending = [key for key in keys if key not in cache]
+    count = StageCount(total=len(keys), cached=len(keys) - len(pending))
+    progress.start(name, count.total, count.cached)
+    outcomes = run(pending) if pending else iter(())
+    try:
+        for key, outcome in outcomes:
+            if isinstance(outcome, BpoLocalError):
+                errors[key] = str(outcome)
+                count.failed += 1
+            else:
+                cache.put(key, outcome)
+                count.computed += 1
+            progress.advance(name)
+    finally:
+        close = getattr(outcomes, "close", None)
+        if close is not None:
+            close()
+    progress.finish(name, count)
     return count
 
 
@@ -198,21 +211,19 @@ def _optimize(pairs: list[Pair], optimizer: Optimizer, settings: EvalSettings, c
     keys = [cache_key(stage="optimize", model=model, mode=settings.mode, seed=settings.seed, prompt=p.item.prompt,
                       **overrides) for p in pairs]
     prompts = dict(zip(keys, (p.item.prompt for p in pairs)))  # one unit per distinct prompt
-    pending = [key for key in prompts if key not in cache]
-    results = iter(optimizer.optimize_many((prompts[k] for k in pending), parallel=settings.parallel,
-                                           mode=settings.mode, seed=settings.seed, **overrides))
 
-    def work() -> dict[str, Any]:
-        result = next(results)
-        if isinstance(result, BpoLocalError):
-            raise result
-        return {"optimized": result.text, "candidates": list(result.candidates)}
+    def run(pending: list[str]) -> Outcomes:
+        results = optimizer.optimize_many((prompts[k] for k in pending), parallel=settings.parallel,
+                                          mode=settings.mode, seed=settings.seed, **overrides)
+        try:
+            for key, result in zip(pending, results):
+                yield key, result if isinstance(result, BpoLocalError) else \
+                    {"optimized": result.text, "candidates": list(result.candidates)}
+        finally:
+            results.close()
 
     errors: dict[str, str] = {}
-    try:
-        count = _stage("optimize", {key: work for key in prompts}, cache, progress, errors)
-    finally:
-        results.close()  # type: ignore[attr-defined]
+    count = _stage("optimize", keys, cache, progress, errors, run)
     for i, key in enumerate(keys):
         record = cache.get(key)
         pairs[i] = replace(pairs[i], optimized=record["optimized"]) if record else \
@@ -220,19 +231,19 @@ def _optimize(pairs: list[Pair], optimizer: Optimizer, settings: EvalSettings, c
     return count
 
 
-def _answer(pairs: list[Pair], target: ChatTarget, settings: ChatSettings, cache: StageCache,
+def _answer(pairs: list[Pair], target: ChatTarget, settings: EvalSettings, cache: StageCache,
             progress: Progress) -> StageCount:
-    identity = target.identity()
+    identity, chat = target.identity(), settings.answer
 
     def key(prompt: str) -> str:
-        return cache_key(stage="answer", target=identity, settings=_fields(settings), prompt=prompt)
+        return cache_key(stage="answer", target=identity, settings=_fields(chat), prompt=prompt)
 
-    units: dict[str, Work] = {}
+    units: dict[str, list[Message]] = {}
     for pair in _ready(pairs, lambda p: p.optimized is not None):
         for prompt in (pair.item.prompt, pair.optimized):
-            units[key(prompt)] = _answer_work(target, user_message(prompt), settings)  # type: ignore[arg-type]
+            units[key(prompt)] = user_message(prompt)  # type: ignore[arg-type]
     errors: dict[str, str] = {}
-    count = _stage("answer", units, cache, progress, errors)
+    count = _stage("answer", units, cache, progress, errors, _answering(target, units, chat, settings.parallel))
     for i, pair in enumerate(pairs):
         if pair.optimized is None:
             continue
@@ -243,25 +254,22 @@ def _answer(pairs: list[Pair], target: ChatTarget, settings: ChatSettings, cache
     return count
 
 
-def _judge(pairs: list[Pair], judge: ChatTarget, settings: ChatSettings, cache: StageCache,
+def _judge(pairs: list[Pair], judge: ChatTarget, settings: EvalSettings, cache: StageCache,
            progress: Progress, stage: str = "judge") -> StageCount:
-    identity, prompt_name = judge.identity(), judge_prompt()["name"]
+    identity, prompt_name, chat = judge.identity(), judge_prompt()["name"], settings.judge
 
-    def conversations(pair: Pair) -> list[tuple[str, list[Any]]]:
+    def conversations(pair: Pair) -> list[tuple[str, list[Message]]]:
         original, optimized = pair.answers  # type: ignore[misc]
         out = []
         for a, b in ((original, optimized), (optimized, original)):
             messages = judge_messages(pair.item.prompt, a, b)
-            out.append((cache_key(stage="judge", judge=identity, prompt=prompt_name, settings=_fields(settings),
+            out.append((cache_key(stage="judge", judge=identity, prompt=prompt_name, settings=_fields(chat),
                                   messages=messages), messages))
         return out
 
-    units: dict[str, Work] = {}
-    for pair in _ready(pairs, lambda p: p.answers is not None):
-        for key, messages in conversations(pair):
-            units[key] = _answer_work(judge, messages, settings)
+    units = dict(item for pair in _ready(pairs, lambda p: p.answers is not None) for item in conversations(pair))
     errors: dict[str, str] = {}
-    count = _stage(stage, units, cache, progress, errors)
+    count = _stage(stage, units, cache, progress, errors, _answering(judge, units, chat, settings.parallel))
     for i, pair in enumerate(pairs):
         if pair.answers is None:
             continue
@@ -279,12 +287,19 @@ def _ready(pairs: Iterable[Pair], ok: Callable[[Pair], bool]) -> list[Pair]:
     return [pair for pair in pairs if pair.error is None and ok(pair)]
 
 
-def _answer_work(model: ChatTarget, messages: list[Any], settings: ChatSettings) -> Work:
-    def work() -> dict[str, Any]:
-        answer = complete(model, messages, settings)
-        return {"text": answer.text, "finish_reason": answer.finish_reason}
+def _answering(model: ChatTarget, units: dict[str, list[Message]], settings: ChatSettings,
+               parallel: int) -> Callable[[list[str]], Outcomes]:
+    """How a stage runs its pending units: ``model`` answers their conversations, ``parallel`` at a time."""
+    def run(pending: list[str]) -> Outcomes:
+        answers = model.complete_many([units[key] for key in pending], settings, parallel=parallel)
+        try:
+            for index, answer in answers:
+                yield pending[index], answer if isinstance(answer, BpoLocalError) else \
+                    {"text": answer.text, "finish_reason": answer.finish_reason}
+        finally:
+            answers.close()  # type: ignore[attr-defined]
 
-    return work
+    return run
 
 
 def _text(cache: StageCache, key: str) -> str:

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
 DEFAULT_DOWNLOAD = "~13.5 GB"
-"""THUDM/BPO's safetensors (Llama-2-7B in F16), what a first build downloads."""
+"""zai-org/BPO's (formerly THUDM/BPO) safetensors (Llama-2-7B in F16), what a first build downloads."""
 
 _FULL_PRECISION = {"ALL_F32": "f32", "MOSTLY_F16": "f16", "MOSTLY_BF16": "bf16"}
 
@@ -62,7 +62,8 @@ class _Source:
     """The GGUF is ours (in the scratch folder) rather than the user's file."""
 
 
-SOURCE_PRESETS = {"THUDM/BPO": "stable", "PKU-Baichuan-MLSystemLab/PAS-7B": "pas", "zixiaozhu/MePO": "mepo"}
+SOURCE_PRESETS = {"zai-org/BPO": "stable", "THUDM/BPO": "stable", "PKU-Baichuan-MLSystemLab/PAS-7B": "pas",
+                  "zixiaozhu/MePO": "mepo"}
 """The preset a build of these Hub repos runs unless told otherwise."""
 
 

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from ..config import Config, config_path, configured_model, load_config, models_dir
-from ..errors import ModelNotFound, NoModel
+from ..errors import ModelIsFolder, ModelNotFound, NoModel
 from .store import ModelStore
 
 
@@ -27,6 +27,8 @@ def resolve_model(arg: str | None, config: Config | None = None) -> Path:
 def _locate(name: str, store: ModelStore) -> Path:
     path = Path(name).expanduser()
     if path.suffix.lower() == ".gguf" or path.exists() or os.sep in name:
+        if path.is_dir():
+            raise ModelIsFolder(path)
         if not path.is_file():
             raise ModelNotFound(f"model file not found: {path}; check the path or run `bpo-local models`")
         return path

@@ -20,7 +20,8 @@ ADVICE: Advice = (
     (BuildPresetsUnreadable, lambda e: f"{e} or pick a built-in preset with /mode"),
     (PromptTooLong, lambda e: f"{e}; shorten the prompt (or start the REPL with a larger context)"),
     (ContextFull, lambda e: f"{e}; lower /max or /n"),
-    (ModelIsFolder, lambda e: f"{e}; /model the .gguf file inside"),
+    (ModelIsFolder, lambda e: f"{e}; convert it with `bpo-local convert {e.path}`" if e.checkpoint
+                              else f"{e}; /model the .gguf file inside"),
     (TargetUnreachable, lambda e: f"{e}; /compare MODEL opens another target"),
 )
 

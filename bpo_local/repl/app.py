@@ -18,7 +18,7 @@ from ..targets import ChatSettings, user_message
 from . import view
 from .advice import describe
 from .commands import dispatch
-from .input import prompt_session, unwrap
+from .input import prompt_session, typeahead_waits, unwrap
 from .session import Comparison, Session, Settings, Turn
 
 if TYPE_CHECKING:
@@ -111,7 +111,7 @@ class Repl:
         n = self.optimizer.preset(s.mode, **changes).n
         texts = [Text() for _ in range(n)]
         stream = self.optimizer.stream(prompt, mode=s.mode, **changes)
-        with self._live(view.candidates(texts)) as live, interrupt_flag() as stop:
+        with self._generating(view.candidates(texts)) as (live, stop):
             for delta in stream:
                 texts[delta.index].append(delta.text)
                 if stop.is_set():
@@ -139,7 +139,7 @@ class Repl:
         prompts = (turn.result.prompt, turn.chosen)
         answers = [Text(), Text()]
         max_tokens = self.settings.overrides.max_tokens or COMPARE_MAX_TOKENS
-        with self._live(view.comparison(model.name, prompts, answers)), interrupt_flag() as stop:
+        with self._generating(view.comparison(model.name, prompts, answers)) as (_, stop):
             for prompt, answer in zip(prompts, answers):
                 if stop.is_set():
                     break
@@ -162,9 +162,13 @@ class Repl:
             self._target = self._load_target(self._target_name)
         return self._target
 
-    def _live(self, renderable: object) -> Live:
-        return Live(renderable, console=self.console, refresh_per_second=10,  # type: ignore[arg-type]
+    @contextmanager
+    def _generating(self, renderable: object) -> Iterator[tuple[Live, threading.Event]]:
+        """A live view of a generation, the Ctrl-C flag that stops it, and keys typed meanwhile held back."""
+        live = Live(renderable, console=self.console, refresh_per_second=10,  # type: ignore[arg-type]
                     vertical_overflow="visible")
+        with typeahead_waits(), live, interrupt_flag() as stop:
+            yield live, stop
 
     # model and display
 

@@ -65,10 +65,17 @@ def command(name: str, usage: str, help: str) -> Callable[[Handler], Handler]:
     return register
 
 
+ALIASES = {"quit": "exit", "bye": "exit"}
+"""Other names users type for a command (``ollama run`` leaves on /bye)."""
+
+
 def dispatch(repl: Repl, line: str) -> None:
-    """Run ``/name args``; an unknown name is a usage error naming ``/help``."""
+    """Run ``/name args``; an unknown name is a usage error naming ``/help``, and so is a command of
+    several lines (the lines after it would otherwise become its argument)."""
+    if "\n" in line.strip():
+        raise UsageError("a /command is one line; send the prompt after it on its own")
     name, _, arg = line.strip()[1:].partition(" ")
-    cmd = COMMANDS.get(name.lower())
+    cmd = COMMANDS.get(ALIASES.get(name.lower(), name.lower()))
     if cmd is None:
         raise UsageError(f"unknown command /{name}; /help lists the commands")
     cmd.run(repl, arg.strip())
@@ -197,6 +204,6 @@ def _model(repl: Repl, arg: str) -> None:
     repl.show_banner()
 
 
-@command("exit", "", "leave (or Ctrl-D)")
+@command("exit", "", "leave (or /quit, /bye, Ctrl-D)")
 def _exit(repl: Repl, arg: str) -> None:
     repl.running = False

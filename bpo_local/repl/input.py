@@ -7,6 +7,9 @@ Ctrl-X Ctrl-E opens the line in $EDITOR.
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from prompt_toolkit import PromptSession
@@ -31,6 +34,32 @@ def unwrap(text: str) -> str:
     if stripped.startswith(BLOCK) and stripped.endswith(BLOCK) and len(stripped) >= 2 * len(BLOCK):
         return stripped[len(BLOCK):-len(BLOCK)].strip("\n")
     return text
+
+
+@contextmanager
+def typeahead_waits() -> Iterator[None]:
+    """While a rewrite streams, keys typed wait for the next prompts, unseen: no echo to push the live
+    panels around, and each Enter kept as Enter (no CR->NL translation, which the prompt would take for a
+    newline inside one input), so lines typed meanwhile are read afterwards as separate inputs.
+    Ctrl-C still interrupts."""
+    try:
+        import termios
+    except ImportError:  # pragma: no cover - Windows: the console keeps its own buffer
+        yield
+        return
+    fd = sys.stdin.fileno()
+    if not sys.stdin.isatty():
+        yield
+        return
+    saved = termios.tcgetattr(fd)
+    held = termios.tcgetattr(fd)
+    held[0] &= ~termios.ICRNL
+    held[3] &= ~(termios.ECHO | termios.ICANON)
+    termios.tcsetattr(fd, termios.TCSANOW, held)
+    try:
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSANOW, saved)  # not TCSAFLUSH: the typed keys are kept
 
 
 def _bindings() -> KeyBindings:

@@ -1,80 +1,47 @@
-"""The ASGI app: settings, the routes table, and the lifespan that owns the engine and the upstream."""
+"""The ASGI app: the routes table, and the lifespan that owns the engine and the upstream."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from ..optimizer import Optimizer
-from . import ollama_routes, routes
-from .auth import BearerAuth
-from .errors import HANDLERS
+from . import chat, ollama_routes, routes
+from .auth import KeyAuth
+from .dialects import ANTHROPIC, OLLAMA_CHAT, OPENAI_CHAT, RESPONSES
+from .handlers import HANDLERS
 from .owner import EngineOwner
 from .proxy import Upstream
-from .store import DEFAULT_CAPACITY, RewriteStore
+from .request_log import RequestLog
+from .settings import Settings
+from .state import State
+from .store import RewriteStore
 from .turns import Rewriter
-
-
-@dataclass(frozen=True)
-class Settings:
-    """What the operator fixed: the default preset, how many optimizations decode together, the queue,
-    the limits, the key clients must send, and the upstream (None: BPO itself is the model)."""
-
-    mode: str | None = None
-    """The preset where a request names none (None: the model's own, else stable)."""
-    seed: int | None = None
-    """BPO's seed where a request gives none (the proxy's rewrites always); None: random."""
-    parallel: int = 4
-    queue_size: int = 64
-    max_tokens: int = 1024
-    max_body_bytes: int = 1 << 20
-    api_key: str | None = None
-    upstream: str | None = None
-    upstream_key: str | None = None
-    upstream_timeout: float = 300.0
-    log: bool = True
-    turns: str = "first"
-    """Which user turns the proxy rewrites: a conversation's "first" only, or "all" (X-BPO-Turns overrides)."""
-    history: str = "rewritten"
-    """Earlier user turns go upstream as their stored rewrites ("rewritten") or as typed ("original")."""
-    store_size: int = DEFAULT_CAPACITY
-    """The most rewrites the proxy's store keeps (least recently used go first)."""
-    max_n: int = 8
-    """The most candidates one request may ask BPO for (aggressive mode's 5, and some room)."""
-    max_prompts: int = 64
-    """The most prompts one /v1/optimize request may hold."""
-
-
-@dataclass
-class State:
-    """What every route reads: the settings, the engine's owner, and the upstream with the proxy's
-    turn rules (if any)."""
-
-    settings: Settings
-    owner: EngineOwner
-    upstream: Upstream | None
-    rewriter: Rewriter | None = None
-
 
 ROUTES = [
     Route("/health", routes.health, methods=["GET"]),
     Route("/v1/models", routes.models, methods=["GET"]),
     Route("/v1/optimize", routes.optimize, methods=["POST"]),
-    Route("/v1/chat/completions", routes.chat_completions, methods=["POST"]),
+    Route("/v1/chat/completions", chat.endpoint(OPENAI_CHAT), methods=["POST"]),
+    Route("/v1/responses", chat.endpoint(RESPONSES), methods=["POST"]),
+    Route("/v1/messages", chat.endpoint(ANTHROPIC), methods=["POST"]),
     Route("/v1/completions", routes.completions, methods=["POST"]),
-    Route("/api/chat", ollama_routes.chat, methods=["POST"]),
+    Route("/api/chat", chat.endpoint(OLLAMA_CHAT), methods=["POST"]),
     Route("/api/generate", ollama_routes.generate, methods=["POST"]),
     Route("/api/tags", ollama_routes.tags, methods=["GET"]),
     Route("/api/show", ollama_routes.show, methods=["POST"]),
     Route("/api/version", ollama_routes.version, methods=["GET"]),
+    Route("/api/ps", ollama_routes.ps, methods=["GET"]),
+    Route("/api/embed", ollama_routes.embed, methods=["POST"]),
 ]
 PASSTHROUGH = Route("/v1/{path:path}", routes.passthrough, methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
-"""In proxy mode, every other /v1 route goes to the upstream."""
+"""In proxy mode, every other /v1 route (embeddings, /v1/messages/count_tokens, stored responses, ...) goes to
+the upstream unchanged."""
 
 
 def _rewriter(optimizer: Optimizer, owner: EngineOwner, settings: Settings) -> Rewriter:
@@ -82,7 +49,8 @@ def _rewriter(optimizer: Optimizer, owner: EngineOwner, settings: Settings) -> R
     (hashed once, cached across runs), or the servers' model."""
     info = optimizer.info
     build = optimizer.model_sha256() or f"{info.backend} {info.name}"
-    return Rewriter(owner, RewriteStore.open(capacity=settings.store_size), build, settings.seed, settings.history)
+    return Rewriter(owner, RewriteStore.open(capacity=settings.store_size), build, settings.seed, settings.history,
+                    settings.rewrite_timeout)
 
 
 def create_app(optimizer: Optimizer, settings: Settings) -> Starlette:
@@ -100,6 +68,7 @@ def create_app(optimizer: Optimizer, settings: Settings) -> Starlette:
                 rewriter = _rewriter(optimizer, owner, settings)
                 upstream = Upstream(settings.upstream, key=settings.upstream_key,
                                     pass_client_key=settings.api_key is None, timeout=settings.upstream_timeout)
+                await upstream.check()
             app.state.bpo = State(settings, owner, upstream, rewriter)
             yield
         finally:
@@ -109,7 +78,7 @@ def create_app(optimizer: Optimizer, settings: Settings) -> Starlette:
             if rewriter is not None and rewriter.store is not None:
                 rewriter.store.close()
 
-    middleware = [Middleware(BearerAuth, key=settings.api_key)] if settings.api_key else []
+    middleware = [Middleware(RequestLog), *([Middleware(KeyAuth, key=settings.api_key)] if settings.api_key else [])]
     table = [*ROUTES, PASSTHROUGH] if settings.upstream else ROUTES
     return Starlette(routes=table, middleware=middleware, exception_handlers=HANDLERS,  # type: ignore[arg-type]
                      lifespan=lifespan)

@@ -10,6 +10,7 @@ SQLite wants).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import queue
 import threading
@@ -31,6 +32,10 @@ _logger = logging.getLogger(__name__)
 
 _IDLE_POLL_SECONDS = 0.2
 """How often an idle owner looks up from the empty queue to see whether it should stop."""
+PERSON = 0
+"""The queue's first place: a rewrite a person waits on in a chat."""
+NORMAL = 1
+"""Everything else: BPO answering as the model, /v1/optimize, apps' own tasks."""
 
 
 class Ticket:
@@ -111,7 +116,9 @@ class EngineOwner:
         self.parallel = parallel
         self.max_tokens = max_tokens
         self._log = log
-        self._queue: queue.Queue[Ticket] = queue.Queue(maxsize=queue_size)
+        self._queue: queue.PriorityQueue[tuple[int, int, Ticket]] = queue.PriorityQueue(maxsize=queue_size)
+        self._submitted = itertools.count()
+        """Ties in the queue go first come, first served."""
         self._cancels: queue.SimpleQueue[Ticket] = queue.SimpleQueue()
         self._running: dict[int, Ticket] = {}
         self._batch: BatchGeneration | None = None
@@ -130,9 +137,10 @@ class EngineOwner:
             raise self._start_error
 
     def submit(self, prompt: str, *, mode: str, seed: int | None = None, overrides: Mapping[str, Any] | None = None,
-               note: Mapping[str, Any] | None = None) -> Ticket:
-        """Queue ``prompt`` for optimizing with ``mode`` and the sampling ``overrides``; ``note`` is added to
-        the logged params. Raises UsageError for bad settings, QueueFull, or ServerClosing."""
+               note: Mapping[str, Any] | None = None, priority: int = NORMAL) -> Ticket:
+        """Queue ``prompt`` for optimizing with ``mode`` and the sampling ``overrides``, ahead of everything
+        queued with a larger ``priority``; ``note`` is added to the logged params. Raises UsageError for bad
+        settings, QueueFull, or ServerClosing."""
         if not prompt.strip():
             raise UsageError("empty prompt")
         if self._stopping.is_set():
@@ -140,7 +148,7 @@ class EngineOwner:
         preset = self.preset(mode, dict(overrides or {}))
         ticket = Ticket(self, prompt, preset, seed, MappingProxyType(dict(note or {})), asyncio.get_running_loop())
         try:
-            self._queue.put_nowait(ticket)
+            self._queue.put_nowait((priority, next(self._submitted), ticket))
         except queue.Full:
             raise QueueFull(f"all {self._queue.maxsize} places in the queue are taken") from None
         return ticket
@@ -179,7 +187,7 @@ class EngineOwner:
                     self._running.clear()
         finally:
             while not self._queue.empty():
-                self._queue.get_nowait()._send(ServerClosing("the server is shutting down"))
+                self._queue.get_nowait()[2]._send(ServerClosing("the server is shutting down"))
             if log is not None:
                 log.close()
 
@@ -211,7 +219,8 @@ class EngineOwner:
                 yield None
                 continue
             try:
-                ticket = self._queue.get_nowait() if self._running else self._queue.get(timeout=_IDLE_POLL_SECONDS)
+                _, _, ticket = (self._queue.get_nowait() if self._running
+                                else self._queue.get(timeout=_IDLE_POLL_SECONDS))
             except queue.Empty:
                 if self._running:
                     yield None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,6 +13,8 @@ from .errors import ApiError
 
 MODE_HEADER = "x-bpo-mode"
 TURNS_HEADER = "x-bpo-turns"
+SHOW_HEADER = "x-bpo-show-rewrite"
+_YES, _NO = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 OFF = "off"
 TURNS = ("first", "all")
 """Which user turns the proxy rewrites: a conversation's first only, or each new one."""
@@ -45,7 +47,11 @@ async def raw_body(request: Request, limit: int) -> bytes:
 
 async def json_body(request: Request, limit: int) -> dict[str, Any]:
     """The body as a JSON object, at most ``limit`` bytes (413 beyond it, 400 if it is not JSON)."""
-    data = await raw_body(request, limit)
+    return json_object(await raw_body(request, limit))
+
+
+def json_object(data: bytes) -> dict[str, Any]:
+    """``data`` as a JSON object (400 if it is not one)."""
     try:
         body = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -60,7 +66,7 @@ def _too_large(size: int, limit: int) -> ApiError:
 
 
 def optimization(body: dict[str, Any], default_mode: str, default_seed: int | None = None, *, max_n: int,
-                 presets: Sequence[str], max_tokens_key: tuple[str, ...] = ("max_tokens",)) -> Optimization:
+                 presets: Sequence[str]) -> Optimization:
     """The optimizer's settings from a body: ``mode`` (one of ``presets``' names) and the overrides n (at most
     ``max_n``), temperature, top_p, top_k, max_tokens, seed."""
     mode = body.get("mode", default_mode)
@@ -69,10 +75,9 @@ def optimization(body: dict[str, Any], default_mode: str, default_seed: int | No
                        code="invalid_value")
     values: dict[str, Any] = {}
     for key in _INTS:
-        names = max_tokens_key if key == "max_tokens" else (key,)
-        value = next((body[k] for k in names if body.get(k) is not None), None)
+        value = body.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-            raise ApiError(400, f"{names[0]} must be an integer, got {value!r}", code="invalid_value")
+            raise ApiError(400, f"{key} must be an integer, got {value!r}", code="invalid_value")
         values[key] = value
     if values["n"] is not None and values["n"] > max_n:
         raise ApiError(400, f"n {values['n']} is over this server's limit of {max_n}; ask for at most {max_n}",
@@ -96,6 +101,24 @@ def header_mode(request: Request, default_mode: str, presets: Sequence[str]) -> 
         raise ApiError(400, f"X-BPO-Mode {mode!r} is not a known preset; choose from: {', '.join((*presets, OFF))}",
                        code="invalid_value")
     return mode
+
+
+def client_key(headers: Mapping[str, str]) -> str | None:
+    """The key a client sent: a Bearer token (OpenAI's and Ollama's clients), else ``x-api-key`` (Anthropic's)."""
+    scheme, _, given = headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and given.strip():
+        return given.strip()
+    return headers.get("x-api-key") or None
+
+
+def header_show(request: Request, default: bool) -> bool:
+    """Whether the answer shows the rewrite: ``X-BPO-Show-Rewrite`` (true or false), else the default."""
+    given = request.headers.get(SHOW_HEADER)
+    if given is None:
+        return default
+    if given.strip().lower() not in (*_YES, *_NO):
+        raise ApiError(400, f"X-BPO-Show-Rewrite {given!r} is not one of: true, false", code="invalid_value")
+    return given.strip().lower() in _YES
 
 
 def header_turns(request: Request, default_turns: str) -> str:
@@ -123,46 +146,3 @@ def prompts(body: dict[str, Any], max_prompts: int = 1) -> list[str]:
     if not isinstance(prompt, str):
         raise ApiError(400, "missing prompt: give \"prompt\" as a string", code="missing_prompt")
     return [prompt]
-
-
-def messages(body: dict[str, Any]) -> list[Any]:
-    """``messages``: a non-empty list."""
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise ApiError(400, "missing messages: give \"messages\" as a non-empty list", code="missing_messages")
-    return messages
-
-
-def last_user_turn(body: dict[str, Any]) -> tuple[dict[str, Any], str]:
-    """The last user message of ``messages`` and its text (text parts joined by newlines)."""
-    for message in reversed(messages(body)):
-        if isinstance(message, dict) and message.get("role") == "user":
-            return message, message_text(message)
-    raise ApiError(400, "messages hold no user message to optimize", code="invalid_value")
-
-
-def message_text(message: dict[str, Any]) -> str:
-    content = message.get("content")
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts = [p.get("text") for p in content if isinstance(p, dict) and p.get("type") == "text"]
-        if parts and all(isinstance(p, str) for p in parts):
-            return "\n".join(parts)
-    raise ApiError(400, "the last user message has no text content", code="invalid_value")
-
-
-def with_text(message: dict[str, Any], text: str) -> dict[str, Any]:
-    """``message`` with its text replaced by ``text`` (other content parts, such as images, kept)."""
-    content = message.get("content")
-    if isinstance(content, list):
-        others = [p for p in content if not (isinstance(p, dict) and p.get("type") == "text")]
-        return {**message, "content": [{"type": "text", "text": text}, *others]}
-    return {**message, "content": text}
-
-
-def wants_stream(body: dict[str, Any]) -> bool:
-    stream = body.get("stream", False)
-    if not isinstance(stream, bool):
-        raise ApiError(400, f"stream must be true or false, got {stream!r}", code="invalid_value")
-    return stream

@@ -1,8 +1,10 @@
-"""The upstream: an OpenAI-compatible server (OpenAI, Ollama, llama-server, vLLM) that answers the
-rewritten request. Its base URL (``…/v1``) is fixed by the operator; clients never choose it."""
+"""The upstream: the LLM server that answers the rewritten request (OpenAI, Anthropic, Ollama, llama-server,
+vLLM). Its base URL (``…/v1``) is fixed by the operator; clients never choose it."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -11,18 +13,25 @@ import httpx
 
 from ..backends.remote.http import transport_error
 from ..errors import UpstreamError, UpstreamTimeout, UpstreamUnreachable
+from .parse import client_key
+
+_logger = logging.getLogger(__name__)
 
 _DROPPED_REQUEST_HEADERS = frozenset({
-    "host", "content-length", "authorization", "accept-encoding", "connection", "keep-alive", "transfer-encoding",
-    "te", "trailer", "upgrade", "proxy-authorization", "proxy-connection", "cookie", "x-bpo-mode",
-    "x-bpo-turns",
+    "host", "content-length", "authorization", "x-api-key", "accept-encoding", "connection", "keep-alive",
+    "transfer-encoding", "te", "trailer", "upgrade", "proxy-authorization", "proxy-connection", "cookie",
+    "x-bpo-mode", "x-bpo-turns", "x-bpo-show-rewrite", "x-bpo-task",
 })
-"""Client headers not forwarded: hop-by-hop ones, what httpx sets itself, our credentials and our own."""
+"""Client headers not forwarded: hop-by-hop ones, what httpx sets itself, credentials (set again below) and
+our own."""
 
 _DROPPED_RESPONSE_HEADERS = frozenset({
     "content-length", "content-encoding", "transfer-encoding", "connection", "keep-alive", "date", "server",
     "set-cookie",
 })
+_NO_SUCH_ROUTE = (404, 405)
+_CHECK_SECONDS = 3.0
+"""How long the start-up check waits for the upstream's model list."""
 
 
 @dataclass
@@ -51,7 +60,8 @@ class UpstreamReply:
 
 
 class Upstream:
-    """An httpx client for one upstream base URL, with timeouts and the operator's key (if any)."""
+    """An httpx client for one upstream base URL, with timeouts, the operator's key (if any), and what the
+    upstream was found to serve."""
 
     def __init__(self, base_url: str, *, key: str | None, pass_client_key: bool, timeout: float) -> None:
         self.base_url = base_url.rstrip("/")
@@ -59,14 +69,23 @@ class Upstream:
         self._pass_client_key = pass_client_key
         self._client = httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
                                          limits=httpx.Limits(max_connections=None, max_keepalive_connections=64))
+        self._serves: dict[str, bool] = {}
+        self._probing: dict[str, asyncio.Lock] = {}
+
+    @property
+    def root_url(self) -> str:
+        """The server's root, where Ollama's own API lives (the base URL without its ``/v1``)."""
+        return self.base_url.removesuffix("/v1")
 
     async def send(self, method: str, path: str, client_headers: Mapping[str, str], json: Any = None,
-                   content: bytes | None = None) -> UpstreamReply:
-        """Send ``json`` (or the raw ``content``) to ``base_url + path``; raises UpstreamError (its status),
-        UpstreamUnreachable or UpstreamTimeout."""
-        url = self.base_url + path
+                   content: bytes | None = None, key_header: str = "authorization",
+                   at_root: bool = False, timeout: float | None = None) -> UpstreamReply:
+        """Send ``json`` (or the raw ``content``) to ``base_url + path`` (``root_url + path`` if ``at_root``),
+        the key under ``key_header``; raises UpstreamError (its status), UpstreamUnreachable or UpstreamTimeout."""
+        url = (self.root_url if at_root else self.base_url) + path
         request = self._client.build_request(method, url, json=json, content=content,
-                                             headers=self._headers(client_headers))
+                                             headers=self._headers(client_headers, key_header),
+                                             **({"timeout": timeout} if timeout else {}))
         try:
             response = await self._client.send(request, stream=True)
         except httpx.TransportError as exc:
@@ -82,13 +101,40 @@ class Upstream:
             raise UpstreamError(response.status_code, body, response.headers.get("content-type", "application/json"))
         return UpstreamReply(response.status_code, headers, response)
 
-    def _headers(self, client_headers: Mapping[str, str]) -> dict[str, str]:
+    async def serves(self, path: str, client_headers: Mapping[str, str], key_header: str) -> bool:
+        """Whether the upstream has the route ``path``: asked once (an empty body, which a server with the
+        route refuses as a bad request and one without it as no such route), then remembered."""
+        if path not in self._serves:
+            async with self._probing.setdefault(path, asyncio.Lock()):
+                if path not in self._serves:
+                    try:
+                        await (await self.send("POST", path, client_headers, {}, key_header=key_header)).body()
+                        found = True
+                    except UpstreamError as err:
+                        found = err.status not in _NO_SUCH_ROUTE
+                    self._serves[path] = found
+                    if not found:
+                        _logger.warning("upstream %s has no %s: requests for it go as chat completions",
+                                        self.base_url, path)
+        return self._serves[path]
+
+    async def check(self) -> None:
+        """Say at once (a warning) when the upstream does not answer: serving goes on, as it may come up later."""
+        try:
+            await (await self.send("GET", "/models", {}, timeout=_CHECK_SECONDS)).body()
+        except (UpstreamUnreachable, UpstreamTimeout) as err:
+            _logger.warning("%s; serving anyway: chat requests fail with 502 until it answers", err)
+        except UpstreamError as err:
+            if err.status in (401, 403) and not self._key:
+                return  # it wants the clients' own keys
+            _logger.warning("upstream %s answered GET /models with HTTP %s; serving anyway", self.base_url, err.status)
+
+    def _headers(self, client_headers: Mapping[str, str], key_header: str) -> dict[str, str]:
         headers = {k: v for k, v in client_headers.items() if k.lower() not in _DROPPED_REQUEST_HEADERS}
         headers["accept-encoding"] = "identity"
-        if self._key:
-            headers["authorization"] = f"Bearer {self._key}"
-        elif self._pass_client_key and "authorization" in client_headers:
-            headers["authorization"] = client_headers["authorization"]
+        key = self._key or (client_key(client_headers) if self._pass_client_key else None)
+        if key:
+            headers[key_header] = f"Bearer {key}" if key_header == "authorization" else key
         return headers
 
     async def aclose(self) -> None:

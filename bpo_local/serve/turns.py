@@ -14,23 +14,34 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Sequence
 from typing import Any
 
 from ..errors import RewriteStoreError
-from .errors import ApiError
-from .owner import EngineOwner
-from .parse import OFF, message_text, with_text
-from .rewrite import FOLLOW_UP, NOT_A_USER_TURN, REMEMBERED, Rewrite, rewrite
+from .owner import PERSON, EngineOwner
+from .parse import OFF
+from .rewrite import FOLLOW_UP, NOT_A_USER_TURN, ONE_CANDIDATE, REMEMBERED, SKIPPED, Progress, Rewrite, rewrite
+from .show import SKIP_PREFIX, skipped
 from .store import RewriteStore, turn_key
 
 _logger = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Turn:
+    """A message as the turn rules see it, in any API: its role (system, user, assistant, tool) and, for a
+    user message, the text BPO may rewrite (None where it holds none: an image alone, a tool result)."""
+
+    role: str
+    text: str | None = None
+
+
 @dataclass
 class _Shared:
-    """One generation in flight and how many requests wait for it."""
+    """One generation in flight, its text so far, and how many requests wait for it."""
 
     task: asyncio.Future[Rewrite]
+    progress: Progress
     waiters: int = 0
 
 
@@ -44,54 +55,70 @@ class Rewriter:
     build: str
     seed: int | None = None
     history: str = "rewritten"
+    timeout: float | None = None
+    """How long a rewrite may take before it is stopped and the original goes (None: no limit)."""
     _in_flight: dict[str, _Shared] = field(default_factory=dict)
 
     def key(self, text: str, mode: str) -> str:
-        preset = self.owner.preset(mode, {})
+        preset = self.owner.preset(mode, ONE_CANDIDATE)
         return turn_key(text, self.build, {"preset": asdict(preset), "seed": self.seed})
 
-    async def conversation(self, messages: list[Any], mode: str, turns: str,
-                           upstream_model: Any) -> tuple[list[Any], Rewrite]:
-        """``messages`` as they go upstream, and what was done with the last one."""
-        users = [(i, text) for i, m in enumerate(messages) if (text := _user_text(m)) is not None]
-        new = users[-1] if users and users[-1][0] == len(messages) - 1 else None
+    async def conversation(self, turns: Sequence[Turn], mode: str, rule: str, upstream_model: Any,
+                           continues: bool = False, watch: asyncio.Queue[str] | None = None,
+                           priority: int = PERSON) -> tuple[dict[int, str], Rewrite]:
+        """The texts that go upstream in place of the user turns at their indexes, and what was done with
+        the last turn. ``continues``: earlier turns of the conversation live upstream, out of sight. ``watch``
+        gets the new turn's rewrite as it settles, where one is generated; ``priority`` is its place in BPO's
+        queue."""
+        users = [(i, t.text) for i, t in enumerate(turns) if t.role == "user" and t.text is not None]
+        new = users[-1] if users and users[-1][0] == len(turns) - 1 else None
+        # the turns a person sent past BPO with the skip prefix go as typed, without it
+        typed = {i: rest for i, text in users if (rest := skipped(text)) is not None}
         if mode == OFF:
-            return messages, Rewrite(mode, new[1] if new else None, turn=OFF)
-        earlier = users[:-1] if new else users
-        keys = {i: self.key(text, mode) for i, text in users}
+            return typed, Rewrite(mode, new[1] if new else None, turn=OFF)
+        earlier = [(i, text) for i, text in (users[:-1] if new else users) if i not in typed]
+        keys = {i: self.key(text, mode) for i, text in users if i not in typed}
         stored = self._get(keys.values())
-        done = await self._new_turn(new, keys, stored, mode, turns, upstream_model, messages)
+        done = await self._new_turn(new, keys, stored, mode, rule, upstream_model, turns, continues, watch,
+                                    priority)
         swaps = {i: stored[keys[i]] for i, _ in earlier if self.history == "rewritten" and keys[i] in stored}
         history = len(swaps)
         if new and done.optimized is not None:
             swaps[new[0]] = done.optimized
-        forwarded = [with_text(m, swaps[i]) if i in swaps else m for i, m in enumerate(messages)]
-        return forwarded, replace(done, history=history)
+        return {**typed, **swaps}, replace(done, history=history)
 
     async def _new_turn(self, new: tuple[int, str] | None, keys: dict[int, str], stored: dict[str, str], mode: str,
-                        turns: str, upstream_model: Any, messages: list[Any]) -> Rewrite:
+                        rule: str, upstream_model: Any, turns: Sequence[Turn], continues: bool,
+                        watch: asyncio.Queue[str] | None, priority: int) -> Rewrite:
         if new is None:
-            role = messages[-1].get("role") if messages and isinstance(messages[-1], dict) else None
+            role = turns[-1].role if turns else None
             return Rewrite(mode, None, turn=NOT_A_USER_TURN,
-                           reason=f"the last message is {'a ' + role if isinstance(role, str) else 'not a user'} "
+                           reason=f"the last message is {'a ' + role if role else 'not a user'} "
                                   "message: nothing new to rewrite")
         index, text = new
-        if turns == "first" and any(_is_user(m) for m in messages[:index]):
+        if index not in keys:
+            return Rewrite(mode, text, turn=SKIPPED, reason=f"the message began with {SKIP_PREFIX}: it went as "
+                           "typed, without the prefix")
+        if rule == "first" and (continues or any(t.role == "user" for t in turns[:index])):
             return Rewrite(mode, text, turn=FOLLOW_UP, reason="a follow-up: BPO rewrites a conversation's first "
                            "user turn only (the header X-BPO-Turns: all rewrites each)")
         key = keys[index]
         if key in stored:
             return Rewrite(mode, text, stored[key], turn=REMEMBERED)
-        return await self._shared(key, text, mode, upstream_model)
+        return await self._shared(key, text, mode, upstream_model, watch, priority)
 
-    async def _shared(self, key: str, text: str, mode: str, upstream_model: Any) -> Rewrite:
+    async def _shared(self, key: str, text: str, mode: str, upstream_model: Any,
+                      watch: asyncio.Queue[str] | None, priority: int) -> Rewrite:
         """The rewrite of ``text``: one generation for every request that asks while it runs; it is
         cancelled only when all of them have gone."""
         shared = self._in_flight.get(key)
         if shared is None:
+            progress = Progress()
             shared = self._in_flight[key] = _Shared(asyncio.ensure_future(
-                self._generate(key, text, mode, upstream_model)))
+                self._generate(key, text, mode, upstream_model, progress, priority)), progress)
             shared.task.add_done_callback(lambda _, ended=shared: self._forget(key, ended))
+        if watch is not None:
+            shared.progress.listen(watch)
         shared.waiters += 1
         try:
             return await asyncio.shield(shared.task)
@@ -105,8 +132,10 @@ class Rewriter:
         if self._in_flight.get(key) is ended:
             del self._in_flight[key]
 
-    async def _generate(self, key: str, text: str, mode: str, upstream_model: Any) -> Rewrite:
-        done = await rewrite(self.owner, text, mode, self.seed, upstream_model)
+    async def _generate(self, key: str, text: str, mode: str, upstream_model: Any, progress: Progress,
+                        priority: int) -> Rewrite:
+        done = await rewrite(self.owner, text, mode, self.seed, upstream_model, timeout=self.timeout,
+                             progress=progress, priority=priority)
         if done.optimized is not None and self.store is not None:
             try:
                 self.store.put(key, text, done.optimized, mode)
@@ -123,16 +152,3 @@ class Rewriter:
             _logger.warning("%s", err)
             return {}
 
-
-def _is_user(message: Any) -> bool:
-    return isinstance(message, dict) and message.get("role") == "user"
-
-
-def _user_text(message: Any) -> str | None:
-    """A user message's text, or None (not a user message, or no text in it)."""
-    if not _is_user(message):
-        return None
-    try:
-        return message_text(message)
-    except ApiError:  # an image-only turn: nothing BPO can rewrite
-        return None

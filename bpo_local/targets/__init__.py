@@ -2,7 +2,9 @@
 
 The REPL's ``/compare`` and ``bpo-local eval``'s target and judge use it. ``open_target(source)`` takes a
 GGUF path or store name, or an ``http(s)://`` URL of a server speaking ``/v1/chat/completions``
-(llama-server, vLLM, OpenAI), and returns a ``ChatTarget``; ``chat(messages, settings)`` streams one answer.
+(llama-server, vLLM, OpenAI), or several such URLs separated by commas (one model served by a fleet), and
+returns a ``ChatTarget``; ``chat(messages, settings)`` streams one answer, ``complete_many`` answers many
+conversations concurrently (a local model decodes them together in one continuous batch).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from ..backend import Timings
+    from ..errors import BpoLocalError
 
 Message = Mapping[str, str]
 """``{"role": "system" | "user" | "assistant", "content": text}``."""
@@ -62,6 +65,13 @@ class ChatTarget(Protocol):
 
     def chat(self, messages: Sequence[Message], settings: ChatSettings = ChatSettings()) -> ChatStream: ...
 
+    def complete_many(self, conversations: Sequence[Sequence[Message]], settings: ChatSettings = ChatSettings(), *,
+                      parallel: int = 1) -> Iterator[tuple[int, ChatAnswer | BpoLocalError]]:
+        """Answer every conversation, up to ``parallel`` at once (per server), yielding (its position, its answer or
+        the error of that conversation alone) as each finishes, in any order. A model that cannot go on raises
+        (TargetUnreachable: no request can succeed); closing the iterator stops the answers in flight."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -87,14 +97,14 @@ def open_target(source: str, *, model: str | None = None, key: str | None = None
                 verbose: bool = False) -> ChatTarget:
     """Load the GGUF ``source`` (a path or store name) or connect to the server at URL ``source``.
 
-    For a server, ``model`` is the model id to ask for (default: the first the server lists) and ``key``
+    Several URLs, separated by commas, are one fleet serving the same model. For a server, ``model`` is the model id to ask for (default: the first the server lists) and ``key``
     the bearer token; the local options are for a GGUF only. Fails here, before any answer, if the file
     cannot be loaded or has no chat template, or the server cannot be reached or refuses the key.
     """
     if is_url(source):
         from .openai import OpenAIChat
 
-        return OpenAIChat(source, model=model, key=key)
+        return OpenAIChat([url.strip() for url in source.split(",") if url.strip()], model=model, key=key)
     from ..models.resolve import resolve_model
     from .local import LocalChat
 

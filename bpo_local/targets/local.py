@@ -13,11 +13,11 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import ModelLoadError
+from ..errors import BpoLocalError, ModelLoadError
 from . import ChatAnswer, ChatSettings, Message
 
 if TYPE_CHECKING:
-    from ..backend import ModelInfo
+    from ..backend import GenerationResult, ModelInfo, Request
     from ..backends.llamacpp import Engine, Generation
 
 
@@ -78,9 +78,12 @@ class LocalStream:
 
     @property
     def result(self) -> ChatAnswer:
-        result = self._generation.result
-        (completion,) = result.completions
-        return ChatAnswer(completion.text.strip(), completion.finish_reason, result.timings)
+        return _answer(self._generation.result)
+
+
+def _answer(result: GenerationResult) -> ChatAnswer:
+    (completion,) = result.completions
+    return ChatAnswer(completion.text.strip(), completion.finish_reason, result.timings)
 
 
 class LocalChat:
@@ -103,6 +106,11 @@ class LocalChat:
     def info(self) -> ModelInfo:
         return self._engine.info
 
+    def shares(self, path: Path) -> Engine | None:
+        """This model's engine if it is loaded from ``path`` (the same file), so BPO on the same GGUF is not
+        loaded twice; None otherwise."""
+        return self._engine if path.exists() and os.path.samefile(path, self._path) else None
+
     @property
     def name(self) -> str:
         return self.info.name
@@ -119,6 +127,24 @@ class LocalChat:
 
     def chat(self, messages: Sequence[Message], settings: ChatSettings = ChatSettings()) -> LocalStream:
         """Start answering ``messages`` (greedy by default, so two prompts are compared fairly)."""
+        return LocalStream(self._engine.generate(self._request(messages, settings)))
+
+    def complete_many(self, conversations: Sequence[Sequence[Message]], settings: ChatSettings = ChatSettings(), *,
+                      parallel: int = 1) -> Iterator[tuple[int, ChatAnswer | BpoLocalError]]:
+        """Every conversation's answer as it finishes, up to ``parallel`` decoded together in the engine's
+        continuous batch (as ``optimize_many`` and ``serve`` decode BPO's). A sampled token may differ from
+        one-at-a-time decoding (batched float sums), as with ``optimize --parallel``; greedy answers rarely do."""
+        from ..backend import RequestDone
+
+        batch = self._engine.generate_many((self._request(m, settings) for m in conversations), max_sequences=parallel)
+        try:
+            for event in batch:
+                if isinstance(event, RequestDone):
+                    yield event.index, event.error if event.error is not None else _answer(event.result)  # type: ignore[arg-type]
+        finally:
+            batch.cancel()
+
+    def _request(self, messages: Sequence[Message], settings: ChatSettings) -> Request:
         from ..backend import Request, Sampling
 
         engine = self._engine
@@ -126,9 +152,8 @@ class LocalChat:
         if self._wants_bos() and (not tokens or tokens[0] != engine.bos_token):
             tokens.insert(0, engine.bos_token)  # type: ignore[arg-type]
         sampling = Sampling(temperature=settings.temperature, top_p=settings.top_p, seed=settings.seed)
-        request = Request(prompt=tuple(tokens), max_new_tokens=settings.max_tokens, sampling=sampling,
-                          stop_tokens=engine.eog_tokens)
-        return LocalStream(engine.generate(request))
+        return Request(prompt=tuple(tokens), max_new_tokens=settings.max_tokens, sampling=sampling,
+                       stop_tokens=engine.eog_tokens)
 
     def _wants_bos(self) -> bool:
         return (self._engine.bos_token is not None

@@ -12,17 +12,18 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 from ...errors import ServerError, ServerUnreachable
-from .endpoint import Endpoint
 
 T = TypeVar("T")
+E = TypeVar("E")
+"""What one server is to the work: a remote backend's ``Endpoint``, a chat target's connection."""
 REST_FIRST, REST_MAX = 1.0, 30.0
 
 
-class Fleet:
-    def __init__(self, endpoints: Sequence[Endpoint], *, attempts: int | None = None) -> None:
+class Fleet(Generic[E]):
+    def __init__(self, endpoints: Sequence[E], *, attempts: int | None = None) -> None:
         self.endpoints = list(endpoints)
         self.attempts = attempts or len(self.endpoints) + 2
         self._lock = threading.Condition()
@@ -58,7 +59,7 @@ class Fleet:
                 self._rest[index] = 0.0
             self._lock.notify_all()
 
-    def run(self, need: int, limit: int | None, work: Callable[[Endpoint], T], *,
+    def run(self, need: int, limit: int | None, work: Callable[[E], T], *,
             retryable: Callable[[], bool] = lambda: True, first: int | None = None) -> T:
         """``work`` on a server (``first``, already reserved, if given), retried on others while
         ``retryable()``; the last failure's message when every attempt fails."""

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import httpx
 
+from ... import sse
 from ...errors import ServerAuth, ServerRejected, ServerUnreachable
 
 E = TypeVar("E", bound=Exception)
@@ -62,13 +63,12 @@ class Server:
                 if reply.status_code != 200:
                     reply.read()
                     self._check(reply, path)
-                for line in reply.iter_lines():
-                    if not line.startswith("data:"):
-                        continue
-                    data = line[5:].strip()
-                    if data == "[DONE]":
+                for sent in sse.events(reply.iter_bytes()):
+                    if sent.data == sse.DONE:
                         return
-                    event = self._json(data, path)
+                    if not sent.data:
+                        continue
+                    event = self._json(sent.data, path)
                     if isinstance(event, dict) and "error" in event:
                         raise ServerUnreachable(f"{self.url}{path} failed mid-stream: {_message(event)}")
                     yield event

@@ -12,10 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ...errors import DownloadError, NoSuchRevision
+from ...errors import DownloadError, NoSuchRevision, NotCached, UnknownSource
 from .reader import SAFETENSORS_INDEX, TORCH_INDEX
 
-DEFAULT_SOURCE = "THUDM/BPO"
+DEFAULT_SOURCE = "zai-org/BPO"
+MOVED = {"THUDM/BPO": "zai-org/BPO", "zai-org/BPO": "THUDM/BPO"}
+"""Hub names of one model (THUDM's repositories moved to zai-org): a cache holding either one serves both."""
 
 Progress = Callable[[str, int, int], None]
 """``progress(label, done, total)``; fetch_source reports ``("download", bytes_done, bytes_total)``."""
@@ -47,7 +49,7 @@ def fetch_source(source: str = DEFAULT_SOURCE, *, revision: str | None = None,
     if folder.is_dir():
         return SourceCheckout(folder.resolve(), None, None)
     if not _REPO_ID.fullmatch(source):
-        raise DownloadError(f"{source!r} is neither a folder nor a Hub repo id like {DEFAULT_SOURCE}")
+        raise UnknownSource(f"{source!r} is neither a folder nor a Hub repo id like {DEFAULT_SOURCE}")
 
     from huggingface_hub import HfApi, snapshot_download
     from huggingface_hub.errors import (
@@ -67,11 +69,11 @@ def fetch_source(source: str = DEFAULT_SOURCE, *, revision: str | None = None,
     except RevisionNotFoundError:
         raise NoSuchRevision(source, revision) from None
     except RepositoryNotFoundError:
-        raise DownloadError(f"no model {source} on the Hub (if it is private, set HF_TOKEN)") from None
+        raise UnknownSource(f"no model {source} on the Hub (if it is private, set HF_TOKEN)") from None
     except HfHubHTTPError as exc:
         return _cached(source, revision, f"the Hub answered {_status(exc)}")
     except Exception as exc:  # connection refused, DNS, timeout: httpx/requests errors vary by version
-        return _cached(source, revision, f"cannot reach the Hub ({type(exc).__name__})")
+        return _cached(source, revision, f"cannot reach the Hub ({type(exc).__name__})", unreachable=True)
 
     files = [s.rfilename for s in info.siblings or []]
     wanted = _needed_files(source, files)
@@ -98,16 +100,16 @@ def _needed_files(repo_id: str, files: list[str]) -> list[str]:
     raise DownloadError(f"{repo_id} has no model.safetensors or pytorch_model.bin weights to convert")
 
 
-def _cached(repo_id: str, revision: str | None, why: str) -> SourceCheckout:
+def _cached(repo_id: str, revision: str | None, why: str, *, unreachable: bool = False) -> SourceCheckout:
+    """``repo_id`` from the Hugging Face cache, under its own name or the name it moved from or to."""
     from huggingface_hub import try_to_load_from_cache
 
-    config = try_to_load_from_cache(repo_id, "config.json", revision=revision)
-    if not isinstance(config, str):
-        raise DownloadError(
-            f"{why} and {repo_id} is not in the Hugging Face cache; connect once (or unset HF_HUB_OFFLINE, "
-            "check HF_ENDPOINT), or convert a local folder")
-    path = Path(config).parent
-    return SourceCheckout(path, repo_id, path.name)
+    for name in (repo_id, *([MOVED[repo_id]] if repo_id in MOVED else [])):
+        config = try_to_load_from_cache(name, "config.json", revision=revision)
+        if isinstance(config, str):
+            path = Path(config).parent
+            return SourceCheckout(path, repo_id, path.name)
+    raise NotCached(repo_id, why, unreachable=unreachable)
 
 
 def _status(exc: Any) -> str:

@@ -1,0 +1,120 @@
+"""Apps' own requests: the titles, tags, follow-up suggestions, search queries and summaries chat apps ask
+the same model for. They are no person's prompt, so the proxy passes them upstream exactly as sent.
+
+One entry per thing an app does, each citing the app's own source it matches. A request is an app task when
+a header an entry names is present and not empty, or when the text of its system message or its last user
+message begins with an entry's opening (and, where the opening is shared with a person's turn, holds one
+of its cues too). Content matching is best effort: an admin may change an app's templates; the headers
+(Open WebUI's ``X-OpenWebUI-Task`` mapping, and our own ``X-BPO-Task``) are what to rely on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from .turns import Turn
+
+TASK_HEADER = "x-bpo-task"
+"""Our own header: any app (or script) that sets it to a non-empty value marks its request as its own task."""
+
+
+@dataclass(frozen=True)
+class AppTask:
+    """What marks one app's task: a header, or the opening of a message's text (``role`` system, or user for
+    the last user message), with ``cues`` of which the text must hold one, where given."""
+
+    app: str
+    task: str
+    source: str
+    header: str | None = None
+    opening: str | None = None
+    role: str = "user"
+    cues: tuple[str, ...] = ()
+
+    def matches(self, headers: Mapping[str, str], texts: Mapping[str, str]) -> bool:
+        if self.header is not None:
+            return bool(headers.get(self.header, "").strip())
+        text = texts.get(self.role, "")
+        return self.opening is not None and text.startswith(self.opening) and (
+            not self.cues or any(cue in text for cue in self.cues))
+
+    def describe(self, headers: Mapping[str, str]) -> str:
+        if self.header is not None:
+            return f"{self.app}: {self.task} (header {self.header}: {headers.get(self.header, '').strip()})"
+        return f"{self.app}: {self.task}"
+
+
+_OWUI = "open-webui 0.12.4, backend/open_webui/config.py"
+_OWUI_TASK = "### Task:\n"
+_OWUI_CUES = ("<chat_history>", "#### Output:")
+"""Open WebUI's templates open with ``### Task:`` and quote the chat; so does its RAG template, which it puts
+before a person's own message, but that one quotes no chat history."""
+_LCA = "@librechat/agents 3.9.2"
+_LOBE = "lobehub/lobe-chat packages/prompts/src/chains"
+
+APP_TASKS: tuple[AppTask, ...] = (
+    AppTask("any app", "a task marked by the app", "bpo-local", header=TASK_HEADER),
+    AppTask("Open WebUI", "background task", "open-webui utils/headers.py {{TASK}}; docs: connection headers",
+            header="x-openwebui-task"),
+    AppTask("Open WebUI", "title, tags, follow-ups, queries, autocomplete or image prompt", _OWUI,
+            opening=_OWUI_TASK, cues=_OWUI_CUES),
+    AppTask("Open WebUI", "context compaction", "open-webui utils/context_compaction.py",
+            opening=_OWUI_TASK + "Summarize the conversation history that will be compacted out"),
+    AppTask("Open WebUI", "emoji", _OWUI + " DEFAULT_EMOJI_GENERATION_PROMPT_TEMPLATE",
+            opening="Your task is to reflect the speaker's likely facial expression through a fitting emoji."),
+    AppTask("Open WebUI", "mixture of agents", _OWUI + " DEFAULT_MOA_GENERATION_PROMPT_TEMPLATE",
+            opening="You have been provided with a set of responses from various models to the latest user "
+                    "query"),
+    AppTask("Open WebUI", "tool choice", _OWUI + " DEFAULT_TOOLS_FUNCTION_CALLING_PROMPT_TEMPLATE",
+            opening="Available Tools: ", role="system",
+            cues=("Your task is to choose and return the correct tool(s)",)),
+    AppTask("LibreChat", "title", _LCA + " src/utils/title.ts defaultCompletionPrompt",
+            opening="Provide a concise, 5-word-or-less title for the conversation"),
+    AppTask("LibreChat", "title", _LCA + " src/utils/title.ts defaultTitlePrompt",
+            opening="Analyze this conversation and provide:\n1. The detected language of the conversation"),
+    AppTask("LibreChat", "title", "LibreChat api/app/clients/prompts/titlePrompts.js createTitlePrompt",
+            opening="Write a concise title for this conversation in the given language.", role="system"),
+    AppTask("LibreChat", "summary", _LCA + " src/summarization/shared.ts DEFAULT_SUMMARIZATION_PROMPT",
+            opening="Hold on, before you continue I need you to write me a checkpoint of everything so far."),
+    AppTask("LibreChat", "summary", _LCA + " src/summarization/shared.ts DEFAULT_UPDATE_SUMMARIZATION_PROMPT",
+            opening="Hold on again, update your checkpoint."),
+    AppTask("LibreChat", "activity label", _LCA + " src/prompts/activityLabel.ts",
+            opening="Write a short label describing what this block of agent activity accomplished.",
+            role="system"),
+    AppTask("LibreChat", "activity label", _LCA + " src/prompts/activityLabel.ts ACTIVITY_PHASE_LABEL_PROMPT",
+            opening="Summarize what this phase of an agent run accomplished.", role="system"),
+    AppTask("LibreChat", "reasoning label", _LCA + " src/prompts/reasoningLabel.ts",
+            opening="Write a short orientation title for a user-visible reasoning step", role="system"),
+    AppTask("LobeChat", "title", _LOBE + "/summaryTitle.ts",
+            opening="You are a professional conversation summarizer. Generate a concise title", role="system"),
+    AppTask("LobeChat", "tags", _LOBE + "/summaryTags.ts", opening="你是一名擅长会话标签总结的助理", role="system"),
+    AppTask("LobeChat", "translation", _LOBE + "/translate.ts",
+            opening="You are a professional translator. Translate the input text to", role="system"),
+    AppTask("LobeChat", "query rewrite", _LOBE + "/rewriteQuery.ts",
+            opening="Given the following conversation and a follow-up question, rephrase the follow up question",
+            role="system"),
+    AppTask("LobeChat", "history summary", _LOBE + "/summaryHistory.ts",
+            opening="You're an assistant who's good at extracting key takeaways from conversations", role="system"),
+    AppTask("LobeChat", "topic summary", _LOBE + "/topicAutoSummary.ts",
+            opening="Summarize the conversation for future reference.", role="system"),
+    AppTask("LobeChat", "follow-up suggestions", _LOBE + "/followUpAction.ts",
+            opening="You are a sidecar that extracts 0-4 quick-reply suggestions", role="system"),
+    AppTask("LobeChat", "emoji", _LOBE + "/pickEmoji.ts",
+            opening="You are an emoji expert who selects the most appropriate emoji", role="system"),
+    AppTask("LobeChat", "language", _LOBE + "/langDetect.ts", opening="你是一名精通全世界语言的语言专家",
+            role="system"),
+)
+
+
+def recognise(headers: Mapping[str, str], turns: Sequence[Turn]) -> str | None:
+    """What app task a request is, in words (the app, the task, what matched); None for a person's turn."""
+    texts: dict[str, str] = {}
+    for turn in turns:
+        if turn.role == "system" and turn.text and "system" not in texts:
+            texts["system"] = turn.text
+    users = [t.text for t in turns if t.role == "user" and t.text is not None]
+    if users:
+        texts["user"] = users[-1]
+    found = next((entry for entry in APP_TASKS if entry.matches(headers, texts)), None)
+    return found.describe(headers) if found else None

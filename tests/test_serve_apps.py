@@ -1,0 +1,201 @@
+"""The proxy inside chat apps: apps' own requests (Open WebUI's title, tags and follow-ups; LibreChat's title)
+go upstream byte for byte with no BPO generation, while the person's turn, sent as Open WebUI sends it, is
+rewritten; the person sees the rewrite (--show-rewrite) and can skip BPO for one message; a slow rewrite gives
+way to the original in time; errors and a shutdown answer in each API's own shape.
+
+BPO is SmolLM2 (seed 1, aggressive); the upstream is a real llama-server behind a relay that keeps what it got.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from _app_requests import (
+    OPEN_WEBUI_FOLLOW_UP,
+    OPEN_WEBUI_TAGS,
+    OPEN_WEBUI_TITLE,
+    librechat_title,
+    open_webui_task,
+    open_webui_turn,
+)
+from _llama_server import free_port
+from _recording_upstream import RecordingUpstream
+from _serve_helpers import BpoServer
+
+BPO = ("--ctx", "1024", "--seed", "1", "--max-tokens", "48", "--mode", "aggressive")
+JSON = {"content-type": "application/json"}
+
+
+@pytest.fixture(scope="module")
+def proxy(smollm2_gguf: Path, relay: RecordingUpstream, tmp_path_factory: pytest.TempPathFactory):
+    with BpoServer.start(smollm2_gguf, *BPO, "--upstream", f"{relay.url}/v1",
+                         home=tmp_path_factory.mktemp("apps-home")) as server:
+        yield server
+
+
+def generations(proxy: BpoServer, prompt: str) -> int:
+    return sum(1 for entry in proxy.logged(prompt, timeout=2) if entry["prompt"] == prompt)
+
+
+def streamed_text(response: httpx.Response) -> str:
+    events = [json.loads(line[5:]) for line in response.text.splitlines()
+              if line.startswith("data:") and line[5:].strip() != "[DONE]"]
+    return "".join(c["choices"][0]["delta"].get("content") or "" for c in events if c.get("choices"))
+
+
+def test_open_webui_chat_rewrites_the_person_and_passes_its_tasks(proxy: BpoServer, relay: RecordingUpstream) -> None:
+    question = "how do vaccines work"
+    turn = httpx.post(f"{proxy.base_url}/chat/completions", content=open_webui_turn([{"role": "user",
+                                                                                       "content": question}]),
+                      headers=JSON, timeout=120)
+    assert turn.status_code == 200 and turn.headers["x-bpo-turn"] == "rewritten"
+    forwarded = relay.last("/v1/chat/completions").request
+    assert forwarded["messages"][0]["content"] != question and forwarded["tools"]
+    answer = streamed_text(turn) or "Vaccines train the immune system."
+    chat = [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+    for template in (OPEN_WEBUI_TITLE, OPEN_WEBUI_TAGS, OPEN_WEBUI_FOLLOW_UP):
+        sent = open_webui_task(template, chat)
+        reply = httpx.post(f"{proxy.base_url}/chat/completions", content=sent, headers=JSON, timeout=120)
+        assert reply.status_code == 200 and reply.json()["bpo"]["turn"] == "app task", reply.text
+        assert reply.json()["bpo"]["reason"].startswith("Open WebUI")
+        exchange = relay.last("/v1/chat/completions")
+        assert exchange.body == sent  # byte for byte
+        assert reply.json()["choices"][0]["message"]["content"] == exchange.answer_text()
+    marked = httpx.post(f"{proxy.base_url}/chat/completions", headers={**JSON, "X-OpenWebUI-Task": "query_generation"},
+                        content=json.dumps({"model": "target", "max_tokens": 8, "stream": False,
+                                            "messages": [{"role": "user", "content": "weather in Paris?"}]}),
+                        timeout=120).json()["bpo"]
+    assert marked["turn"] == "app task" and "query_generation" in marked["reason"]
+    title = librechat_title(question, answer)
+    reply = httpx.post(f"{proxy.base_url}/chat/completions", content=title, headers=JSON, timeout=120).json()
+    assert reply["bpo"]["turn"] == "app task" and relay.last("/v1/chat/completions").body == title
+    assert generations(proxy, question) == 1 and len(proxy.logged(timeout=2)) == 1  # the person's turn alone
+
+
+def test_tasks_rewrite_restores_the_old_behaviour(smollm2_gguf: Path, relay: RecordingUpstream, tmp_path: Path) -> None:
+    with BpoServer.start(smollm2_gguf, *BPO, "--upstream", f"{relay.url}/v1", "--tasks", "rewrite",
+                         home=tmp_path) as proxy:
+        sent = open_webui_task(OPEN_WEBUI_TITLE, [{"role": "user", "content": "hello"}])
+        reply = httpx.post(f"{proxy.base_url}/chat/completions", content=sent, headers=JSON, timeout=120).json()
+        assert reply["bpo"]["turn"] in ("rewritten", "failed") and relay.last("/v1/chat/completions").body != sent
+
+
+def test_show_rewrite_streams_the_block_first_and_never_sends_it_back(proxy: BpoServer,
+                                                                      relay: RecordingUpstream) -> None:
+    client = openai.OpenAI(base_url=proxy.base_url, api_key="x", max_retries=0)
+    ask = [{"role": "user", "content": "write a limerick about rain"}]
+    chunks = list(client.chat.completions.create(model="target", messages=ask, max_tokens=12, temperature=0,
+                                                 stream=True, extra_headers={"X-BPO-Show-Rewrite": "true"}))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    record = next(c.model_extra["bpo"] for c in chunks if "bpo" in c.model_extra)
+    sent = relay.last("/v1/chat/completions")
+    block = f"<details><summary>BPO's rewrite of your prompt</summary>\n\n{record['optimized_prompt']}\n\n</details>\n\n"
+    assert text == block + sent.answer_text() and sent.request["messages"][0]["content"] == record["optimized_prompt"]
+    follow = [*ask, {"role": "assistant", "content": text}, {"role": "user", "content": "another one"}]
+    again = client.chat.completions.create(model="target", messages=follow, max_tokens=8, temperature=0,
+                                           extra_headers={"X-BPO-Show-Rewrite": "true"})
+    history = relay.last("/v1/chat/completions").request["messages"]
+    assert history[1]["content"] == sent.answer_text() and "<details>" not in json.dumps(history)
+    assert "<details>" not in again.choices[0].message.content  # a follow-up: nothing of BPO's to show
+
+
+def test_a_prefix_skips_bpo_for_one_message(proxy: BpoServer, relay: RecordingUpstream) -> None:
+    reply = httpx.post(f"{proxy.base_url}/chat/completions", timeout=120, json={
+        "model": "target", "max_tokens": 8, "messages": [{"role": "user", "content": "!raw what is 2+2"}]}).json()
+    assert reply["bpo"]["turn"] == "skipped"
+    assert relay.last("/v1/chat/completions").request["messages"] == [{"role": "user", "content": "what is 2+2"}]
+    assert generations(proxy, "!raw what is 2+2") == 0 and generations(proxy, "what is 2+2") == 0
+    assert "POST /v1/chat/completions 200" in proxy.log.read_text() and "(skipped)" in proxy.log.read_text()
+
+
+def test_a_rewrite_over_its_timeout_forwards_the_original_in_time(smollm2_gguf: Path, relay: RecordingUpstream,
+                                                                  tmp_path: Path) -> None:
+    long = "please summarise this: " + "the quick brown fox jumps over the lazy dog " * 60  # ~600 tokens to read
+    with BpoServer.start(smollm2_gguf, *BPO, "--upstream", f"{relay.url}/v1", "--rewrite-timeout", "0.2",
+                         home=tmp_path) as proxy:
+        for _ in range(2):  # nothing is stored: the retry tries again
+            started = time.monotonic()
+            reply = httpx.post(f"{proxy.base_url}/chat/completions", timeout=120, json={
+                "model": "target", "max_tokens": 4, "messages": [{"role": "user", "content": long}]}).json()
+            assert reply["bpo"]["turn"] == "failed" and "0.2 s" in reply["bpo"]["reason"], reply["bpo"]
+            assert relay.last("/v1/chat/completions").request["messages"][0]["content"] == long
+            assert time.monotonic() - started < 30
+
+
+def test_ollama_routes_answer_errors_in_ollamas_shape(smollm2_gguf: Path, tmp_path: Path) -> None:
+    with BpoServer.start(smollm2_gguf, *BPO, "--upstream", f"http://127.0.0.1:{free_port()}/v1",
+                         home=tmp_path) as proxy:
+        reply = httpx.post(f"{proxy.url}/api/chat", json={"model": "t", "stream": False,
+                                                          "messages": [{"role": "user", "content": "!raw hi"}]})
+        assert reply.status_code == 502 and isinstance(reply.json()["error"], str), reply.text
+    assert "serving anyway" in proxy.log.read_text()  # said at start-up, and serve went on
+
+
+def test_ctrl_c_stops_serve_with_exit_0(smollm2_gguf: Path, tmp_path: Path) -> None:
+    with BpoServer.start(smollm2_gguf, "--ctx", "512", home=tmp_path) as server:
+        server.process.send_signal(signal.SIGINT)
+        assert server.process.wait(30) == 0
+
+
+def test_sigterm_answers_every_request_in_flight_in_its_apis_shape(smollm2_gguf: Path, llama_server,
+                                                                  tmp_path: Path) -> None:
+    """One rewrite running (a long prompt to read), one queued behind it, one waiting on a slow upstream:
+    SIGTERM, and within the grace each gets a well-formed answer in its own API's error shape."""
+    long = "summarise: " + "the quick brown fox jumps over the lazy dog " * 150
+    with RecordingUpstream.start(llama_server.url, delay=60) as slow, \
+            BpoServer.start(smollm2_gguf, "--ctx", "4096", "--seed", "1", "--parallel", "1", "--grace", "1",
+                            "--rewrite-timeout", "0", "--upstream", f"{slow.url}/v1", home=tmp_path) as proxy:
+        answers: dict[str, httpx.Response] = {}
+
+        def ask(name: str, path: str, body: dict, headers: dict | None = None) -> None:
+            answers[name] = httpx.post(f"{proxy.url}{path}", json=body, headers=headers, timeout=60)
+
+        requests = [
+            ("running", "/v1/chat/completions", {"model": "t", "messages": [{"role": "user", "content": long}]}),
+            ("queued", "/v1/messages", {"model": "t", "max_tokens": 8,
+                                        "messages": [{"role": "user", "content": "queued " + long}]}),
+            ("upstream", "/api/chat", {"model": "t", "stream": False,
+                                       "messages": [{"role": "user", "content": "!raw hello"}]}),
+        ]
+        threads = [threading.Thread(target=ask, args=r) for r in requests]
+        for thread in threads:
+            thread.start()
+            time.sleep(0.5)
+        proxy.process.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        for thread in threads:
+            thread.join(30)
+        assert time.monotonic() - started < 15 and proxy.process.wait(30) == 0
+    assert answers["running"].status_code == 503 and answers["running"].json()["error"]["code"] == "shutting_down"
+    assert answers["queued"].status_code == 503 and answers["queued"].json()["type"] == "error"
+    assert answers["upstream"].status_code == 503 and isinstance(answers["upstream"].json()["error"], str)
+    assert "Traceback" not in proxy.log.read_text()
+
+
+def test_the_persons_rewrite_goes_ahead_of_what_bpo_has_queued(smollm2_gguf: Path, relay: RecordingUpstream,
+                                                               tmp_path: Path) -> None:
+    """One decoding slot: a long /v1/optimize runs, a second waits, then a person's turn arrives; the person's
+    rewrite is decoded before the second optimization (the run log keeps their order)."""
+    long = {"temperature": 3, "top_k": 0, "top_p": 1, "seed": 1, "max_tokens": 400}  # near-uniform: no early stop
+    with BpoServer.start(smollm2_gguf, "--ctx", "1024", "--seed", "1", "--max-tokens", "400", "--mode", "aggressive",
+                         "--parallel", "1", "--upstream", f"{relay.url}/v1", home=tmp_path) as proxy:
+        requests = [("/v1/optimize", {"prompt": "first in line", **long}),
+                    ("/v1/optimize", {"prompt": "second in line", **long}),
+                    ("/v1/chat/completions", {"model": "target", "max_tokens": 4,
+                                              "messages": [{"role": "user", "content": "a person asks"}]})]
+        threads = [threading.Thread(target=httpx.post, args=(f"{proxy.url}{path}",),
+                                    kwargs={"json": body, "timeout": 300}) for path, body in requests]
+        for thread in threads:
+            thread.start()
+            time.sleep(0.3)
+        for thread in threads:
+            thread.join(300)
+        order = [entry["prompt"] for entry in reversed(proxy.logged(timeout=5))]
+    assert order == ["first in line", "a person asks", "second in line"], order
