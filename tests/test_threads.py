@@ -54,7 +54,6 @@ def test_the_tuner_moves_to_the_faster_count_and_back_when_told(engine):
     prompt = chat_prompt(engine, "Write a haiku about the sea.")
     watch = engine.threads.clock = Stopwatch(engine, {n: 0.01 * n for n in range(1, most + 1)})  # 1 is fastest
     result = engine.generate(Request(prompt, 40, SEEDED)).run()
-    assert watch.ran_on[0] == most  # every core until measured
     assert watch.ran_on[-5:] == [1] * 5
     assert decode_choice(result).threads == 1
     assert decode_choice(result).why.startswith("measured: 1 thread 100 tok/s")

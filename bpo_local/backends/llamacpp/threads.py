@@ -8,7 +8,10 @@ evaluates prompt tokens) at the thread count it ran on, now and then tries a nei
 couple of calls, and moves there when it is faster. It tries early (so a busy machine is found within
 a few tokens), ever more rarely while nothing changes (so an idle machine pays almost nothing), and at
 once when the speed moves away from what it settled at (load came or went). ``llama_set_n_threads``
-applies a count between calls; a count given by the user pins it.
+applies a count between calls; a count given by the user pins it. Both phases start on the cores no
+other program is running on when the engine starts (Linux's run queue; elsewhere every core): a
+one-shot run evaluates its prompt in one call, before anything is timed, and a count that shares a
+busy core can be 4-20x slower than one that does not.
 
 The thread count never changes a result: llama.cpp splits every op's output between threads, and each
 output value is computed by one thread the same way whatever the count (tests/test_threads.py checks
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from pathlib import Path
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -129,14 +133,15 @@ class Phase:
 
 class Tuner:
     """The thread counts of one llama.cpp context, per phase. ``pinned`` (the user's ``--threads``) fixes
-    both; else each starts at ``most`` (every usable core) and is tuned by timing calls with ``clock``."""
+    both; else each starts on the cores free now (at most ``most``) and is tuned by timing calls with ``clock``."""
 
     def __init__(self, ctx: object, *, most: int, pinned: int | None, clock: Clock = time.perf_counter) -> None:
         self._lib = llama()
         self._ctx = ctx
         self.clock = clock
-        start = pinned or most
-        why = "pinned by --threads" if pinned else "every core, not measured yet"
+        free = most if pinned else free_cores(most)
+        start = pinned or free
+        why = "pinned by --threads" if pinned else f"{free} of {most} cores free at the start, not measured yet"
         self.phases = {name: Phase(name, start, max(most, start), pinned is not None, why)
                        for name in ("decode", "prompt")}
         self._applied = (self._lib.llama_n_threads(ctx), self._lib.llama_n_threads_batch(ctx))
@@ -163,6 +168,24 @@ class Tuner:
 
     def choices(self) -> tuple[ThreadChoice, ...]:
         return tuple(phase.choice() for phase in self.phases.values())
+
+
+def free_cores(most: int, stat: Path = Path("/proc/stat")) -> int:
+    """How many of ``most`` cores no other program runs on now: ``most`` less the runnable threads
+    (besides this one) in the kernel's run queue, the median of a few readings; ``most`` where the
+    kernel does not say."""
+    readings = []
+    for _ in range(3):
+        try:
+            text = stat.read_text()
+        except OSError:
+            return most
+        running = next((int(line.split()[1]) for line in text.splitlines() if line.startswith("procs_running ")), None)
+        if running is None:
+            return most
+        readings.append(running - 1)
+        time.sleep(0.001)
+    return max(1, most - int(statistics.median(readings)))
 
 
 def _threads(n: int) -> str:
