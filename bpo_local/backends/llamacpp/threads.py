@@ -36,7 +36,9 @@ FIRST_PROBE = 4
 MAX_GAP = 1024
 """At most this many calls between tries while the speed holds (each failed try quadruples the gap)."""
 PROBE_CALLS = 2
-"""Calls a try lasts; its speed is their median."""
+"""Calls a try lasts; its speed is their median. A first call at under half the current speed ends it."""
+OVERHEAD = 0.02
+"""After a failed try the next waits long enough that tries like it cost at most this share of the time."""
 WINDOW = 5
 """Recent calls at the current count whose median is its speed."""
 BETTER = 1.05
@@ -77,7 +79,7 @@ class Phase:
             return
         if self.probe is not None:
             self.probe_rates.append(rate)
-            if len(self.probe_rates) >= PROBE_CALLS:
+            if len(self.probe_rates) >= PROBE_CALLS or rate < self._speed() / 2:
                 self._judge()
             return
         self.recent = (self.recent + [rate])[-WINDOW:]
@@ -92,6 +94,10 @@ class Phase:
             self.until_probe = 0
         if self.until_probe <= 0:
             self._start_probe()
+
+    def _speed(self) -> float:
+        """The current count's recent speed (0 before any call)."""
+        return statistics.median(self.recent) if self.recent else 0.0
 
     def reconsider(self) -> None:
         """Try a neighbour at the next call, and soon again after it (as after a slowdown)."""
@@ -115,7 +121,7 @@ class Phase:
         assert tried is not None
         self.probe = None
         self.measured[tried] = rate
-        current = statistics.median(self.recent) if self.recent else 0.0
+        current = self._speed()
         if rate > current * BETTER:
             tried, self.threads, rate, current = self.threads, tried, current, rate
             self.recent, self.settled = [current], current
@@ -123,7 +129,8 @@ class Phase:
         else:
             self.direction = -self.direction
             self.settled = current
-            self.gap = min(self.gap * 4, MAX_GAP)
+            spent = len(self.probe_rates) * (current / rate - 1) if rate > 0 else MAX_GAP  # in calls at `current`
+            self.gap = min(max(self.gap * 4, int(spent / OVERHEAD)), MAX_GAP)
         self.until_probe = self.gap
         self.why = f"measured: {_threads(self.threads)} {current:.0f} tok/s, {tried} {rate:.0f}"
 
