@@ -122,3 +122,14 @@ def test_json_timings_say_which_threads_and_why(run_cli, smollm2_gguf):
     threads = json.loads(tuned.stdout)["timings"]["threads"]
     assert set(threads) == {"decode", "prompt"}
     assert 1 <= threads["decode"]["threads"] <= physical_cores() and threads["decode"]["why"]
+
+
+def test_it_starts_on_the_cores_the_run_queue_leaves_free(tmp_path):
+    from bpo_local.backends.llamacpp.threads import free_cores
+
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  1 2 3\nprocs_running 3\nprocs_blocked 0\n")  # this thread and two others
+    assert free_cores(4, stat) == 2 and free_cores(2, stat) == 1
+    stat.write_text("procs_running 1\n")
+    assert free_cores(4, stat) == 4
+    assert free_cores(4, tmp_path / "absent") == 4  # not Linux: every core

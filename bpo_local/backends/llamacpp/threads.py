@@ -36,8 +36,9 @@ FIRST_PROBE = 4
 MAX_GAP = 1024
 """At most this many calls between tries while the speed holds (each failed try quadruples the gap)."""
 PROBE_CALLS = 2
-"""Calls a try lasts; its speed is their median. A first call at under half the current speed ends it."""
-OVERHEAD = 0.02
+"""Calls a try lasts; its speed is their median. A call under ``WORSE`` x the current speed ends it."""
+WORSE = 0.8
+OVERHEAD = 0.01
 """After a failed try the next waits long enough that tries like it cost at most this share of the time."""
 WINDOW = 5
 """Recent calls at the current count whose median is its speed."""
@@ -79,7 +80,7 @@ class Phase:
             return
         if self.probe is not None:
             self.probe_rates.append(rate)
-            if len(self.probe_rates) >= PROBE_CALLS or rate < self._speed() / 2:
+            if len(self.probe_rates) >= PROBE_CALLS or rate < self._speed() * WORSE:
                 self._judge()
             return
         self.recent = (self.recent + [rate])[-WINDOW:]
