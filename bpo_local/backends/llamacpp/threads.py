@@ -67,8 +67,6 @@ class Phase:
     probe_rates: list[float] = field(default_factory=list)
     direction: int = -1
     """Where the next try goes: -1 fewer threads, +1 more."""
-    measured: dict[int, float] = field(default_factory=dict)
-    """Last known speed per count, for the report."""
 
     def running(self) -> int:
         """The count the next call of this phase runs on."""
@@ -85,7 +83,6 @@ class Phase:
             return
         self.recent = (self.recent + [rate])[-WINDOW:]
         now = statistics.median(self.recent)
-        self.measured[self.threads] = now
         if self.settled is None and len(self.recent) >= min(WINDOW, FIRST_PROBE):
             self.settled = now
         self.until_probe -= 1
@@ -121,7 +118,6 @@ class Phase:
         tried, rate = self.probe, statistics.median(self.probe_rates)
         assert tried is not None
         self.probe = None
-        self.measured[tried] = rate
         current = self._speed()
         if rate > current * BETTER:
             tried, self.threads, rate, current = self.threads, tried, current, rate
