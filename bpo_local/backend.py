@@ -67,6 +67,15 @@ class Completion:
 
 
 @dataclass(frozen=True)
+class ThreadChoice:
+    """The CPU threads a local engine ran one phase on ("decode" or "prompt") when a request ended, and why."""
+
+    phase: str
+    threads: int
+    why: str
+
+
+@dataclass(frozen=True)
 class Timings:
     prompt_tokens: int
     cached_prompt_tokens: int
@@ -75,6 +84,8 @@ class Timings:
     generated_tokens: int
     decode_seconds: float
     total_seconds: float
+    threads: tuple[ThreadChoice, ...] = ()
+    """Local engines: each phase's thread count (empty for a remote backend)."""
 
     @property
     def tokens_per_second(self) -> float:

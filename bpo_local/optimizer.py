@@ -83,6 +83,7 @@ class OptimizeResult:
                 "decode_seconds": round(t.decode_seconds, 4),
                 "total_seconds": round(t.total_seconds, 4),
                 "tokens_per_second": round(t.tokens_per_second, 2),
+                **({"threads": {c.phase: {"threads": c.threads, "why": c.why} for c in t.threads}} if t.threads else {}),
             },
         }
 

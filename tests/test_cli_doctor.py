@@ -32,10 +32,13 @@ def test_doctor_reports_versions_llama_cpp_paths_and_the_model(run_cli, smollm2_
     assert model["architecture"] == "llama" and model["quant"] == "Q4_1"
     assert 100e6 < model["parameters"] < 200e6 and model["context"] == 512 and model["context_train"] >= 2048
     assert model["chat_template"] == "another" and model["bpo_chat_template"] is False  # SmolLM2's own template
+    decode = model["threads"]["decode"]  # measured on a short rewrite
+    assert 1 <= decode["threads"] <= llama["physical_cores"] and decode["why"]
 
     text = run_cli("doctor", "--model", str(smollm2_gguf), *FAST)
     assert text.returncode == 0 and text.stderr == ""
-    for expected in ("versions", "llama-cpp-python", "GPU offload", "paths", "rewrites.db", "Q4_1", "135 M", "not BPO's"):
+    for expected in ("versions", "llama-cpp-python", "GPU offload", "paths", "rewrites.db", "Q4_1", "135 M", "not BPO's",
+                     "decode threads"):
         assert expected in text.stdout, expected
 
 

@@ -28,7 +28,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--server-key", metavar="KEY", help="Bearer token for the servers (env BPO_LOCAL_SERVER_KEY)")
     group.add_argument("--gpu-layers", type=int, metavar="N", help="layers to offload (default: all; 0 = CPU only)")
     group.add_argument("--ctx", type=int, metavar="TOKENS", help="context size (default: the model's, capped at 4096)")
-    group.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: physical cores)")
+    group.add_argument("--threads", type=int, metavar="N",
+                       help="pin the CPU threads (default: measured while decoding, 1 to the physical cores)")
     group.add_argument("--cpu-buffers", choices=POLICIES,
                        help="llama.cpp's extra CPU weight layouts: auto leaves out AMX, which crashes on quantized "
                             "models; all opts back in once your llama.cpp is fixed; none uses plain buffers "

@@ -112,6 +112,7 @@ def _model(args: argparse.Namespace) -> dict[str, Any]:
     try:
         with load_optimizer(args, choice) as opt:
             info = opt.info
+            threads = opt.optimize(THREADS_PROBE, seed=0, max_tokens=THREADS_PROBE_TOKENS).timings.threads
     except BpoLocalError as exc:
         return {"error": describe(exc)}
     template = info.chat_template
@@ -129,7 +130,13 @@ def _model(args: argparse.Namespace) -> dict[str, Any]:
         "backend": info.backend,
         "bpo_chat_template": template == CHAT_TEMPLATE_JINJA,
         "chat_template": "BPO's" if template == CHAT_TEMPLATE_JINJA else ("none" if template is None else "another"),
+        "threads": {c.phase: {"threads": c.threads, "why": c.why} for c in threads},
     }
+
+
+THREADS_PROBE = "Say hello."
+THREADS_PROBE_TOKENS = 32
+"""doctor optimizes this once so the engine's thread tuner measures the machine as it is now."""
 
 
 BPO_PROBE = "[INST]"
@@ -236,6 +243,7 @@ def _model_rows(model: dict[str, Any]) -> dict[str, str]:
             "none": "none (other runtimes will not apply BPO's template)",
             "another": "not BPO's (other runtimes will format prompts differently)",
         }[model["chat_template"]],
+        **{f"{phase} threads": f"{c['threads']} ({c['why']})" for phase, c in model["threads"].items()},
     }
 
 

@@ -33,7 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--data", type=Path, metavar="FILE",
                         help="JSON list or JSONL with prompt/optimized_prompt (default: 32 shipped BPO pairs)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
-    parser.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: physical cores)")
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="pin the CPU threads (default: measured while decoding, 1 to the physical cores)")
     parser.add_argument("--gpu-layers", type=int, metavar="N", help="layers to offload (default: all)")
     parser.set_defaults(func=run)
 

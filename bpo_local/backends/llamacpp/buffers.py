@@ -49,9 +49,9 @@ class _ExtraTypes:
     """The CPU backend's extra buffer type array, as llama.cpp built it, and a way to rewrite it in place."""
 
     def __init__(self) -> None:
+        llama()  # first: it loads the library (with OpenMP's settings); the backend is registered by llama_backend_init
         from llama_cpp._ggml import libggml as ggml
 
-        llama()  # the backend is registered by llama_backend_init
         ggml.ggml_backend_dev_by_type.argtypes = [ctypes.c_int]
         ggml.ggml_backend_dev_by_type.restype = ctypes.c_void_p
         ggml.ggml_backend_dev_backend_reg.argtypes = [ctypes.c_void_p]

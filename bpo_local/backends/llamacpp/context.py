@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from ...errors import ContextFull, DecodeFailed
 from .native import llama
+from .threads import Tuner
 
 if TYPE_CHECKING:
     import numpy as np
@@ -39,10 +40,12 @@ class Owner(Protocol):
 
 
 class Context:
-    def __init__(self, ctx: object, n_vocab: int) -> None:
+    def __init__(self, ctx: object, n_vocab: int, *, most_threads: int, pinned_threads: int | None) -> None:
         lib = llama()
         self._lib = lib
         self.ctx = ctx
+        self.threads = Tuner(ctx, most=most_threads, pinned=pinned_threads)
+        """Each phase's thread count, tuned by timing the decode calls (see ``threads``)."""
         self._mem = lib.llama_get_memory(ctx)
         self.n_vocab = n_vocab
         self.n_ctx: int = lib.llama_n_ctx(ctx)
@@ -121,8 +124,9 @@ class Context:
 
     # decoding
 
-    def decode(self, entries: Sequence[Entry]) -> None:
-        """One llama_decode of ``entries``; the logits of entry i are then at output index i.
+    def decode(self, entries: Sequence[Entry], *, prompt: bool) -> None:
+        """One llama_decode of ``entries``; the logits of entry i are then at output index i. ``prompt``:
+        it evaluates prompt tokens (the "prompt" phase of the thread tuner), not only next tokens.
 
         Entries of the cache sequence must continue the cached prompt; they extend it once decoded
         (a failed decode forgets the cache, as its cells are then uncertain).
@@ -139,7 +143,11 @@ class Context:
             logits[i] = out
         batch.n_tokens = len(entries)
         cached = [tok for tok, _, seqs, _ in entries if CACHE_SEQ in seqs]
+        phase, started = self.threads.start(prompt)
         rc = self._lib.llama_decode(self.ctx, batch)
+        if rc == 0:
+            self._lib.llama_synchronize(self.ctx)  # a GPU backend returns before the work is done
+            self.threads.stop(phase, started, len(entries))
         if rc != 0 and cached:
             self._forget_cache()
         if rc == 1:
@@ -192,7 +200,7 @@ class Context:
         try:
             for start in range(0, len(tokens), step):
                 chunk = tokens[start:start + step]
-                self.decode([(tok, start + i, (CACHE_SEQ,), True) for i, tok in enumerate(chunk)])
+                self.decode([(tok, start + i, (CACHE_SEQ,), True) for i, tok in enumerate(chunk)], prompt=True)
                 rows = np.ctypeslib.as_array(self._lib.llama_get_logits(self.ctx), shape=(len(chunk), self.n_vocab))
                 out[start:start + len(chunk)] = rows
         except BaseException:

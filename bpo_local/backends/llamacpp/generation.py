@@ -259,7 +259,7 @@ class BatchGeneration:
             entries, reused = ctx.stage(job.request.prompt)
             alone = max(0, len(entries) - max(1, ctx.n_batch - len(self._live)))
             for start in range(0, alone, ctx.n_batch):
-                ctx.decode(entries[start:min(start + ctx.n_batch, alone)])
+                ctx.decode(entries[start:min(start + ctx.n_batch, alone)], prompt=True)
             entries = entries[alone:]
         if job.started == 0:
             marks.cached_prompt_tokens = reused
@@ -303,7 +303,7 @@ class BatchGeneration:
         for staged in self._staged:
             entries += staged.entries
             ends.append(len(entries) - 1)
-        ctx.decode(entries)
+        ctx.decode(entries, prompt=bool(self._staged))
         for i, slot in enumerate(live):
             slot.output = i
         started, self._staged = self._staged, []

@@ -143,5 +143,6 @@ class Job:
             generated_tokens=sum(len(s.tokens) for s in self.slots),
             decode_seconds=max(0.0, marks.total_seconds - marks.prompt_seconds),
             total_seconds=marks.total_seconds,
+            threads=self._context.threads.choices(),
         )
         return GenerationResult(completions=completions, timings=timings, seed=self.seed)

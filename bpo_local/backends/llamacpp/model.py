@@ -28,6 +28,7 @@ from .info import model_info
 from .job import Job
 from .native import llama, set_verbose
 from .system import gpu_backend, physical_cores
+from .threads import Tuner
 from .vocab import Vocab
 
 if TYPE_CHECKING:
@@ -44,7 +45,8 @@ class Engine:
     """One model and one context. Not thread-safe: drive one generation at a time.
 
     ``n_gpu_layers`` None offloads every layer when the build supports a GPU, else 0 (CPU);
-    ``n_threads`` None uses the physical cores; ``n_ctx`` None is the training context capped at 4096;
+    ``n_threads`` pins the CPU threads; None tunes them per phase between 1 and the physical cores
+    (see ``threads``); ``n_ctx`` None is the training context capped at 4096;
     ``n_seq_max`` bounds the sequences decoded together, plus one that holds the prompt cache; the KV
     cache is one pool of ``n_ctx`` cells whatever the count, so a sequence slot costs only its logits row;
     ``cpu_buffers`` says which extra CPU weight buffer types llama.cpp may use (see ``buffers``).
@@ -72,9 +74,9 @@ class Engine:
             raise LlamaCppRefused(path.name, gpu if gpu and n_gpu_layers != 0 else None)
         try:
             self._vocab = Vocab(lib.llama_model_get_vocab(self._model))
-            self._context = self._new_context(path, n_ctx, n_threads, n_seq_max)
             n_layer = lib.llama_model_n_layer(self._model)
             offloaded = 0 if gpu is None else n_layer + 1 if n_gpu_layers < 0 else min(n_gpu_layers, n_layer + 1)
+            self._context = self._new_context(path, n_ctx, n_threads, n_seq_max, cpu_attention=offloaded <= n_layer)
             self.info: ModelInfo = model_info(self._model, path, n_ctx=self._context.n_ctx, gpu_layers=offloaded,
                                               backend=gpu if gpu and offloaded else "CPU")
         except BaseException:
@@ -84,12 +86,18 @@ class Engine:
         self.eos_token: int = self._vocab.eos_token
         self.capabilities = Capabilities(notes=("llama.cpp in this process: every setting natively",))
 
-    def _new_context(self, path: Path, n_ctx: int | None, n_threads: int | None, n_seq_max: int) -> Context:
+    def _new_context(self, path: Path, n_ctx: int | None, n_threads: int | None, n_seq_max: int, *,
+                     cpu_attention: bool) -> Context:
+        """``cpu_attention``: some layers run on the CPU, where flash attention is off. Its CPU kernel splits
+        a one-token decode's keys (from 512 on) between the threads, so its rounding, and the tokens,
+        would depend on the thread count, which the tuner changes; without it no op's result does, and
+        decoding is as fast (it is 1.1x slower on long prompts: benchmarks/README.md)."""
         lib = self._lib
         train = lib.llama_model_n_ctx_train(self._model)
         if n_ctx is None:
             n_ctx = min(train, DEFAULT_MAX_CTX) if train > 0 else DEFAULT_MAX_CTX
-        threads = n_threads if n_threads is not None else physical_cores()
+        most = physical_cores()
+        threads = n_threads or most
         params = lib.llama_context_default_params()
         params.n_ctx = n_ctx
         params.n_batch = min(params.n_batch, n_ctx)
@@ -98,11 +106,13 @@ class Engine:
         params.n_threads = threads
         params.n_threads_batch = threads
         params.kv_unified = True
+        if cpu_attention:
+            params.flash_attn_type = lib.LLAMA_FLASH_ATTN_TYPE_DISABLED
         params.no_perf = True
         ctx = lib.llama_init_from_model(self._model, params)
         if not ctx:
             raise ContextTooBig(path.name, n_ctx)
-        return Context(ctx, self._vocab.n_vocab)
+        return Context(ctx, self._vocab.n_vocab, most_threads=most, pinned_threads=n_threads)
 
     # tokenizer
 
@@ -117,6 +127,11 @@ class Engine:
     def token_for_piece(self, piece: str) -> int | None:
         self._live_context()
         return self._vocab.token_for_piece(piece)
+
+    @property
+    def threads(self) -> Tuner:
+        """The thread tuner: each phase's count and why (``choices()``); ``reconsider()`` retries them now."""
+        return self._live_context().threads
 
     @property
     def n_vocab(self) -> int:

@@ -67,11 +67,11 @@ def _count_physical_cores() -> int | None:
 
 def devices() -> tuple[Device, ...]:
     """The compute devices ggml registered (CPU always; GPUs when the build supports them)."""
+    llama()  # first: it loads the library with OpenMP's settings
     try:
         from llama_cpp._ggml import libggml
     except ImportError:  # older llama-cpp-python without the ggml handle
         return ()
-    llama()
     lib = libggml
     lib.ggml_backend_dev_count.restype = ctypes.c_size_t
     lib.ggml_backend_dev_get.argtypes = [ctypes.c_size_t]
@@ -125,9 +125,9 @@ def _llama_cpp_build(lib: object) -> str:
 
 def system_info() -> SystemInfo:
     """Everything ``doctor`` reports about llama.cpp on this machine."""
+    lib = llama()  # first: it loads the library with OpenMP's settings
     import llama_cpp
 
-    lib = llama()
     return SystemInfo(
         llama_cpp_python=llama_cpp.__version__,
         llama_cpp=_llama_cpp_build(lib),
