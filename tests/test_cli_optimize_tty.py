@@ -52,7 +52,7 @@ def test_empty_store_offers_a_build_and_declining_says_how(bpo_home: Path) -> No
     child.expect(r"Build it now\?")
     child.sendline("n")
     screen = _finish(child)
-    assert child.exitstatus == 1
+    assert child.exitstatus == 2  # no model: something the user can fix (the exit-code rule)
     assert "bpo-local convert" in screen.splitlines()[-1] and "Traceback" not in screen
     assert not (bpo_home / "models").exists() or not any((bpo_home / "models").iterdir())
 
