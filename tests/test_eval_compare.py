@@ -95,7 +95,7 @@ def test_the_table_and_a_rerun_that_computes_nothing(compared: tuple[Path, dict[
 
 def test_killed_in_the_head_to_head_resumes_it(smollm2_gguf: Path, tmp_path: Path, run_cli: CliRunner) -> None:
     out = tmp_path / "out"
-    args = compare_args(smollm2_gguf, out)
+    args = compare_args(smollm2_gguf, out, "--parallel", "1")  # one judgment at a time: a window to kill it in
     process = subprocess.Popen(cli_command(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli_env())
     judgments = out / "cache" / "judge.jsonl"
     deadline = time.monotonic() + 400

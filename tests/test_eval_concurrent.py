@@ -8,6 +8,7 @@ import json
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from _llama_server import LlamaServer
@@ -34,8 +35,8 @@ class Relay(RecordingUpstream):
     refuse = 0
     wait = "1"
 
-    def __init__(self, target: str) -> None:
-        super().__init__(target)
+    def __init__(self, target: str, *options: Any) -> None:
+        super().__init__(target, *options)
         self.refused_at: list[float] = []
         self.passed_at: list[float] = []
         self.in_flight = self.most_in_flight = 0
