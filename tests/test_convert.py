@@ -420,8 +420,8 @@ def test_hub_errors_are_one_line_with_the_fix(hub_repo, tmp_path):
 
     offline = _fetch("tiny/llama", env | {"HF_HUB_OFFLINE": "1"})
     assert offline.returncode == 1
-    assert offline.stdout.startswith("error: HF_HUB_OFFLINE is set and tiny/llama is not in the Hugging Face cache;")
-    assert offline.stdout.count("\n") == 1
+    # the library states the fact; the CLI adds the offline recipe (test_cli_convert checks that line)
+    assert offline.stdout == "error: HF_HUB_OFFLINE is set and tiny/llama is not in the Hugging Face cache\n"
 
     unreachable = _fetch("tiny/llama", env | {"HF_ENDPOINT": "http://127.0.0.1:9"})
     assert unreachable.returncode == 1
