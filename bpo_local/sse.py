@@ -28,10 +28,6 @@ class Event:
     data: str
     name: str | None = None
 
-    def json(self) -> Any:
-        """The data as JSON (ValueError where it is not)."""
-        return json.loads(self.data)
-
     def json_object(self) -> dict[str, Any] | None:
         """The data as a JSON object, or None (``[DONE]``, not JSON, not an object)."""
         try:
