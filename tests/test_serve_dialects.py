@@ -8,6 +8,7 @@ client gets is compared with what the real server sent for the very request the 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from urllib.parse import unquote
@@ -224,3 +225,36 @@ def test_ollama_probes_when_bpo_answers_itself(smollm2_gguf: Path, tmp_path: Pat
         reply = anthropic.Anthropic(base_url=server.url, api_key="x", max_retries=0).messages.create(
             model="bpo", max_tokens=8192, messages=[{"role": "user", "content": "tell me a joke"}])  # a budget
         assert reply.content[0].text == "\n---\n".join(reply.model_extra["bpo"]["candidates"])  # as optimize prints
+
+
+@pytest.mark.parametrize("arguments_in", ["deltas", "done"])
+def test_a_responses_stream_is_read_back_whole_however_its_arguments_come(arguments_in: str) -> None:
+    """What an upstream's Responses stream says, read back as pieces (a shown rewrite re-renders it): text, and a
+    function call whose arguments come in pieces or only whole with their ``.done`` event."""
+    from bpo_local import sse
+    from bpo_local.serve.answer import End, TextPiece, ToolCallPiece
+    from bpo_local.serve.dialects import RESPONSES
+
+    call = {"type": "function_call", "id": "fc_1", "call_id": "call_1", "name": "weather", "arguments": ""}
+    events = [("response.output_text.delta", {"output_index": 0, "delta": "Checking"}),
+              ("response.output_item.added", {"output_index": 1, "item": call})]
+    if arguments_in == "deltas":
+        events += [("response.function_call_arguments.delta", {"output_index": 1, "delta": '{"city": '}),
+                   ("response.function_call_arguments.delta", {"output_index": 1, "delta": '"Oslo"}'})]
+    events += [("response.function_call_arguments.done", {"output_index": 1, "arguments": '{"city": "Oslo"}'}),
+               ("response.completed",
+                {"response": {"output": [call], "usage": {"input_tokens": 3, "output_tokens": 5}}})]
+    stream = b"".join(sse.encode({"type": kind, **fields}, kind) for kind, fields in events)
+
+    async def chunks():
+        for at in range(0, len(stream), 7):  # cut anywhere
+            yield stream[at:at + 7]
+
+    async def read() -> list:
+        return [piece async for piece in RESPONSES.read_stream(chunks())]
+
+    pieces = asyncio.run(read())
+    assert "".join(p.text for p in pieces if isinstance(p, TextPiece)) == "Checking"
+    assert "".join(p.arguments for p in pieces if isinstance(p, ToolCallPiece)) == '{"city": "Oslo"}'
+    assert [p.name for p in pieces if isinstance(p, ToolCallPiece) and p.name] == ["weather"]
+    assert pieces[-1] == End("tool_calls", pieces[-1].usage) and pieces[-1].usage.output_tokens == 5

@@ -164,16 +164,22 @@ class Responses(Dialect):
     async def read_stream(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[Piece]:
         finish: Finish = "stop"
         usage: Usage | None = None
+        streamed: set[int] = set()
+        """The function calls whose arguments came in pieces (the others come whole, with their ``.done``)."""
         async for event in sse.aevents(chunks):
             data = event.json_object() or {}
-            kind = data.get("type")
+            kind, at = data.get("type"), data.get("output_index", 0)
             if kind == "response.output_text.delta" and data.get("delta"):
                 yield TextPiece(data["delta"])
             elif kind == "response.output_item.added" and (data.get("item") or {}).get("type") == "function_call":
                 item = data["item"]
-                yield ToolCallPiece(data.get("output_index", 0), item.get("call_id"), item.get("name"))
+                yield ToolCallPiece(at, item.get("call_id"), item.get("name"), item.get("arguments") or "")
+                streamed.update([at] if item.get("arguments") else [])
             elif kind == "response.function_call_arguments.delta":
-                yield ToolCallPiece(data.get("output_index", 0), arguments=data.get("delta") or "")
+                streamed.add(at)
+                yield ToolCallPiece(at, arguments=data.get("delta") or "")
+            elif kind == "response.function_call_arguments.done" and at not in streamed:
+                yield ToolCallPiece(at, arguments=data.get("arguments") or "")
             elif kind in ("response.completed", "response.incomplete"):
                 response = data.get("response") or {}
                 calls = any(item.get("type") == "function_call" for item in response.get("output") or [])
