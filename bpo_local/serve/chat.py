@@ -176,7 +176,7 @@ def _shown_stream(state: State, call: ChatCall, priority: int, headers: Mapping[
                 rest = (done.optimized[len(shown):] if done.optimized.startswith(shown)
                         else "\n\n" + done.optimized) + show.CLOSE
             elif shown:
-                rest = show.not_used(done.reason)
+                rest = "\n\n" + show.not_used(done.reason) + show.CLOSE
             if rest:
                 yield TextPiece(rest)
             async for piece in _upstream_pieces(state, call, forwarded, done, headers):
@@ -206,7 +206,7 @@ def _block(done: Rewrite) -> str:
     nothing to do with it (a follow-up, a tool round, off, skipped)."""
     if done.optimized is not None and done.turn in (REWRITTEN, REMEMBERED):
         return show.block(done.optimized)
-    return show.OPEN + show.not_used(done.reason).lstrip() if done.turn == FAILED else ""
+    return show.block(show.not_used(done.reason)) if done.turn == FAILED else ""
 
 
 async def _speaks(state: State, dialect: Dialect, headers: Mapping[str, str]) -> bool:

@@ -18,14 +18,14 @@ SKIP_PREFIX = "!raw"
 """A message that begins with this goes upstream as typed, without it: no chat app we know intercepts ``!``."""
 
 
-def block(rewrite: str) -> str:
-    """The whole block for a rewrite known at once (a remembered turn)."""
-    return OPEN + rewrite + CLOSE
+def block(text: str) -> str:
+    """The whole block around ``text``: a rewrite known at once (a remembered turn), or why none went."""
+    return OPEN + text + CLOSE
 
 
 def not_used(reason: str | None) -> str:
-    """How a block whose rewrite was not used ends."""
-    return f"\n\n*(not used: {reason or 'no rewrite'}; your prompt went as typed)*" + CLOSE
+    """What a block says when no rewrite went upstream."""
+    return f"*(not used: {reason or 'no rewrite'}; your prompt went as typed)*"
 
 
 def strip(text: str) -> str:
