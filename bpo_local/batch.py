@@ -180,13 +180,11 @@ class ResumableOutput:
         except OSError as exc:
             raise ResumeUnreadable(path, str(exc.strerror)) from exc
         for number, record in self._journal.records():
-            try:
-                line, _ = record["line"], record["input_sha256"]
-            except (TypeError, KeyError) as exc:
+            if not isinstance(record, dict) or not {"line", "input_sha256"} <= record.keys():
                 self._journal.close()
                 raise UsageError(
                     f"{path} line {number} is not a bpo-local batch record; resume into the file a batch wrote, or a new one"
-                ) from exc
+                )
             self._keep(record)
 
     @property
