@@ -134,7 +134,7 @@ def bench_bin(workdir: Path, source: Path, theirs: tuple[Path, dict[str, str]], 
     for _ in range(repeat):
         for tool, (cmd, cmd_env) in cmds.items():
             print("$", " ".join(cmd), flush=True)
-            wall, peak = run(cmd, cmd_env)
+            wall, peak, _ = run(cmd, cmd_env)
             walls[tool].append(wall)
             rss[tool] = max(rss[tool], peak)
     diff = differences(out / "ours-bin-f16.gguf", out / "theirs-bin-f16.gguf")
@@ -157,8 +157,8 @@ print(os.waitstatus_to_exitcode(status), usage.ru_maxrss * 1024)
 """
 
 
-def run(cmd: list[str], env: dict[str, str]) -> tuple[float, int]:
-    """Wall seconds and peak RSS (bytes) of one subprocess; fails loudly if it fails.
+def run(cmd: list[str], env: dict[str, str]) -> tuple[float, int, str]:
+    """Wall seconds, peak RSS (bytes) and last line on stderr of one subprocess; fails loudly if it fails.
 
     A small Python process starts the command and reads its ``wait4`` usage: a child forked from
     this (large) process would inherit our resident size into its ru_maxrss.
@@ -170,7 +170,7 @@ def run(cmd: list[str], env: dict[str, str]) -> tuple[float, int]:
     code, rss = done.stdout.split()
     if done.returncode != 0 or code != "0":
         raise SystemExit(f"failed: {' '.join(cmd)}\n{done.stderr[-2000:]}")
-    return wall, int(rss)
+    return wall, int(rss), (done.stderr.strip().splitlines() or [""])[-1]
 
 
 def bench_7b(workdir: Path, repeat: int, *, cold: bool) -> int:
@@ -198,10 +198,12 @@ def bench_7b(workdir: Path, repeat: int, *, cold: bool) -> int:
             for tool in list(cmds)[:: 1 if i % 2 == 0 else -1]:  # alternate who goes first
                 _settle_page_cache(shards, cold)
                 print("$", " ".join(cmds[tool][0]), flush=True)
-                wall, rss = run(*cmds[tool])
+                wall, rss, said = run(*cmds[tool])
                 walls[tool].append(wall)
                 peaks[tool].append(rss)
                 print(f"  {wall:.1f} s, peak RSS {rss / 1e6:.0f} MB", flush=True)
+                if tool == "ours":
+                    print(f"  {said}", flush=True)  # "wrote ... written with O_DIRECT (why)" or the page cache's why
             if i == 0:
                 diff = differences(out / "ours.gguf", out / "theirs.gguf")
             for file in out.glob("*.gguf"):
@@ -270,7 +272,7 @@ def main() -> int:
         for _ in range(args.repeat):
             for tool, (cmd, env) in cmds.items():
                 print("$", " ".join(cmd), flush=True)
-                wall, rss = run(cmd, env)
+                wall, rss, _ = run(cmd, env)
                 best = results.get(tool)
                 results[tool] = (min(wall, best[0]) if best else wall, max(rss, best[1]) if best else rss)
         diff = differences(out / f"ours-{outtype}.gguf", out / f"theirs-{outtype}.gguf")

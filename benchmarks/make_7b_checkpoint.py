@@ -4,7 +4,8 @@
 32 layers, hidden 4096, intermediate 11008, 32 heads, vocab 32000, the real Llama-2 tokenizer
 and a Llama-2 config.json: the shapes BPO converts, without downloading BPO. numpy only (no
 torch); the data is a 64 MB random pool XOR-ed with a fresh random word per 64 MB chunk, with
-fp16 exponents capped so every value is finite and below 2 in magnitude.
+fp16 exponents capped so every value is finite and below 2 in magnitude. The tokenizer config carries
+Llama-2-chat's chat template, so the converted model also serves as a local eval target or judge.
 
     python benchmarks/make_7b_checkpoint.py FOLDER
 
@@ -72,6 +73,7 @@ def build_7b_checkpoint(folder: Path) -> Path:
     write_json(tmp, "config.json", config)
     write_json(tmp, "generation_config.json", {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0})
     llama2_tokenizer_files(tmp, TOKENIZER, pad=False)
+    add_chat_template(tmp)
     tmp.rename(folder)
     return folder
 
@@ -88,6 +90,26 @@ class _RandomBytes:
         np.bitwise_xor(self._pool, np.uint64(self._rng.bit_generator.random_raw()), out=self._buf)
         self._buf &= _FINITE_F16
         return memoryview(self._buf).cast("B")[:nbytes]
+
+
+LLAMA2_CHAT_TEMPLATE = (
+    "{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}"
+    "{% set system_message = messages[0]['content'] %}{% else %}{% set loop_messages = messages %}"
+    "{% set system_message = false %}{% endif %}{% for message in loop_messages %}"
+    "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+    "{% if loop.index0 == 0 and system_message != false %}"
+    "{% set content = '<<SYS>>\\n' + system_message + '\\n<</SYS>>\\n\\n' + message['content'] %}"
+    "{% else %}{% set content = message['content'] %}{% endif %}"
+    "{% if message['role'] == 'user' %}{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}"
+    "{% elif message['role'] == 'assistant' %}{{ ' '  + content.strip() + ' ' + eos_token }}{% endif %}{% endfor %}")
+"""meta-llama/Llama-2-7b-chat-hf's tokenizer_config.json chat_template."""
+
+
+def add_chat_template(folder: Path) -> None:
+    """Give ``folder``'s tokenizer config Llama-2-chat's template (a local eval target or judge needs one)."""
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    write_json(folder, "tokenizer_config.json", {**config, "chat_template": LLAMA2_CHAT_TEMPLATE})
 
 
 def _split(names: list[str], nbytes: dict[str, int], parts: int) -> list[list[str]]:

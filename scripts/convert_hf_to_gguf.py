@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     print(f"wrote {report.path} ({report.n_tensors} tensors, {report.n_params / 1e6:.1f}M parameters, "
-          f"{report.size_bytes / 1e6:.1f} MB)", file=sys.stderr)
+          f"{report.size_bytes / 1e6:.1f} MB), written {report.written}", file=sys.stderr)
     return 0
 
 

@@ -1,6 +1,6 @@
 """Tensors stored in the output type are copied file to file: in the kernel on one file system, by
 reads and writes across two (a tmpfs), or straight to the disk (O_DIRECT) when the output is larger
-than the kernel lets stay dirty, with the same bytes every way and a full disk still named."""
+than Linux leaves dirty without pacing the writer, with the same bytes every way and a full disk still named."""
 
 from __future__ import annotations
 
@@ -23,9 +23,9 @@ def f16_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Checkpoint:
 
 @pytest.fixture
 def direct(monkeypatch):
-    """Every output counts as larger than the kernel lets stay dirty: the O_DIRECT path is taken, with
+    """Every output counts as larger than Linux leaves dirty unpaced: the O_DIRECT path is taken, with
     12 KiB buffers so that tensors and the header's end straddle many of them."""
-    monkeypatch.setattr(sink, "dirty_limit", lambda: 0)
+    monkeypatch.setattr(sink, "throttle_free_bytes", lambda: 0)
     monkeypatch.setattr(sink, "_BUFFER_BYTES", 3 * 4096)
 
 
@@ -56,9 +56,11 @@ def test_direct_writes_give_the_same_bytes(f16_checkpoint, tmp_path, direct):
     for outtype in ("f16", "f32"):  # stored bytes copied, and every tensor converted
         cached = tmp_path / f"cached-{outtype}.gguf"
         with pytest.MonkeyPatch.context() as undo:
-            undo.setattr(sink, "dirty_limit", lambda: float("inf"))
-            convert_checkpoint(f16_checkpoint.path, cached, outtype=outtype)
+            undo.setattr(sink, "throttle_free_bytes", lambda: float("inf"))
+            assert convert_checkpoint(f16_checkpoint.path, cached, outtype=outtype).written.startswith(
+                "through the page cache (")
         report = convert_checkpoint(f16_checkpoint.path, tmp_path / f"direct-{outtype}.gguf", outtype=outtype)
+        assert report.written.startswith("with O_DIRECT (")
         assert report.path.read_bytes() == cached.read_bytes()
         assert report.size_bytes % 4096 != 0  # the unaligned tail went through the page cache
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cached-f16.gguf", "cached-f32.gguf", "direct-f16.gguf",

@@ -65,6 +65,8 @@ class ConversionReport:
     """``llama`` (SentencePiece) or ``gpt2`` (byte-level BPE)."""
     source_dtype: str | None
     """The checkpoint's precision per config.json (``float16``, ``bfloat16``...), if stated."""
+    written: str
+    """How the tensor bytes went to the disk and why (the page cache or ``O_DIRECT``; see ``sink``)."""
 
 
 @dataclass(frozen=True)
@@ -119,10 +121,10 @@ def _convert(src: Path, out: Path, outtype: str, name: str | None, extra_metadat
     except OSError as exc:
         raise ConversionError(f"cannot create {out.parent}: {exc.strerror or exc}") from None
     _check_free_space(out.parent, sum(p.nbytes for p in plan) + _HEADROOM, outtype)
-    _write_atomically(writer, plan, out, outtype, on_tensor)
+    written = _write_atomically(writer, plan, out, outtype, on_tensor)
     return ConversionReport(path=out, architecture=hp.architecture, outtype=outtype, n_tensors=len(plan),
                             n_params=n_params, size_bytes=out.stat().st_size, vocab_size=len(vocab.tokens),
-                            tokenizer=vocab.model, source_dtype=hp.dtype)
+                            tokenizer=vocab.model, source_dtype=hp.dtype, written=written)
 
 
 def _header(hp: HParams, arch: Architecture, vocab: Vocab, plan: list[_Planned], *, name: str, n_params: int,
@@ -192,7 +194,8 @@ def _qtype(tensor: OutputTensor, default: gguf.GGMLQuantizationType) -> gguf.GGM
 
 
 def _write_atomically(writer: gguf.GGUFWriter, plan: list[_Planned], out: Path, outtype: str,
-                      on_tensor: TensorCallback | None) -> None:
+                      on_tensor: TensorCallback | None) -> str:
+    """Write the GGUF at ``out`` (whole or not at all); how its tensor bytes were written (``Sink.how``)."""
     tmp = out.parent / f".{out.name}.{os.getpid()}.partial"
     sink: Sink | None = None
     try:
@@ -210,6 +213,7 @@ def _write_atomically(writer: gguf.GGUFWriter, plan: list[_Planned], out: Path, 
         sink.close()
         writer.close()
         os.replace(tmp, out)
+        return sink.how
     except OSError as exc:
         _discard(writer, sink, tmp)
         if exc.errno == errno.ENOSPC or shutil.disk_usage(out.parent).free < _HEADROOM:  # numpy drops errno

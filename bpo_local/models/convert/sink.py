@@ -3,12 +3,13 @@
 Through the page cache, a stored tensor is copied file to file in the kernel (``copy_file_range``)
 and the writer returns while the kernel writes back. That costs a kernel copy plus a page-cache
 page per output byte, the reclaim of other pages to make room and the write-back behind it, and
-once the output is larger than the kernel lets stay dirty (``vm.dirty_ratio`` of the available
-memory, or ``vm.dirty_bytes``) the writer is throttled to the disk's speed anyway. For such
-outputs (a 7B F16 on a 24 GB host) the bytes are gathered in page-aligned buffers and written with
-``O_DIRECT`` by a second thread while the next buffer fills: one user-space copy per byte and no
-page cache, about a third of the CPU time, on a machine whose cores are shared. A file system
-that refuses ``O_DIRECT`` gets the page-cache path.
+once the writer has more dirty than Linux leaves alone (halfway between ``vm.dirty_background_*``
+and ``vm.dirty_*``, of the available memory: its "freerun" ceiling) every further write is paced
+down toward the disk's speed, buffered. For larger outputs (a 7B F16 on a 24 GB host) the bytes
+are gathered in page-aligned buffers and written with ``O_DIRECT`` by a second thread while the next
+buffer fills: one user-space copy per byte and no page cache, about a third of the CPU time, at
+the disk's direct speed. A file system that refuses ``O_DIRECT`` gets the page-cache path. Each
+sink says which path it took and why (``Sink.how``), for the conversion's report.
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ class TruncatedSource(Exception):
 class Sink(Protocol):
     """Appends to the GGUF being written, after its header."""
 
+    how: str
+    """Which path the bytes take and why, in words (e.g. for ``convert``'s report)."""
+
     def write(self, data: bytes | memoryview) -> None: ...
 
     def copy(self, src: int, offset: int, nbytes: int) -> None:
@@ -54,37 +58,57 @@ class Sink(Protocol):
 def open_sink(f: BinaryIO, path: Path, data_bytes: int) -> Sink:
     """The sink for ``data_bytes`` more bytes after what ``f`` (open on ``path``) holds."""
     f.flush()
-    if data_bytes > dirty_limit():
-        try:
-            return _DirectSink(f, path)
-        except OSError as exc:
-            if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
-                raise
-    return _CachedSink(f)
+    free = throttle_free_bytes()
+    size = f"{data_bytes / 1e9:.1f} GB"
+    if free == float("inf"):
+        return _CachedSink(f, f"through the page cache ({_NO_LIMIT})")
+    if data_bytes <= free:
+        return _CachedSink(f, f"through the page cache ({size} fits in the {free / 1e9:.1f} GB Linux leaves "
+                              "dirty without pacing the writer)")
+    try:
+        return _DirectSink(f, path, f"with O_DIRECT ({size} is more than the {free / 1e9:.1f} GB Linux leaves "
+                                    "dirty without pacing the writer)")
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
+            raise
+    return _CachedSink(f, f"through the page cache (this file system refuses O_DIRECT; {size} past the "
+                          f"{free / 1e9:.1f} GB Linux leaves dirty unpaced go at the disk's buffered speed)")
 
 
-def dirty_limit() -> int | float:
-    """Bytes a writer may leave dirty before Linux throttles it to the disk's speed; infinite where
-    that is unknown or ``O_DIRECT`` does not exist (the page-cache path is then always taken)."""
+_NO_LIMIT = "no O_DIRECT here, or Linux's dirty-page limits are unreadable"
+
+
+def throttle_free_bytes() -> int | float:
+    """Bytes a writer may leave dirty before Linux starts pacing it toward the disk's speed (the
+    "freerun" ceiling of ``balance_dirty_pages``: halfway between the background and the hard
+    dirty thresholds); infinite where that is unknown or ``O_DIRECT`` does not exist (the
+    page-cache path is then always taken)."""
     if not hasattr(os, "O_DIRECT"):
         return float("inf")
     try:
-        limit = int((_VM / "dirty_bytes").read_text())
-        if limit:
-            return limit
-        ratio = int((_VM / "dirty_ratio").read_text())
         available = next(int(line.split()[1]) * 1024 for line in _MEMINFO.read_text().splitlines()
                          if line.startswith("MemAvailable:"))
+        hard = _threshold("dirty", available)
+        background = _threshold("dirty_background", available)
     except (OSError, ValueError, StopIteration):
         return float("inf")
-    return available * ratio // 100
+    if background >= hard:  # as the kernel does
+        background = hard // 2
+    return (hard + background) // 2
+
+
+def _threshold(name: str, available: int) -> int:
+    """``vm.{name}_bytes`` where set, else ``vm.{name}_ratio`` percent of ``available``."""
+    absolute = int((_VM / f"{name}_bytes").read_text())
+    return absolute or available * int((_VM / f"{name}_ratio").read_text()) // 100
 
 
 class _CachedSink:
     """Writes through ``f`` and the page cache; stored tensors are copied in the kernel where it can."""
 
-    def __init__(self, f: BinaryIO) -> None:
+    def __init__(self, f: BinaryIO, how: str) -> None:
         self._f = f
+        self.how = how
 
     def write(self, data: bytes | memoryview) -> None:
         self._f.write(data)
@@ -130,8 +154,9 @@ class _DirectSink:
     direct write is aligned; the last partial page is written through the page cache at close.
     """
 
-    def __init__(self, f: BinaryIO, path: Path) -> None:
+    def __init__(self, f: BinaryIO, path: Path, how: str) -> None:
         self._f = f
+        self.how = how
         end = f.tell()
         self._base = end - end % _ALIGN
         reader = os.open(path, os.O_RDONLY)
