@@ -53,6 +53,7 @@ def shapes_7b() -> dict[str, tuple[int, ...]]:
 def build_7b_checkpoint(folder: Path) -> Path:
     """Write the checkpoint into ``folder`` (kept if already complete; built beside it, then renamed)."""
     if (folder / "config.json").is_file():
+        add_chat_template(folder)  # one built before the template was added gets it too
         return folder
     tmp = folder.with_name(folder.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -4,6 +4,11 @@ than Linux leaves dirty without pacing the writer, with the same bytes every way
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
+import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -71,3 +76,23 @@ def test_disk_filling_up_while_writing_directly(f16_checkpoint, other_disk, dire
     with pytest.raises(ConversionError, match=r"^not enough disk space in .*disk: need ~"):
         convert_checkpoint(f16_checkpoint.path, other_disk / "m.gguf", outtype="f16", on_tensor=fill_disk_at(other_disk))
     assert [p.name for p in other_disk.iterdir()] == ["other-program.bin"]
+
+
+def test_direct_writes_refused_by_the_file_system_go_through_the_page_cache(f16_checkpoint, tmp_path, direct,
+                                                                             monkeypatch):
+    """A file system that opens with O_DIRECT but refuses the writes (EINVAL), both writers refused at once."""
+    cached = convert_checkpoint(f16_checkpoint.path, tmp_path / "cached.gguf", outtype="f16")
+    together = threading.Barrier(2, timeout=2)
+    pwrite = os.pwrite
+
+    def refusing(fd: int, data, offset: int) -> int:
+        if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT:
+            with contextlib.suppress(threading.BrokenBarrierError):
+                together.wait()  # the two writers fail side by side
+            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+        return pwrite(fd, data, offset)
+
+    monkeypatch.setattr(sink.os, "pwrite", refusing)
+    report = convert_checkpoint(f16_checkpoint.path, tmp_path / "refused.gguf", outtype="f16")
+    assert report.written == "through the page cache (this file system took O_DIRECT at open, then refused its writes)"
+    assert report.path.read_bytes() == cached.path.read_bytes()

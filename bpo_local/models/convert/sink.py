@@ -160,7 +160,7 @@ class _DirectSink:
 
     def __init__(self, f: BinaryIO, path: Path, how: str) -> None:
         self._f = f
-        self.how = how
+        self._how = how
         end = f.tell()
         self._base = end - end % _ALIGN
         reader = os.open(path, os.O_RDONLY)
@@ -189,6 +189,12 @@ class _DirectSink:
                 raise TruncatedSource
             self._filled(n)
             offset, nbytes = offset + n, nbytes - n
+
+    @property
+    def how(self) -> str:
+        if self._writer.fell_back:
+            return "through the page cache (this file system took O_DIRECT at open, then refused its writes)"
+        return self._how
 
     def tell(self) -> int:
         return self._base + self._fill
@@ -233,6 +239,7 @@ class _BufferWriter:
         self._fd, self._fallback, self._direct = fd, fallback, fd
         self._todo: queue.Queue[tuple[mmap.mmap, int, int] | None] = queue.Queue()
         self._error: BaseException | None = None
+        self._error_lock = threading.Lock()
         self._threads = [threading.Thread(target=self._run, name="gguf-writer", daemon=True) for _ in range(_WRITERS)]
         for thread in self._threads:
             thread.start()
@@ -247,8 +254,8 @@ class _BufferWriter:
                 self._todo.put(None)
             for thread in self._threads:
                 thread.join()
-            os.close(self._direct)
-            self._direct = None
+            direct, self._direct = self._direct, None  # closed once, even if closing fails
+            os.close(direct)
         if check:
             self._raise()
 
@@ -263,16 +270,23 @@ class _BufferWriter:
                 try:
                     self._write(memoryview(buffer)[:nbytes], offset)
                 except BaseException as exc:  # kept for the caller: this thread must hand every buffer back
-                    self._error = exc
+                    with self._error_lock:
+                        self._error = self._error or exc
             self.free.put(buffer)
+
+    @property
+    def fell_back(self) -> bool:
+        """Whether the file system refused a direct write, so the rest went through ``fallback``."""
+        return self._fd == self._fallback
 
     def _write(self, view: memoryview, offset: int) -> None:
         with view:
             while view:
+                fd = self._fd  # the other writer may switch it meanwhile
                 try:
-                    n = os.pwrite(self._fd, view, offset)
+                    n = os.pwrite(fd, view, offset)
                 except OSError as exc:
-                    if exc.errno != errno.EINVAL or self._fd == self._fallback:
+                    if exc.errno != errno.EINVAL or fd == self._fallback:
                         raise
                     self._fd = self._fallback
                     continue
