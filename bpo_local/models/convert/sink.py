@@ -3,12 +3,12 @@
 Through the page cache, a stored tensor is copied file to file in the kernel (``copy_file_range``)
 and the writer returns while the kernel writes back. That costs a kernel copy plus a page-cache
 page per output byte, the reclaim of other pages to make room and the write-back behind it, and
-once the writer has more dirty than Linux leaves alone (halfway between ``vm.dirty_background_*``
-and ``vm.dirty_*``, of the available memory: its "freerun" ceiling) every further write is paced
+once the writer has more dirty than Linux leaves alone (halfway between the background and the
+hard dirty thresholds that ``vm.dirty_*`` set: its "freerun" ceiling) every further write is paced
 down toward the disk's speed, buffered. For larger outputs (a 7B F16 on a 24 GB host) the bytes
-are gathered in page-aligned buffers and written with ``O_DIRECT``, two at a time, by writer threads
-while the next buffer fills: one user-space copy per byte and no page cache, about a third of the CPU time, at
-the disk's direct speed. A file system that refuses ``O_DIRECT`` gets the page-cache path. Each
+are gathered in page-aligned buffers and written with ``O_DIRECT``, two at a time, by writer
+threads while the next buffer fills: one user-space copy per byte and no page cache, about a third
+of the CPU time, at the disk's direct speed. A file system that refuses ``O_DIRECT`` gets the page-cache path. Each
 sink says which path it took and why (``Sink.how``), for the conversion's report.
 """
 
@@ -31,8 +31,7 @@ a virtio disk: 7.1 s against 7.9 s with one; four gained nothing more)."""
 _BUFFERS = _WRITERS + 2
 """One filling, the others written or waiting, so the reader rarely waits for a writer."""
 _READ_BYTES = 8 * 1024 * 1024
-_MEMINFO = Path("/proc/meminfo")
-_VM = Path("/proc/sys/vm")
+_VMSTAT = Path("/proc/vmstat")
 
 
 class TruncatedSource(Exception):
@@ -84,27 +83,17 @@ _NO_LIMIT = "no O_DIRECT here, or Linux's dirty-page limits are unreadable"
 
 def throttle_free_bytes() -> int | float:
     """Bytes a writer may leave dirty before Linux starts pacing it toward the disk's speed (the
-    "freerun" ceiling of ``balance_dirty_pages``: halfway between the background and the hard
-    dirty thresholds); infinite where that is unknown or ``O_DIRECT`` does not exist (the
-    page-cache path is then always taken)."""
+    "freerun" ceiling of ``balance_dirty_pages``: halfway between the background and the hard dirty
+    thresholds, as the kernel computes them in ``/proc/vmstat``); infinite where that is unknown or
+    ``O_DIRECT`` does not exist (the page-cache path is then always taken)."""
     if not hasattr(os, "O_DIRECT"):
         return float("inf")
     try:
-        available = next(int(line.split()[1]) * 1024 for line in _MEMINFO.read_text().splitlines()
-                         if line.startswith("MemAvailable:"))
-        hard = _threshold("dirty", available)
-        background = _threshold("dirty_background", available)
-    except (OSError, ValueError, StopIteration):
+        pages = dict(line.split() for line in _VMSTAT.read_text().splitlines())
+        hard, background = int(pages["nr_dirty_threshold"]), int(pages["nr_dirty_background_threshold"])
+    except (OSError, ValueError, KeyError):
         return float("inf")
-    if background >= hard:  # as the kernel does
-        background = hard // 2
-    return (hard + background) // 2
-
-
-def _threshold(name: str, available: int) -> int:
-    """``vm.{name}_bytes`` where set, else ``vm.{name}_ratio`` percent of ``available``."""
-    absolute = int((_VM / f"{name}_bytes").read_text())
-    return absolute or available * int((_VM / f"{name}_ratio").read_text()) // 100
+    return (hard + background) // 2 * mmap.PAGESIZE
 
 
 class _CachedSink:
