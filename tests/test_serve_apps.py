@@ -14,7 +14,9 @@ import threading
 import time
 from pathlib import Path
 
+import anthropic
 import httpx
+import ollama
 import openai
 import pytest
 from _app_requests import (
@@ -104,6 +106,34 @@ def test_show_rewrite_streams_the_block_first_and_never_sends_it_back(proxy: Bpo
     history = relay.last("/v1/chat/completions").request["messages"]
     assert history[1]["content"] == sent.answer_text() and "<details>" not in json.dumps(history)
     assert "<details>" not in again.choices[0].message.content  # a follow-up: nothing of BPO's to show
+
+
+def test_an_upstream_refusal_after_the_shown_rewrite_is_the_apis_own_error_event(proxy: BpoServer) -> None:
+    """Once a --show-rewrite stream has begun (with BPO's block), a refusal from the upstream ends it as the API's own
+    error event, which each official client raises; llama-server refuses a field of the wrong type with a 400."""
+    show, prompt = {"X-BPO-Show-Rewrite": "true"}, "write a limerick about rain"
+    ask = [{"role": "user", "content": prompt}]
+    chat = openai.OpenAI(base_url=proxy.base_url, api_key="x", max_retries=0)
+    shown = ""
+    with pytest.raises(openai.APIError, match="upstream answered HTTP 400: .*n_probs"):
+        for chunk in chat.chat.completions.create(model="target", messages=ask, max_tokens=8, stream=True,
+                                                  extra_headers=show, extra_body={"n_probs": "x"}):
+            shown += (chunk.choices[0].delta.content or "") if chunk.choices else ""
+    assert shown.startswith("<details><summary>BPO's rewrite")
+    events = list(chat.responses.create(model="target", input=prompt, max_output_tokens=8, stream=True,
+                                        extra_headers=show, extra_body={"n_probs": "x"}))
+    assert events[-1].type == "response.failed" and "n_probs" in events[-1].response.error.message
+    assert any(e.type == "response.output_text.delta" and "<details>" in e.delta for e in events)
+    messages = anthropic.Anthropic(base_url=proxy.url, api_key="x", max_retries=0)
+    with pytest.raises(anthropic.APIStatusError, match="top_k"):
+        for _ in messages.messages.create(model="target", max_tokens=8, messages=ask, stream=True, extra_headers=show,
+                                          extra_body={"top_k": "x"}):
+            pass
+    with pytest.raises(ollama.ResponseError, match="top_k"):
+        for _ in ollama.Client(host=proxy.url, headers=show).chat(model="target", messages=ask, stream=True,
+                                                                  options={"top_k": "x", "num_predict": 8}):
+            pass
+    assert generations(proxy, prompt) == 1  # the rewrite was made once, and shown each time
 
 
 def test_a_prefix_skips_bpo_for_one_message(proxy: BpoServer, relay: RecordingUpstream) -> None:

@@ -1,11 +1,14 @@
 """An assistant's answer in no API's shape: what every dialect reads from an upstream and renders for its
-clients, whole (``Answer``) or as a stream of ``Piece``s ending in one ``End``."""
+clients, whole (``Answer``) or as a stream of ``Piece``s ending in one ``End`` (or, where something failed
+after the stream began, one ``Failed``)."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union
+
+from .errors import ApiError
 
 Finish = Literal["stop", "length", "tool_calls"]
 
@@ -72,7 +75,14 @@ class End:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-Piece = Union[TextPiece, ToolCallPiece, End]
+@dataclass(frozen=True)
+class Failed:
+    """The stream's end where something failed after it began: each dialect sends its API's error event."""
+
+    error: ApiError
+
+
+Piece = Union[TextPiece, ToolCallPiece, End, Failed]
 
 
 def finish_of(reason: Any) -> Finish:

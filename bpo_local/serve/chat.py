@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from .. import sse
 from ..errors import BpoLocalError, ServerClosing, UpstreamError
 from . import apps, bpo_answer, parse, show
-from .answer import End, Piece, TextPiece
+from .answer import End, Failed, Piece, TextPiece
 from .dialects import Conversation, Dialect, Rendering
 from .dialects.openai_chat import read_answer, read_stream
 from .errors import ApiError, ClientGone, from_library
@@ -114,7 +114,7 @@ async def bpo_answers(request: Request, state: State, call: ChatCall) -> Respons
         result = await until_disconnect(request, ticket.result())
         return JSONResponse(call.dialect.answer(bpo_answer.answer(result, call.rendering.model), call.rendering))
     await until_disconnect(request, ticket.started())  # an error before the first token still gets its status
-    return StreamingResponse(call.dialect.stream(bpo_answer.pieces(ticket), call.rendering, {}),
+    return StreamingResponse(call.dialect.stream(_ending_in_errors(bpo_answer.pieces(ticket)), call.rendering, {}),
                              media_type=call.dialect.media_type)
 
 
@@ -181,14 +181,21 @@ def _shown_stream(state: State, call: ChatCall, priority: int, headers: Mapping[
                 yield TextPiece(rest)
             async for piece in _upstream_pieces(state, call, forwarded, done, headers):
                 yield piece
-        except (ApiError, BpoLocalError, UpstreamError) as err:  # the stream has begun: say it in its text
-            yield TextPiece(f"\n\n*(bpo-local: {_failure(err)})*")
-            yield End()
         finally:
             work.cancel()
 
-    return StreamingResponse(call.dialect.stream(pieces(), call.rendering, {}), media_type=call.dialect.media_type,
-                             headers={"X-BPO-Mode": call.mode})
+    return StreamingResponse(call.dialect.stream(_ending_in_errors(pieces()), call.rendering, {}),
+                             media_type=call.dialect.media_type, headers={"X-BPO-Mode": call.mode})
+
+
+async def _ending_in_errors(pieces: AsyncIterator[Piece]) -> AsyncIterator[Piece]:
+    """``pieces``, where a failure after the stream began (its status long sent) ends it as ``Failed``: the
+    API's own error event, which the client's SDK raises, and the text shown so far stays as it was."""
+    try:
+        async for piece in pieces:
+            yield piece
+    except (ApiError, BpoLocalError, UpstreamError) as err:
+        yield Failed(_api_error(err))
 
 
 async def _upstream_pieces(state: State, call: ChatCall, forwarded: dict[str, Any], done: Rewrite,
@@ -239,12 +246,12 @@ def _route(dialect: Dialect, native: bool) -> tuple[str, bool]:
     return (dialect.native_path or CHAT_PATH, False) if native else (CHAT_PATH, dialect.native_path != CHAT_PATH)
 
 
-def _failure(err: Exception) -> str:
+def _api_error(err: ApiError | BpoLocalError | UpstreamError) -> ApiError:
     if isinstance(err, ApiError):
-        return err.message
+        return err
     if isinstance(err, UpstreamError):
-        return upstream_api_error(err).message
-    return from_library(err).message  # type: ignore[arg-type]
+        return upstream_api_error(err)
+    return from_library(err)
 
 
 def upstream_api_error(err: UpstreamError) -> ApiError:

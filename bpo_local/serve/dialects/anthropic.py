@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from ... import sse
-from ..answer import Answer, End, Finish, Piece, TextPiece, ToolCallPiece, Usage
+from ..answer import Answer, End, Failed, Finish, Piece, TextPiece, ToolCallPiece, Usage
 from ..errors import ApiError
 from ..turns import Turn
 from .base import Conversation, Dialect, Rendering, content_text, edit_texts, object_list, wants_stream, with_text
@@ -128,6 +128,9 @@ class Anthropic(Dialect):
                 yield _event("message_delta", delta={"stop_reason": _STOP_REASONS[piece.finish], "stop_sequence": None},
                              usage={"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens})
                 yield _event("message_stop", **piece.extra)
+            elif isinstance(piece, Failed):  # Anthropic's mid-stream error event
+                yield sse.encode(self.error_body(piece.error), "error")
+                return
 
     def error_body(self, err: ApiError) -> dict[str, Any]:
         kind = _ERROR_TYPES.get(err.status, "api_error" if err.status >= 500 else "invalid_request_error")

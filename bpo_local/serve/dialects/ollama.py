@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from ..answer import Answer, End, Piece, TextPiece, ToolCall, ToolCallPiece, Usage
+from ..answer import Answer, End, Failed, Piece, TextPiece, ToolCall, ToolCallPiece, Usage
 from ..errors import ApiError
 from .base import Conversation, Dialect, Rendering, edit_texts, wants_stream
 from .openai_chat import message_turn
@@ -91,6 +91,9 @@ class Ollama(Dialect):
             elif isinstance(piece, End):
                 done = tuple(ToolCall("", *calls[i]) for i in sorted(calls))
                 yield _ndjson(self._final(rendering, "", piece.finish, piece.usage, done, {**extra, **piece.extra}))
+            elif isinstance(piece, Failed):  # Ollama's mid-stream error: a line holding "error"
+                yield _ndjson(self.error_body(piece.error))
+                return
 
     def error_body(self, err: ApiError) -> dict[str, Any]:
         return {"error": err.message}

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, ClassVar
 
 from ... import sse
-from ..answer import Answer, End, Piece, TextPiece, ToolCall, ToolCallPiece, Usage, finish_of
+from ..answer import Answer, End, Failed, Piece, TextPiece, ToolCall, ToolCallPiece, Usage, finish_of
 from ..errors import ApiError
 from ..turns import Turn
 from .base import Conversation, Dialect, Rendering, content_text, edit_texts, wants_stream, with_text
@@ -93,6 +93,9 @@ class OpenAIChat(Dialect):
                     call.update(id=piece.id, type="function")
                     call["function"]["name"] = piece.name or ""
                 yield _chunk(head, {"tool_calls": [call]}, None)
+            elif isinstance(piece, Failed):  # OpenAI's mid-stream error: an event holding "error", no [DONE]
+                yield sse.encode(self.error_body(piece.error))
+                return
             else:
                 usage = _usage_body(piece.usage)
                 yield _chunk(head, {}, piece.finish, **({"usage": usage} if usage else {}), **piece.extra)
@@ -149,6 +152,9 @@ class OpenAIText(OpenAIChat):
                 usage = _usage_body(piece.usage)
                 yield _text_chunk(head, "", piece.finish, **extra, **({"usage": usage} if usage else {}),
                                   **piece.extra)
+            elif isinstance(piece, Failed):
+                yield sse.encode(self.error_body(piece.error))
+                return
         yield sse.encode(sse.DONE)
 
 

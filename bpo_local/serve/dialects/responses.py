@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from ... import sse
-from ..answer import Answer, End, Finish, Piece, TextPiece, ToolCall, ToolCallPiece, Usage
+from ..answer import Answer, End, Failed, Finish, Piece, TextPiece, ToolCall, ToolCallPiece, Usage
 from ..errors import ApiError
 from ..turns import Turn
 from .base import Conversation, Dialect, Rendering, content_text, edit_texts, wants_stream, with_text
@@ -157,6 +157,11 @@ class Responses(Dialect):
                 done = _response(rendering, piece.finish, items, piece.usage)
                 kind = "response.completed" if done["status"] == "completed" else "response.incomplete"
                 yield events.send(kind, response=done, **piece.extra)
+            elif isinstance(piece, Failed):  # the Responses API's end of a response that failed midway
+                failed = {**_response(rendering, None, items, None), "status": "failed",
+                          "error": {"code": piece.error.code or piece.error.type, "message": piece.error.message}}
+                yield events.send("response.failed", response=failed)
+                return
 
     def error_body(self, err: ApiError) -> dict[str, Any]:
         return {"error": {"message": err.message, "type": err.type, "code": err.code, "param": None}}
