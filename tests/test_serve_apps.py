@@ -122,8 +122,9 @@ def test_an_upstream_refusal_after_the_shown_rewrite_is_the_apis_own_error_event
     assert shown.startswith("<details><summary>BPO's rewrite")
     events = list(chat.responses.create(model="target", input=prompt, max_output_tokens=8, stream=True,
                                         extra_headers=show, extra_body={"n_probs": "x"}))
-    assert events[-1].type == "response.failed" and "n_probs" in events[-1].response.error.message
-    assert any(e.type == "response.output_text.delta" and "<details>" in e.delta for e in events)
+    failed = events[-1]
+    assert failed.type == "response.failed" and "n_probs" in failed.response.error.message
+    assert failed.response.output[0].content[0].text.startswith("<details><summary>BPO's rewrite")
     messages = anthropic.Anthropic(base_url=proxy.url, api_key="x", max_retries=0)
     with pytest.raises(anthropic.APIStatusError, match="top_k"):
         for _ in messages.messages.create(model="target", max_tokens=8, messages=ask, stream=True, extra_headers=show,
@@ -134,6 +135,7 @@ def test_an_upstream_refusal_after_the_shown_rewrite_is_the_apis_own_error_event
                                                                   options={"top_k": "x", "num_predict": 8}):
             pass
     assert generations(proxy, prompt) == 1  # the rewrite was made once, and shown each time
+    assert proxy.log.read_text().count("a stream already answering failed: upstream answered HTTP 400") >= 4
 
 
 def test_a_prefix_skips_bpo_for_one_message(proxy: BpoServer, relay: RecordingUpstream) -> None:

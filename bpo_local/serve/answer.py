@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Literal, Union
+from typing import TYPE_CHECKING, Any, Literal, Union
 
-from .errors import ApiError
+if TYPE_CHECKING:
+    from .errors import ApiError
 
 Finish = Literal["stop", "length", "tool_calls"]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
@@ -29,6 +30,8 @@ from .proxy import UpstreamReply
 from .rewrite import APP_TASK, FAILED, REMEMBERED, REWRITTEN, Rewrite
 from .state import State, state_of
 from .turns import may_rewrite
+
+_logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 LAST_WORDS_SECONDS = 2.0
@@ -195,7 +198,9 @@ async def _ending_in_errors(pieces: AsyncIterator[Piece]) -> AsyncIterator[Piece
         async for piece in pieces:
             yield piece
     except (ApiError, BpoLocalError, UpstreamError) as err:
-        yield Failed(_api_error(err))
+        failed = _api_error(err)
+        _logger.warning("a stream already answering failed: %s", failed.message)  # its status line said 200
+        yield Failed(failed)
 
 
 async def _upstream_pieces(state: State, call: ChatCall, forwarded: dict[str, Any], done: Rewrite,

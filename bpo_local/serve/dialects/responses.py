@@ -158,6 +158,9 @@ class Responses(Dialect):
                 kind = "response.completed" if done["status"] == "completed" else "response.incomplete"
                 yield events.send(kind, response=done, **piece.extra)
             elif isinstance(piece, Failed):  # the Responses API's end of a response that failed midway
+                for item in items:
+                    if item["type"] == "message":
+                        item["content"] = [_text_part(text)]  # what was streamed stays in the failed response
                 failed = {**_response(rendering, None, items, None), "status": "failed",
                           "error": {"code": piece.error.code or piece.error.type, "message": piece.error.message}}
                 yield events.send("response.failed", response=failed)
