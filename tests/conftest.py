@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import zipfile
@@ -35,7 +36,16 @@ def _forget_the_callers_settings() -> None:
             del os.environ[name]
 
 
+def _hear_ctrl_c() -> None:
+    """The Ctrl-C tests run the same when the suite itself was started where SIGINT is ignored (a shell's
+    background job, nohup, some CI runners): a process that ignores SIGINT passes that on to every process it
+    starts, so theirs would never arrive. With Python's own handler here, each child starts with the default."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 _forget_the_callers_settings()
+_hear_ctrl_c()
 _llama_server.servers_idle_passively = True
 _serve_helpers.rewrites_without_a_deadline = True
 
