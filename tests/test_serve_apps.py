@@ -215,8 +215,9 @@ def test_the_persons_rewrite_goes_ahead_of_what_bpo_has_queued(smollm2_gguf: Pat
                                                                tmp_path: Path) -> None:
     """One decoding slot: a long /v1/optimize runs, a second waits, then a person's turn arrives; the person's
     rewrite is decoded before the second optimization (the run log keeps their order)."""
-    long = {"temperature": 3, "top_k": 0, "top_p": 1, "seed": 1, "max_tokens": 400}  # near-uniform: no early stop
-    with BpoServer.start(smollm2_gguf, "--ctx", "1024", "--seed", "1", "--max-tokens", "400", "--mode", "aggressive",
+    # near-uniform sampling never stops early: one candidate of 150 tokens keeps the slot busy for seconds
+    long = {"temperature": 3, "top_k": 0, "top_p": 1, "seed": 1, "max_tokens": 150, "n": 1}
+    with BpoServer.start(smollm2_gguf, "--ctx", "1024", "--seed", "1", "--max-tokens", "150", "--mode", "aggressive",
                          "--parallel", "1", "--upstream", f"{relay.url}/v1", home=tmp_path) as proxy:
         requests = [("/v1/optimize", {"prompt": "first in line", **long}),
                     ("/v1/optimize", {"prompt": "second in line", **long}),
