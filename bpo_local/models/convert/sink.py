@@ -8,8 +8,8 @@ hard dirty thresholds that ``vm.dirty_*`` set: its "freerun" ceiling) every furt
 down toward the disk's speed, buffered. For larger outputs (a 7B F16 on a 24 GB host) the bytes
 are gathered in page-aligned buffers and written with ``O_DIRECT``, two at a time, by writer
 threads while the next buffer fills: one user-space copy per byte and no page cache, about a third
-of the CPU time, at the disk's direct speed. A file system that refuses ``O_DIRECT`` gets the page-cache path. Each
-sink says which path it took and why (``Sink.how``), for the conversion's report.
+of the CPU time, at the disk's direct speed. A file system that refuses ``O_DIRECT`` gets the
+page-cache path. Each sink says which path it took and why (``Sink.how``), for the conversion's report.
 """
 
 from __future__ import annotations
@@ -62,20 +62,18 @@ def open_sink(f: BinaryIO, path: Path, data_bytes: int) -> Sink:
     """The sink for ``data_bytes`` more bytes after what ``f`` (open on ``path``) holds."""
     f.flush()
     free = throttle_free_bytes()
-    size = f"{data_bytes / 1e9:.1f} GB"
     if free == float("inf"):
         return _CachedSink(f, f"through the page cache ({_NO_LIMIT})")
+    size, unpaced = f"{data_bytes / 1e9:.1f} GB", f"the {free / 1e9:.1f} GB Linux leaves dirty without pacing the writer"
     if data_bytes <= free:
-        return _CachedSink(f, f"through the page cache ({size} fits in the {free / 1e9:.1f} GB Linux leaves "
-                              "dirty without pacing the writer)")
+        return _CachedSink(f, f"through the page cache ({size} fits in {unpaced})")
     try:
-        return _DirectSink(f, path, f"with O_DIRECT ({size} is more than the {free / 1e9:.1f} GB Linux leaves "
-                                    "dirty without pacing the writer)")
+        return _DirectSink(f, path, f"with O_DIRECT ({size} is more than {unpaced})")
     except OSError as exc:
         if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
             raise
-    return _CachedSink(f, f"through the page cache (this file system refuses O_DIRECT; {size} past the "
-                          f"{free / 1e9:.1f} GB Linux leaves dirty unpaced go at the disk's buffered speed)")
+    return _CachedSink(f, f"through the page cache (this file system refuses O_DIRECT; what is past {unpaced} "
+                          "goes at the disk's buffered speed)")
 
 
 _NO_LIMIT = "no O_DIRECT here, or Linux's dirty-page limits are unreadable"
@@ -210,7 +208,8 @@ class _DirectSink:
 
 
 class _BufferWriter:
-    """Threads (``_WRITERS``) writing the buffers they are given at their offsets, then handing them back on ``free``.
+    """``_WRITERS`` threads writing the buffers they are given at their offsets, then handing each back on
+    ``free``.
 
     Its first error is raised by the next ``put`` or by ``finish``. If the file system takes
     ``O_DIRECT`` at open but refuses the write (EINVAL), the rest goes through ``fallback``.
