@@ -8,9 +8,7 @@ own API (or as chat completions where the upstream lacks it), or BPO's own answe
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
@@ -19,19 +17,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from .. import sse
-from ..errors import BpoLocalError, ServerClosing, UpstreamError
-from . import apps, bpo_answer, parse, show
-from .answer import End, Failed, Piece, TextPiece
+from ..errors import ServerClosing, UpstreamError
+from . import apps, bpo_answer, parse, show, streams
+from .answer import End, Piece, TextPiece
 from .dialects import Conversation, Dialect, Rendering
 from .dialects.openai_chat import read_answer, read_stream
-from .errors import ApiError, ClientGone, from_library
+from .errors import ApiError, ClientGone, upstream_api_error
 from .owner import NORMAL, PERSON
 from .proxy import UpstreamReply
 from .rewrite import APP_TASK, FAILED, REMEMBERED, REWRITTEN, Rewrite
 from .state import State, state_of
 from .turns import may_rewrite
-
-_logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 LAST_WORDS_SECONDS = 2.0
@@ -117,8 +113,8 @@ async def bpo_answers(request: Request, state: State, call: ChatCall) -> Respons
         result = await until_disconnect(request, ticket.result())
         return JSONResponse(call.dialect.answer(bpo_answer.answer(result, call.rendering.model), call.rendering))
     await until_disconnect(request, ticket.started())  # an error before the first token still gets its status
-    return StreamingResponse(call.dialect.stream(_ending_in_errors(bpo_answer.pieces(ticket)), call.rendering, {}),
-                             media_type=call.dialect.media_type)
+    pieces = streams.ending_in_errors(bpo_answer.pieces(ticket))
+    return StreamingResponse(call.dialect.stream(pieces, call.rendering, {}), media_type=call.dialect.media_type)
 
 
 def optimization_for(state: State, body: dict[str, Any]) -> parse.Optimization:
@@ -138,11 +134,13 @@ async def _forward(request: Request, state: State, call: ChatCall, forwarded: di
     record = done.record(*_route(call.dialect, native))
     headers = {**(reply.headers if native else {}), **done.headers()}
     if call.conversation.stream:
+        chunks = streams.until_closing(reply.chunks(), state.closing)
         if native:
-            chunks = until_closing(reply.chunks(), state.closing)
-            return StreamingResponse(sse.with_first_json(chunks, lambda first: first.update(bpo=record)),
+            events = streams.whole_events(chunks, sse.EVENT_END,
+                                          lambda failed: call.dialect.failed_event(failed, call.rendering))
+            return StreamingResponse(sse.with_first_json(events, lambda first: first.update(bpo=record)),
                                      status_code=reply.status, headers=headers)
-        pieces = read_stream(until_closing(reply.chunks(), state.closing))
+        pieces = streams.ending_in_errors(read_stream(chunks))
         return StreamingResponse(call.dialect.stream(pieces, call.rendering, {"bpo": record}),
                                  media_type=call.dialect.media_type, headers=headers)
     data = await reply.body()
@@ -187,20 +185,8 @@ def _shown_stream(state: State, call: ChatCall, priority: int, headers: Mapping[
         finally:
             work.cancel()
 
-    return StreamingResponse(call.dialect.stream(_ending_in_errors(pieces()), call.rendering, {}),
+    return StreamingResponse(call.dialect.stream(streams.ending_in_errors(pieces()), call.rendering, {}),
                              media_type=call.dialect.media_type, headers={"X-BPO-Mode": call.mode})
-
-
-async def _ending_in_errors(pieces: AsyncIterator[Piece]) -> AsyncIterator[Piece]:
-    """``pieces``, where a failure after the stream began (its status long sent) ends it as ``Failed``: the
-    API's own error event, which the client's SDK raises, and the text shown so far stays as it was."""
-    try:
-        async for piece in pieces:
-            yield piece
-    except (ApiError, BpoLocalError, UpstreamError) as err:
-        failed = _api_error(err)
-        _logger.warning("a stream already answering failed: %s", failed.message)  # its status line said 200
-        yield Failed(failed)
 
 
 async def _upstream_pieces(state: State, call: ChatCall, forwarded: dict[str, Any], done: Rewrite,
@@ -208,7 +194,7 @@ async def _upstream_pieces(state: State, call: ChatCall, forwarded: dict[str, An
     native = await _until_closed(state, _speaks(state, call.dialect, headers))
     reply = await _until_closed(state, _send(state, call, forwarded, native, headers))
     read = call.dialect.read_stream if native else read_stream
-    async for piece in read(until_closing(reply.chunks(), state.closing)):
+    async for piece in read(streams.until_closing(reply.chunks(), state.closing)):
         yield replace(piece, extra={"bpo": done.record(*_route(call.dialect, native))}) \
             if isinstance(piece, End) else piece
 
@@ -251,32 +237,6 @@ def _route(dialect: Dialect, native: bool) -> tuple[str, bool]:
     return (dialect.native_path or CHAT_PATH, False) if native else (CHAT_PATH, dialect.native_path != CHAT_PATH)
 
 
-def _api_error(err: ApiError | BpoLocalError | UpstreamError) -> ApiError:
-    if isinstance(err, ApiError):
-        return err
-    if isinstance(err, UpstreamError):
-        return upstream_api_error(err)
-    return from_library(err)
-
-
-def upstream_api_error(err: UpstreamError) -> ApiError:
-    """An upstream's error in the client's API's shape (its status kept), where the client speaks another API."""
-    return ApiError(err.status, f"upstream answered HTTP {err.status}: {error_text(err.body)}", "upstream_error",
-                    "upstream_error")
-
-
-def error_text(body: bytes) -> str:
-    """The message of an upstream's error body (OpenAI's, Ollama's or Anthropic's shape), else its first line."""
-    try:
-        error = json.loads(body).get("error")
-    except (ValueError, AttributeError):
-        error = None
-    text = error.get("message") if isinstance(error, dict) else error
-    if not isinstance(text, str):
-        text = body.decode("utf-8", "replace").strip().splitlines()[0] if body.strip() else "no message"
-    return text[:300]
-
-
 def json_object(data: bytes, what: str) -> dict[str, Any]:
     """The upstream's answer as a JSON object; a 502 naming ``what`` was expected when it is not one."""
     try:
@@ -317,30 +277,6 @@ async def _race(awaitable: Awaitable[T], closing: asyncio.Event, gone: Awaitable
     if closing.is_set():
         raise ServerClosing("the server is shutting down")
     raise ClientGone()
-
-
-async def until_closing(chunks: AsyncIterator[bytes], closing: asyncio.Event) -> AsyncIterator[bytes]:
-    """An upstream's stream, ended early (the upstream's connection closed) when the server's grace ends."""
-    ended = asyncio.ensure_future(closing.wait())
-    following: asyncio.Future[bytes] | None = None
-    try:
-        while True:
-            following = asyncio.ensure_future(anext(chunks))
-            await asyncio.wait({following, ended}, return_when=asyncio.FIRST_COMPLETED)
-            if not following.done():
-                return
-            try:
-                chunk = following.result()
-            except StopAsyncIteration:
-                return
-            yield chunk
-    finally:
-        ended.cancel()
-        if following is not None and not following.done():
-            following.cancel()
-            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-                await following
-        await chunks.aclose()  # type: ignore[attr-defined]
 
 
 async def _disconnected(request: Request) -> None:

@@ -6,6 +6,7 @@ client can act on. Each dialect renders an ``ApiError`` in its own shape (``hand
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +17,7 @@ from ..errors import (
     PromptTooLong,
     QueueFull,
     ServerClosing,
+    UpstreamError,
     UpstreamTimeout,
     UpstreamUnreachable,
     UsageError,
@@ -64,3 +66,45 @@ def from_library(err: BpoLocalError) -> ApiError:
             headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if status == 429 else None
             return ApiError(status, message, kind, code, headers)
     return ApiError(500, str(err), "server_error")
+
+
+def as_api_error(err: ApiError | BpoLocalError | UpstreamError) -> ApiError:
+    """Any failure to answer as an ``ApiError``."""
+    if isinstance(err, ApiError):
+        return err
+    if isinstance(err, UpstreamError):
+        return upstream_api_error(err)
+    return from_library(err)
+
+
+def upstream_api_error(err: UpstreamError) -> ApiError:
+    """An upstream's error in the client's API's shape (its status kept), where the client speaks another API."""
+    return ApiError(err.status, f"upstream answered HTTP {err.status}: {error_text(err.body)}", "upstream_error",
+                    "upstream_error")
+
+
+def failed_midway(error: Any) -> ApiError:
+    """An upstream's own error event in the middle of its stream (OpenAI's, Anthropic's or the Responses API's
+    error object) as the error that ends the client's stream."""
+    message = _message(error) or "no message"
+    code = error.get("code") if isinstance(error, dict) else None
+    return ApiError(502, f"upstream failed midway: {message}", "upstream_error",
+                    code if isinstance(code, str) and code else "upstream_error")
+
+
+def error_text(body: bytes) -> str:
+    """The message of an upstream's error body (OpenAI's, Ollama's or Anthropic's shape), else its first line."""
+    try:
+        error = json.loads(body).get("error")
+    except (ValueError, AttributeError):
+        error = None
+    text = _message(error)
+    if text is None:
+        text = body.decode("utf-8", "replace").strip().splitlines()[0] if body.strip() else "no message"
+    return text[:300]
+
+
+def _message(error: Any) -> str | None:
+    """The message of an error object (or an error that is only a string, as Ollama's)."""
+    text = error.get("message") if isinstance(error, dict) else error
+    return text if isinstance(text, str) else None

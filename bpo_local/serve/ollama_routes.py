@@ -18,7 +18,7 @@ from . import chat, parse
 from .dialects import OLLAMA_GENERATE
 from .dialects.ollama import show as show_body
 from .dialects.ollama import tags as tags_body
-from .errors import ApiError
+from .errors import ApiError, upstream_api_error
 from .state import State, state_of
 
 
@@ -92,7 +92,7 @@ async def _from_ollama(request: Request, state: State, method: str, path: str,
     except UpstreamError as err:
         if err.status in (404, 405):
             return None
-        raise chat.upstream_api_error(err) from None
+        raise upstream_api_error(err) from None
     try:
         return chat.json_object(await reply.body(), "answer")
     except ApiError:

@@ -45,20 +45,27 @@ class UpstreamReply:
     response: httpx.Response
 
     async def body(self) -> bytes:
+        """The whole body; UpstreamUnreachable or UpstreamTimeout where the upstream fails before its end."""
         try:
             return await self.response.aread()
+        except httpx.TransportError as exc:
+            raise self._broken(exc) from None
         finally:
             await self.response.aclose()
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        """The body chunk by chunk as the upstream sends it (an upstream that dies mid-stream ends it)."""
+        """The body chunk by chunk as the upstream sends it; UpstreamUnreachable or UpstreamTimeout where the
+        upstream dies or stalls mid-stream (never a quiet end that would pass for a whole answer)."""
         try:
             async for chunk in self.response.aiter_raw():
                 yield chunk
-        except httpx.TransportError:
-            return
+        except httpx.TransportError as exc:
+            raise self._broken(exc) from None
         finally:
             await self.response.aclose()
+
+    def _broken(self, exc: httpx.TransportError) -> UpstreamUnreachable | UpstreamTimeout:
+        return transport_error(exc, f"upstream {self.response.request.url}", UpstreamUnreachable, UpstreamTimeout)
 
 
 class Upstream:

@@ -10,8 +10,9 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from ..errors import BpoLocalError, QueueFull, ServerClosing
 from ..optimizer import OptimizeResult
-from . import chat, parse
-from .dialects import OPENAI_CHAT, OPENAI_TEXT, for_path
+from .. import sse
+from . import chat, parse, streams
+from .dialects import OPENAI_CHAT, OPENAI_TEXT, Rendering, for_path
 from .errors import from_library
 from .owner import EngineOwner, Ticket
 from .state import state_of
@@ -99,7 +100,11 @@ async def passthrough(request: Request) -> Response:
     if request.url.query:
         path += "?" + request.url.query
     body = await parse.raw_body(request, state.settings.max_body_bytes)
-    key_header = for_path(request.url.path).key_header  # /v1/messages/count_tokens: Anthropic's x-api-key
+    dialect = for_path(request.url.path)
     reply = await chat.until_disconnect(request, state.upstream.send(request.method, path, request.headers,
-                                                                     content=body or None, key_header=key_header))
-    return StreamingResponse(reply.chunks(), status_code=reply.status, headers=reply.headers)
+                                                                     content=body or None,
+                                                                     key_header=dialect.key_header))
+    events = reply.headers.get("content-type", "").startswith(sse.MEDIA_TYPE)  # a stream fails in its API's words
+    chunks = streams.whole_events(reply.chunks(), sse.EVENT_END if events else None,
+                                  (lambda err: dialect.failed_event(err, Rendering(""))) if events else None)
+    return StreamingResponse(chunks, status_code=reply.status, headers=reply.headers)

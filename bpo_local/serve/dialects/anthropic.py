@@ -14,7 +14,7 @@ from typing import Any
 
 from ... import sse
 from ..answer import Answer, End, Failed, Finish, Piece, TextPiece, ToolCallPiece, Usage
-from ..errors import ApiError
+from ..errors import ApiError, failed_midway
 from ..turns import Turn
 from .base import Conversation, Dialect, Rendering, content_text, edit_texts, object_list, wants_stream, with_text
 
@@ -128,13 +128,16 @@ class Anthropic(Dialect):
                 yield _event("message_delta", delta={"stop_reason": _STOP_REASONS[piece.finish], "stop_sequence": None},
                              usage={"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens})
                 yield _event("message_stop", **piece.extra)
-            elif isinstance(piece, Failed):  # Anthropic's mid-stream error event
-                yield sse.encode(self.error_body(piece.error), "error")
+            elif isinstance(piece, Failed):
+                yield self.failed_event(piece.error, rendering)
                 return
 
     def error_body(self, err: ApiError) -> dict[str, Any]:
         kind = _ERROR_TYPES.get(err.status, "api_error" if err.status >= 500 else "invalid_request_error")
         return {"type": "error", "error": {"type": kind, "message": err.message}}
+
+    def failed_event(self, err: ApiError, rendering: Rendering) -> bytes:
+        return sse.encode(self.error_body(err), "error")  # Anthropic's mid-stream error event
 
     async def read_stream(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[Piece]:
         finish: Finish = "stop"
@@ -144,6 +147,8 @@ class Anthropic(Dialect):
             kind = data.get("type")
             block = data.get("content_block") or {}
             delta = data.get("delta") or {}
+            if kind == "error":
+                raise failed_midway(data.get("error"))
             if kind == "message_start":
                 counted = (data.get("message") or {}).get("usage") or {}
                 usage = Usage(counted.get("input_tokens") or 0, counted.get("output_tokens") or 0)

@@ -82,8 +82,13 @@ class Dialect:
     def error_body(self, err: ApiError) -> dict[str, Any]:
         raise NotImplementedError
 
+    def failed_event(self, err: ApiError, rendering: Rendering) -> bytes:
+        """The API's own event that ends a stream already answering as failed (an SDK raises it)."""
+        raise NotImplementedError
+
     def read_stream(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[Piece]:
-        """An upstream's stream in this API, as pieces ending in one End."""
+        """An upstream's stream in this API, as pieces ending in one End; an error event of its own raises
+        (``errors.failed_midway``)."""
         raise NotImplementedError
 
     def with_prefix(self, whole: dict[str, Any], text: str) -> dict[str, Any]:

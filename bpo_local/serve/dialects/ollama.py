@@ -91,12 +91,15 @@ class Ollama(Dialect):
             elif isinstance(piece, End):
                 done = tuple(ToolCall("", *calls[i]) for i in sorted(calls))
                 yield _ndjson(self._final(rendering, "", piece.finish, piece.usage, done, {**extra, **piece.extra}))
-            elif isinstance(piece, Failed):  # Ollama's mid-stream error: a line holding "error"
-                yield _ndjson(self.error_body(piece.error))
+            elif isinstance(piece, Failed):
+                yield self.failed_event(piece.error, rendering)
                 return
 
     def error_body(self, err: ApiError) -> dict[str, Any]:
         return {"error": err.message}
+
+    def failed_event(self, err: ApiError, rendering: Rendering) -> bytes:
+        return _ndjson(self.error_body(err))  # Ollama's mid-stream error: a line holding "error"
 
     def edit_assistant_texts(self, body: dict[str, Any], edit: Callable[[str], str]) -> dict[str, Any]:
         if self.kind == "generate":

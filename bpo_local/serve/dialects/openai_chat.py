@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 from ... import sse
 from ..answer import Answer, End, Failed, Piece, TextPiece, ToolCall, ToolCallPiece, Usage, finish_of
-from ..errors import ApiError
+from ..errors import ApiError, failed_midway
 from ..turns import Turn
 from .base import Conversation, Dialect, Rendering, content_text, edit_texts, wants_stream, with_text
 
@@ -93,8 +93,8 @@ class OpenAIChat(Dialect):
                     call.update(id=piece.id, type="function")
                     call["function"]["name"] = piece.name or ""
                 yield _chunk(head, {"tool_calls": [call]}, None)
-            elif isinstance(piece, Failed):  # OpenAI's mid-stream error: an event holding "error", no [DONE]
-                yield sse.encode(self.error_body(piece.error))
+            elif isinstance(piece, Failed):
+                yield self.failed_event(piece.error, rendering)
                 return
             else:
                 usage = _usage_body(piece.usage)
@@ -103,6 +103,9 @@ class OpenAIChat(Dialect):
 
     def error_body(self, err: ApiError) -> dict[str, Any]:
         return {"error": {"message": err.message, "type": err.type, "code": err.code}}
+
+    def failed_event(self, err: ApiError, rendering: Rendering) -> bytes:
+        return sse.encode(self.error_body(err))  # OpenAI's: an event holding "error", and no [DONE] after it
 
     def read_stream(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[Piece]:
         return read_stream(chunks)
@@ -153,7 +156,7 @@ class OpenAIText(OpenAIChat):
                 yield _text_chunk(head, "", piece.finish, **extra, **({"usage": usage} if usage else {}),
                                   **piece.extra)
             elif isinstance(piece, Failed):
-                yield sse.encode(self.error_body(piece.error))
+                yield self.failed_event(piece.error, rendering)
                 return
         yield sse.encode(sse.DONE)
 
@@ -171,13 +174,15 @@ def read_answer(obj: dict[str, Any], extra: Mapping[str, Any]) -> Answer:
 
 
 async def read_stream(chunks: AsyncIterator[bytes]) -> AsyncIterator[Piece]:
-    """An upstream's streamed chat completion as pieces, ending in one End."""
+    """An upstream's streamed chat completion as pieces, ending in one End (its error event raises)."""
     finish: Any = None
     usage: Usage | None = None
     async for event in sse.aevents(chunks):
         chunk = event.json_object()
         if chunk is None:
             continue
+        if chunk.get("error"):
+            raise failed_midway(chunk["error"])
         usage = usage_of(chunk.get("usage")) or usage
         for choice in chunk.get("choices") or []:
             delta = choice.get("delta") or {}

@@ -16,7 +16,7 @@ from typing import Any
 
 from ... import sse
 from ..answer import Answer, End, Failed, Finish, Piece, TextPiece, ToolCall, ToolCallPiece, Usage
-from ..errors import ApiError
+from ..errors import ApiError, failed_midway
 from ..turns import Turn
 from .base import Conversation, Dialect, Rendering, content_text, edit_texts, wants_stream, with_text
 
@@ -157,17 +157,19 @@ class Responses(Dialect):
                 done = _response(rendering, piece.finish, items, piece.usage)
                 kind = "response.completed" if done["status"] == "completed" else "response.incomplete"
                 yield events.send(kind, response=done, **piece.extra)
-            elif isinstance(piece, Failed):  # the Responses API's end of a response that failed midway
+            elif isinstance(piece, Failed):
                 for item in items:
                     if item["type"] == "message":
                         item["content"] = [_text_part(text)]  # what was streamed stays in the failed response
-                failed = {**_response(rendering, None, items, None), "status": "failed",
-                          "error": {"code": piece.error.code or piece.error.type, "message": piece.error.message}}
-                yield events.send("response.failed", response=failed)
+                yield events.send("response.failed", response=_failed(rendering, items, piece.error))
                 return
 
     def error_body(self, err: ApiError) -> dict[str, Any]:
         return {"error": {"message": err.message, "type": err.type, "code": err.code, "param": None}}
+
+    def failed_event(self, err: ApiError, rendering: Rendering) -> bytes:
+        """``response.failed`` with no output: a passed-on stream's own items are its upstream's, unknown here."""
+        return sse.encode({"type": "response.failed", "response": _failed(rendering, [], err)}, "response.failed")
 
     async def read_stream(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[Piece]:
         finish: Finish = "stop"
@@ -188,6 +190,10 @@ class Responses(Dialect):
                 yield ToolCallPiece(at, arguments=data.get("delta") or "")
             elif kind == "response.function_call_arguments.done" and at not in streamed:
                 yield ToolCallPiece(at, arguments=data.get("arguments") or "")
+            elif kind == "response.failed":
+                raise failed_midway((data.get("response") or {}).get("error"))
+            elif kind == "error":
+                raise failed_midway(data)
             elif kind in ("response.completed", "response.incomplete"):
                 response = data.get("response") or {}
                 calls = any(item.get("type") == "function_call" for item in response.get("output") or [])
@@ -211,6 +217,12 @@ class Responses(Dialect):
         items = edit_texts(body["input"], edit, _is_text,
                            lambda item: item.get("type", "message") == "message" and item.get("role") == "assistant")
         return body if items is None else {**body, "input": items}
+
+
+def _failed(rendering: Rendering, items: list[dict[str, Any]], err: ApiError) -> dict[str, Any]:
+    """The response that failed midway, holding ``items`` (what was streamed of it)."""
+    return {**_response(rendering, None, items, None), "status": "failed",
+            "error": {"code": err.code or err.type, "message": err.message}}
 
 
 class _EventWriter:
