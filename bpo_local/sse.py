@@ -82,13 +82,19 @@ def events(chunks: Iterable[bytes]) -> Iterator[Event]:
 
 
 async def aevents(chunks: AsyncIterable[bytes]) -> AsyncIterator[Event]:
-    """The events of a stream read in chunks, as they complete."""
+    """The events of a stream read in chunks, as they complete; closing it (``contextlib.aclosing``) early closes
+    the stream too."""
     decoder = Decoder()
-    async for chunk in chunks:
-        for event in decoder.feed(chunk):
+    try:
+        async for chunk in chunks:
+            for event in decoder.feed(chunk):
+                yield event
+        for event in decoder.end():
             yield event
-    for event in decoder.end():
-        yield event
+    finally:
+        close = getattr(chunks, "aclose", None)
+        if close is not None:
+            await close()
 
 
 def encode(data: Any, name: str | None = None) -> bytes:

@@ -13,6 +13,7 @@ import signal
 import threading
 import time
 from pathlib import Path
+from urllib.parse import unquote
 
 import anthropic
 import httpx
@@ -24,8 +25,10 @@ from _app_requests import (
     OPEN_WEBUI_TAGS,
     OPEN_WEBUI_TITLE,
     librechat_title,
+    open_webui_rag,
     open_webui_task,
     open_webui_turn,
+    with_code_interpreter,
 )
 from _llama_server import free_port
 from _recording_upstream import RecordingUpstream
@@ -79,6 +82,32 @@ def test_open_webui_chat_rewrites_the_person_and_passes_its_tasks(proxy: BpoServ
     reply = httpx.post(f"{proxy.base_url}/chat/completions", content=title, headers=JSON, timeout=120).json()
     assert reply["bpo"]["turn"] == "app task" and relay.last("/v1/chat/completions").body == title
     assert generations(proxy, question) == 1 and len(proxy.logged(timeout=2)) == 1  # the person's turn alone
+
+
+def test_open_webui_rag_and_code_interpreter_leave_the_apps_text_around_the_rewrite(proxy: BpoServer,
+                                                                                   relay: RecordingUpstream) -> None:
+    """Open WebUI puts its RAG template and sources before the person's message and its code interpreter's prompt
+    after it, in the same message: BPO rewrites the message alone, the app's text goes as it came around the
+    rewrite, in a message of text parts and an image too, and the skip prefix works inside it."""
+    question = "what does the report say about rainfall in the north"
+    documents = {"report.txt": "Rainfall in the north rose 20% in 2024, while the south stayed dry."}
+    before, after = open_webui_rag("", documents), with_code_interpreter("")
+    turn = httpx.post(f"{proxy.base_url}/chat/completions", headers=JSON, timeout=120, content=open_webui_turn(
+        [{"role": "user", "content": open_webui_rag(with_code_interpreter(question), documents)}]))
+    assert turn.status_code == 200 and turn.headers["x-bpo-turn"] == "rewritten", turn.headers
+    rewrite = unquote(turn.headers["x-bpo-optimized-prompt"])
+    assert relay.last("/v1/chat/completions").request["messages"][0]["content"] == before + rewrite + after
+    assert [entry["prompt"] for entry in proxy.logged(question, timeout=5)] == [question]  # the message alone
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
+    with_image = [{"type": "text", "text": open_webui_rag(question, documents)}, image]
+    httpx.post(f"{proxy.base_url}/chat/completions", timeout=120,
+               json={"model": "target", "max_tokens": 4, "messages": [{"role": "user", "content": with_image}]})
+    parts = relay.last("/v1/chat/completions").request["messages"][0]["content"]  # the upstream may refuse the image
+    assert parts == [{"type": "text", "text": before + rewrite}, image]  # the same message: its rewrite remembered
+    skip = httpx.post(f"{proxy.base_url}/chat/completions", headers=JSON, timeout=120, content=open_webui_turn(
+        [{"role": "user", "content": open_webui_rag("!raw " + question + " today", documents)}]))
+    assert skip.status_code == 200 and skip.headers["x-bpo-turn"] == "skipped"
+    assert relay.last("/v1/chat/completions").request["messages"][0]["content"] == before + question + " today"
 
 
 def test_tasks_rewrite_restores_the_old_behaviour(smollm2_gguf: Path, relay: RecordingUpstream, tmp_path: Path) -> None:

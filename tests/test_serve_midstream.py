@@ -150,21 +150,22 @@ def test_an_upstream_dying_mid_answer_ends_every_stream_in_its_apis_error_event(
     assert "Traceback" not in logs["A"] + logs["B"]
 
 
-
 def test_a_stream_still_answering_when_the_grace_ends_ends_in_shutting_down(smollm2_gguf: Path, llama_server,
                                                                             tmp_path: Path) -> None:
-    """SIGTERM while the upstream's answers stream (one passed on as it comes, one rendered anew under BPO's
-    block): past the grace each ends in its API's error event saying the server is shutting down; exit 0."""
+    """SIGTERM while the upstream's answers stream (a completion passed on as it comes, a response rendered anew
+    under BPO's block): past the grace each ends in its API's error event saying the server is shutting down; exit 0."""
     with BpoServer.start(smollm2_gguf, *BPO, "--grace", "1", "--upstream", f"{llama_server.url}/v1",
                          home=tmp_path) as proxy:
-        streams = {"chat": Watched(lambda: chat(proxy, OFF), chat_text),
+        text = openai_client(proxy).completions  # passed on by the proxy's catch-all route
+        streams = {"text": Watched(lambda: text.create(model="t", prompt=STORY, stream=True, max_tokens=LONG,
+                                                       extra_body=ENDLESS), lambda chunk: chunk.choices[0].text),
                    "responses": Watched(lambda: responses(proxy, SHOW), event_text, "</details>")}
         started(streams.values())
         proxy.process.send_signal(signal.SIGTERM)
         for stream in streams.values():
             stream.join(30)
         assert proxy.process.wait(30) == 0
-    error = streams["chat"].error
+    error = streams["text"].error
     assert isinstance(error, openai.APIError) and "shutting down" in str(error), error
     failed = streams["responses"].last
     assert failed.type == "response.failed" and "shutting down" in failed.response.error.message, failed

@@ -6,12 +6,16 @@ a header an entry names is present and not empty, or when the text of its system
 message begins with an entry's opening (and, where the opening is shared with a person's turn, holds one
 of its cues too). Content matching is best effort: an admin may change an app's templates; the headers
 (Open WebUI's ``X-OpenWebUI-Task`` mapping, and our own ``X-BPO-Task``) are what to rely on.
+
+Some apps also put text of their own around a person's message, in the same message: Open WebUI's RAG template
+with the retrieved files or web pages before it, its code interpreter's prompt after it. BPO rewrites the person's
+part alone and the app's text goes as it came.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .turns import Turn
 
@@ -118,3 +122,54 @@ def recognise(headers: Mapping[str, str], turns: Sequence[Turn]) -> str | None:
         texts["user"] = users[-1]
     found = next((entry for entry in APP_TASKS if entry.matches(headers, texts)), None)
     return found.describe(headers) if found else None
+
+
+@dataclass(frozen=True)
+class AppText:
+    """An app's own text in the same user message as a person's: before it (from the start, opening with
+    ``opening``, to the last ``closing``), or, without a ``closing``, after it (from the last ``opening`` on)."""
+
+    app: str
+    what: str
+    source: str
+    opening: str
+    closing: str | None = None
+
+    def split(self, text: str) -> tuple[str, str, str] | None:
+        """``(the app's text before, the person's, the app's text after)``, or None where ``text`` has none of it."""
+        if self.closing is None:
+            person, opening, app = text.rpartition(self.opening)
+            return ("", person, opening + app) if opening else None
+        if not text.startswith(self.opening):
+            return None
+        app, closing, person = text.rpartition(self.closing)
+        return (app + closing, person, "") if closing else None
+
+
+APP_TEXTS: tuple[AppText, ...] = (
+    AppText("Open WebUI", "RAG template with the retrieved sources",
+            _OWUI + " DEFAULT_RAG_TEMPLATE; utils/middleware.py apply_source_context_to_messages, "
+            "utils/misc.py update_message_content (template, newline, message)",
+            opening="### Task:\nRespond to the user query using the provided context", closing="\n</context>\n\n"),
+    AppText("Open WebUI", "code interpreter prompt (legacy function calling)",
+            _OWUI + " DEFAULT_CODE_INTERPRETER_PROMPT; utils/middleware.py process_chat_payload (message, newline, "
+            "prompt)", opening="\n\n#### Code Interpreter\n\nYou have access to a Python code interpreter"),
+)
+
+
+def persons_turns(turns: Sequence[Turn]) -> tuple[tuple[Turn, ...], dict[int, tuple[str, str]]]:
+    """``turns`` with each user turn holding the person's message alone (no text where an app's is all there is),
+    and the apps' texts before and after it by the turn's index, to put around whatever goes upstream in its place."""
+    around: dict[int, tuple[str, str]] = {}
+    persons = list(turns)
+    for index, turn in enumerate(turns):
+        if turn.role != "user" or turn.text is None:
+            continue
+        before, person, after = "", turn.text, ""
+        for app_text in APP_TEXTS:
+            if (split := app_text.split(person)) is not None:
+                before, person, after = before + split[0], split[1], split[2] + after
+        if before or after:
+            around[index] = (before, after)
+            persons[index] = replace(turn, text=person if person.strip() else None)
+    return tuple(persons), around

@@ -39,13 +39,15 @@ CHAT_PATH = "/chat/completions"
 @dataclass(frozen=True)
 class ChatCall:
     """One chat request, parsed once: its dialect, its body as sent (and its bytes, forwarded as they are where
-    nothing changed), the conversation as BPO sees it, the preset (``mode``) and turn rule the proxy applies,
-    and whether the answer shows the rewrite."""
+    nothing changed), the conversation as BPO sees it (each person's message without the texts an app put around
+    it, kept in ``app_texts`` by turn index), the preset (``mode``) and turn rule the proxy applies, and whether
+    the answer shows the rewrite."""
 
     dialect: Dialect
     body: dict[str, Any]
     raw: bytes
     conversation: Conversation
+    app_texts: Mapping[int, tuple[str, str]]
     mode: str
     rule: str
     show: bool
@@ -67,11 +69,13 @@ def parsed(request: Request, state: State, dialect: Dialect, raw: bytes,
            body: dict[str, Any] | None = None) -> ChatCall:
     body = parse.json_object(raw) if body is None else body
     conversation = dialect.conversation(body)
+    turns, app_texts = apps.persons_turns(conversation.turns)
+    conversation = replace(conversation, turns=turns)
     mode = parse.header_mode(request, state.settings.mode or "", state.owner.optimizer.preset_names())
     rule = parse.header_turns(request, state.settings.turns)
     shown = parse.header_show(request, state.settings.show_rewrite)
     model = state.owner.optimizer.info.name if state.upstream is None else str(conversation.model or "")
-    return ChatCall(dialect, body, raw, conversation, mode, rule, shown, Rendering(model))
+    return ChatCall(dialect, body, raw, conversation, app_texts, mode, rule, shown, Rendering(model))
 
 
 async def answer(request: Request, state: State, call: ChatCall) -> Response:
@@ -97,8 +101,15 @@ async def rewritten(state: State, call: ChatCall, watch: asyncio.Queue[str] | No
     conversation = call.conversation
     texts, done = await state.rewriter.conversation(conversation.turns, call.mode, call.rule, conversation.model,
                                                     conversation.continues, watch, priority)
+    texts = {i: _around(call, i, text) for i, text in texts.items()}
     body = call.dialect.edit_assistant_texts(call.dialect.with_texts(call.body, texts), show.strip)
     return body, done
+
+
+def _around(call: ChatCall, index: int, text: str) -> str:
+    """``text`` with the apps' own texts that stood around the person's message at ``index`` back in place."""
+    before, after = call.app_texts.get(index, ("", ""))
+    return before + text + after
 
 
 async def bpo_answers(request: Request, state: State, call: ChatCall) -> Response:
@@ -134,11 +145,11 @@ async def _forward(request: Request, state: State, call: ChatCall, forwarded: di
     record = done.record(*_route(call.dialect, native))
     headers = {**(reply.headers if native else {}), **done.headers()}
     if call.conversation.stream:
-        chunks = streams.until_closing(reply.chunks(), state.closing)
+        chunks = streams.until_closing(reply, state.closing)
         if native:
-            events = streams.whole_events(chunks, sse.EVENT_END,
-                                          lambda failed: call.dialect.failed_event(failed, call.rendering))
-            return StreamingResponse(sse.with_first_json(events, lambda first: first.update(bpo=record)),
+            body = streams.passed_on(chunks, reply.headers.get("content-type", ""),
+                                     lambda failed: call.dialect.failed_event(failed, call.rendering))
+            return StreamingResponse(sse.with_first_json(body, lambda first: first.update(bpo=record)),
                                      status_code=reply.status, headers=headers)
         pieces = streams.ending_in_errors(read_stream(chunks))
         return StreamingResponse(call.dialect.stream(pieces, call.rendering, {"bpo": record}),
@@ -194,7 +205,7 @@ async def _upstream_pieces(state: State, call: ChatCall, forwarded: dict[str, An
     native = await _until_closed(state, _speaks(state, call.dialect, headers))
     reply = await _until_closed(state, _send(state, call, forwarded, native, headers))
     read = call.dialect.read_stream if native else read_stream
-    async for piece in read(streams.until_closing(reply.chunks(), state.closing)):
+    async for piece in read(streams.until_closing(reply, state.closing)):
         yield replace(piece, extra={"bpo": done.record(*_route(call.dialect, native))}) \
             if isinstance(piece, End) else piece
 

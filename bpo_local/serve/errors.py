@@ -92,6 +92,11 @@ def failed_midway(error: Any) -> ApiError:
                     code if isinstance(code, str) and code else "upstream_error")
 
 
+def ended_early() -> ApiError:
+    """An upstream's stream that ended (its connection closed in good order) before its API's last event."""
+    return ApiError(502, "upstream's stream ended before its answer did", "upstream_error", "upstream_cut")
+
+
 def error_text(body: bytes) -> str:
     """The message of an upstream's error body (OpenAI's, Ollama's or Anthropic's shape), else its first line."""
     try:

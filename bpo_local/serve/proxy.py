@@ -64,6 +64,10 @@ class UpstreamReply:
         finally:
             await self.response.aclose()
 
+    async def aclose(self) -> None:
+        """Close the connection (again, harmlessly, where reading the body already did)."""
+        await self.response.aclose()
+
     def _broken(self, exc: httpx.TransportError) -> UpstreamUnreachable | UpstreamTimeout:
         return transport_error(exc, f"upstream {self.response.request.url}", UpstreamUnreachable, UpstreamTimeout)
 

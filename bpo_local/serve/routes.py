@@ -10,7 +10,6 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from ..errors import BpoLocalError, QueueFull, ServerClosing
 from ..optimizer import OptimizeResult
-from .. import sse
 from . import chat, parse, streams
 from .dialects import OPENAI_CHAT, OPENAI_TEXT, Rendering, for_path
 from .errors import from_library
@@ -104,7 +103,6 @@ async def passthrough(request: Request) -> Response:
     reply = await chat.until_disconnect(request, state.upstream.send(request.method, path, request.headers,
                                                                      content=body or None,
                                                                      key_header=dialect.key_header))
-    events = reply.headers.get("content-type", "").startswith(sse.MEDIA_TYPE)  # a stream fails in its API's words
-    chunks = streams.whole_events(reply.chunks(), sse.EVENT_END if events else None,
-                                  (lambda err: dialect.failed_event(err, Rendering(""))) if events else None)
+    chunks = streams.passed_on(streams.until_closing(reply, state.closing), reply.headers.get("content-type", ""),
+                               lambda err: dialect.failed_event(err, Rendering("")))
     return StreamingResponse(chunks, status_code=reply.status, headers=reply.headers)

@@ -8,19 +8,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 from collections.abc import AsyncIterator, Callable
 
+from .. import sse
 from ..errors import BpoLocalError, ServerClosing, UpstreamError
 from .answer import Failed, Piece
 from .errors import ApiError, as_api_error
+from .proxy import UpstreamReply
 
 _logger = logging.getLogger(__name__)
 
 
-async def until_closing(chunks: AsyncIterator[bytes], closing: asyncio.Event) -> AsyncIterator[bytes]:
-    """An upstream's stream, cut (the upstream's connection closed, ServerClosing raised) when the server's
-    grace ends."""
+async def until_closing(reply: UpstreamReply, closing: asyncio.Event) -> AsyncIterator[bytes]:
+    """An upstream's stream, cut (ServerClosing raised) when the server's grace ends; the upstream's connection is
+    closed however it ends, even before a first read."""
+    chunks = reply.chunks()
     ended = asyncio.ensure_future(closing.wait())
     following: asyncio.Future[bytes] | None = None
     try:
@@ -40,7 +42,8 @@ async def until_closing(chunks: AsyncIterator[bytes], closing: asyncio.Event) ->
             following.cancel()
             with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
                 await following
-        await chunks.aclose()  # type: ignore[attr-defined]
+        await chunks.aclose()
+        await reply.aclose()  # where the read never began, ``chunks`` had nothing to close
 
 
 async def ending_in_errors(pieces: AsyncIterator[Piece]) -> AsyncIterator[Piece]:
@@ -53,27 +56,39 @@ async def ending_in_errors(pieces: AsyncIterator[Piece]) -> AsyncIterator[Piece]
         yield Failed(_failed(err))
 
 
-async def whole_events(chunks: AsyncIterator[bytes], boundary: re.Pattern[bytes] | None,
-                       failed_event: Callable[[ApiError], bytes] | None) -> AsyncIterator[bytes]:
-    """An upstream's stream passed on as it came, each chunk up to its last event ``boundary`` (the rest
-    with the next): where the upstream fails midway, the bytes of its unfinished event are dropped and
-    ``failed_event`` ends the stream in its API's words. Without a ``boundary`` (a body that is no stream of
-    events) chunks go as they come and a failure just ends it."""
+def passed_on(chunks: AsyncIterator[bytes], content_type: str,
+              failed_event: Callable[[ApiError], bytes]) -> AsyncIterator[bytes]:
+    """An upstream's body passed on as it came. An event stream goes a whole event at a time, so that where the
+    upstream fails midway its unfinished event is dropped and ``failed_event`` ends the stream in its API's words;
+    any other body goes chunk by chunk, and a failure leaves it unfinished (JSON its reader cannot parse)."""
+    if content_type.startswith(sse.MEDIA_TYPE):
+        return _whole_events(chunks, failed_event)
+    return _as_it_comes(chunks)
+
+
+async def _whole_events(chunks: AsyncIterator[bytes],
+                        failed_event: Callable[[ApiError], bytes]) -> AsyncIterator[bytes]:
     held = b""
     try:
         async for chunk in chunks:
             held += chunk
-            cut = len(held) if boundary is None else max((m.end() for m in boundary.finditer(held)), default=0)
+            cut = max((m.end() for m in sse.EVENT_END.finditer(held)), default=0)
             if cut:
                 yield held[:cut]
                 held = held[cut:]
     except BpoLocalError as err:  # the upstream died or stalled, or the server's grace ended
-        failed = _failed(err)
-        if failed_event is not None:
-            yield failed_event(failed)
+        yield failed_event(_failed(err))
         return
     if held:
         yield held
+
+
+async def _as_it_comes(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in chunks:
+            yield chunk
+    except BpoLocalError as err:
+        _failed(err)  # said in the log; the body stays unfinished
 
 
 def _failed(err: ApiError | BpoLocalError | UpstreamError) -> ApiError:

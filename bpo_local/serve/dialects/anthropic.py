@@ -8,13 +8,14 @@ upstream without the API the request is translated to chat completions.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from ... import sse
 from ..answer import Answer, End, Failed, Finish, Piece, TextPiece, ToolCallPiece, Usage
-from ..errors import ApiError, failed_midway
+from ..errors import ApiError, ended_early, failed_midway
 from ..turns import Turn
 from .base import Conversation, Dialect, Rendering, content_text, edit_texts, object_list, wants_stream, with_text
 
@@ -142,25 +143,30 @@ class Anthropic(Dialect):
     async def read_stream(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[Piece]:
         finish: Finish = "stop"
         usage = Usage()
-        async for event in sse.aevents(chunks):
-            data = event.json_object() or {}
-            kind = data.get("type")
-            block = data.get("content_block") or {}
-            delta = data.get("delta") or {}
-            if kind == "error":
-                raise failed_midway(data.get("error"))
-            if kind == "message_start":
-                counted = (data.get("message") or {}).get("usage") or {}
-                usage = Usage(counted.get("input_tokens") or 0, counted.get("output_tokens") or 0)
-            elif kind == "content_block_start" and block.get("type") == "tool_use":
-                yield ToolCallPiece(data.get("index", 0), block.get("id"), block.get("name"))
-            elif kind == "content_block_delta" and delta.get("type") == "text_delta":
-                yield TextPiece(delta.get("text") or "")
-            elif kind == "content_block_delta" and delta.get("type") == "input_json_delta":
-                yield ToolCallPiece(data.get("index", 0), arguments=delta.get("partial_json") or "")
-            elif kind == "message_delta":
-                finish = _FINISHES.get(delta.get("stop_reason"), "stop")
-                usage = Usage(usage.input_tokens, (data.get("usage") or {}).get("output_tokens") or 0)
+        async with contextlib.aclosing(sse.aevents(chunks)) as events:  # a break closes the upstream
+            async for event in events:
+                data = event.json_object() or {}
+                kind = data.get("type")
+                block = data.get("content_block") or {}
+                delta = data.get("delta") or {}
+                if kind == "error":
+                    raise failed_midway(data.get("error"))
+                if kind == "message_start":
+                    counted = (data.get("message") or {}).get("usage") or {}
+                    usage = Usage(counted.get("input_tokens") or 0, counted.get("output_tokens") or 0)
+                elif kind == "content_block_start" and block.get("type") == "tool_use":
+                    yield ToolCallPiece(data.get("index", 0), block.get("id"), block.get("name"))
+                elif kind == "content_block_delta" and delta.get("type") == "text_delta":
+                    yield TextPiece(delta.get("text") or "")
+                elif kind == "content_block_delta" and delta.get("type") == "input_json_delta":
+                    yield ToolCallPiece(data.get("index", 0), arguments=delta.get("partial_json") or "")
+                elif kind == "message_delta":
+                    finish = _FINISHES.get(delta.get("stop_reason"), "stop")
+                    usage = Usage(usage.input_tokens, (data.get("usage") or {}).get("output_tokens") or 0)
+                elif kind == "message_stop":
+                    break
+            else:
+                raise ended_early()
         yield End(finish, usage)
 
     def with_prefix(self, whole: dict[str, Any], text: str) -> dict[str, Any]:

@@ -87,8 +87,9 @@ class Dialect:
         raise NotImplementedError
 
     def read_stream(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[Piece]:
-        """An upstream's stream in this API, as pieces ending in one End; an error event of its own raises
-        (``errors.failed_midway``)."""
+        """An upstream's stream in this API, as pieces ending in one End at its last event (then the upstream is
+        closed); an error event of its own raises (``errors.failed_midway``), and so does an end before the last
+        event (``errors.ended_early``)."""
         raise NotImplementedError
 
     def with_prefix(self, whole: dict[str, Any], text: str) -> dict[str, Any]:

@@ -6,6 +6,7 @@ chat completions (Ollama's, and Responses or Messages where the upstream lacks t
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -13,7 +14,7 @@ from typing import Any, ClassVar
 
 from ... import sse
 from ..answer import Answer, End, Failed, Piece, TextPiece, ToolCall, ToolCallPiece, Usage, finish_of
-from ..errors import ApiError, failed_midway
+from ..errors import ApiError, ended_early, failed_midway
 from ..turns import Turn
 from .base import Conversation, Dialect, Rendering, content_text, edit_texts, wants_stream, with_text
 
@@ -174,25 +175,32 @@ def read_answer(obj: dict[str, Any], extra: Mapping[str, Any]) -> Answer:
 
 
 async def read_stream(chunks: AsyncIterator[bytes]) -> AsyncIterator[Piece]:
-    """An upstream's streamed chat completion as pieces, ending in one End (its error event raises)."""
+    """An upstream's streamed chat completion as pieces, ending in one End at its ``[DONE]`` (its error event, or
+    an end with neither ``[DONE]`` nor a finish reason, raises)."""
     finish: Any = None
     usage: Usage | None = None
-    async for event in sse.aevents(chunks):
-        chunk = event.json_object()
-        if chunk is None:
-            continue
-        if chunk.get("error"):
-            raise failed_midway(chunk["error"])
-        usage = usage_of(chunk.get("usage")) or usage
-        for choice in chunk.get("choices") or []:
-            delta = choice.get("delta") or {}
-            if delta.get("content"):
-                yield TextPiece(delta["content"])
-            for call in delta.get("tool_calls") or []:
-                function = call.get("function") or {}
-                yield ToolCallPiece(call.get("index", 0), call.get("id"), function.get("name"),
-                                    function.get("arguments") or "")
-            finish = choice.get("finish_reason") or finish
+    async with contextlib.aclosing(sse.aevents(chunks)) as events:  # a break closes the upstream
+        async for event in events:
+            if event.data == sse.DONE:
+                break
+            chunk = event.json_object()
+            if chunk is None:
+                continue
+            if chunk.get("error"):
+                raise failed_midway(chunk["error"])
+            usage = usage_of(chunk.get("usage")) or usage
+            for choice in chunk.get("choices") or []:
+                delta = choice.get("delta") or {}
+                if delta.get("content"):
+                    yield TextPiece(delta["content"])
+                for call in delta.get("tool_calls") or []:
+                    function = call.get("function") or {}
+                    yield ToolCallPiece(call.get("index", 0), call.get("id"), function.get("name"),
+                                        function.get("arguments") or "")
+                finish = choice.get("finish_reason") or finish
+        else:
+            if finish is None:
+                raise ended_early()
     yield End(finish_of(finish), usage)
 
 

@@ -8,6 +8,7 @@ event types; for an upstream without the API the request is translated to chat c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import uuid
@@ -16,7 +17,7 @@ from typing import Any
 
 from ... import sse
 from ..answer import Answer, End, Failed, Finish, Piece, TextPiece, ToolCall, ToolCallPiece, Usage
-from ..errors import ApiError, failed_midway
+from ..errors import ApiError, ended_early, failed_midway
 from ..turns import Turn
 from .base import Conversation, Dialect, Rendering, content_text, edit_texts, wants_stream, with_text
 
@@ -176,30 +177,34 @@ class Responses(Dialect):
         usage: Usage | None = None
         streamed: set[int] = set()
         """The function calls whose arguments came in pieces (the others come whole, with their ``.done``)."""
-        async for event in sse.aevents(chunks):
-            data = event.json_object() or {}
-            kind, at = data.get("type"), data.get("output_index", 0)
-            if kind == "response.output_text.delta" and data.get("delta"):
-                yield TextPiece(data["delta"])
-            elif kind == "response.output_item.added" and (data.get("item") or {}).get("type") == "function_call":
-                item = data["item"]
-                yield ToolCallPiece(at, item.get("call_id"), item.get("name"), item.get("arguments") or "")
-                streamed.update([at] if item.get("arguments") else [])
-            elif kind == "response.function_call_arguments.delta":
-                streamed.add(at)
-                yield ToolCallPiece(at, arguments=data.get("delta") or "")
-            elif kind == "response.function_call_arguments.done" and at not in streamed:
-                yield ToolCallPiece(at, arguments=data.get("arguments") or "")
-            elif kind == "response.failed":
-                raise failed_midway((data.get("response") or {}).get("error"))
-            elif kind == "error":
-                raise failed_midway(data)
-            elif kind in ("response.completed", "response.incomplete"):
-                response = data.get("response") or {}
-                calls = any(item.get("type") == "function_call" for item in response.get("output") or [])
-                finish = "length" if kind == "response.incomplete" else "tool_calls" if calls else "stop"
-                counted = response.get("usage") or {}
-                usage = Usage(counted.get("input_tokens") or 0, counted.get("output_tokens") or 0)
+        async with contextlib.aclosing(sse.aevents(chunks)) as events:  # a break closes the upstream
+            async for event in events:
+                data = event.json_object() or {}
+                kind, at = data.get("type"), data.get("output_index", 0)
+                if kind == "response.output_text.delta" and data.get("delta"):
+                    yield TextPiece(data["delta"])
+                elif kind == "response.output_item.added" and (data.get("item") or {}).get("type") == "function_call":
+                    item = data["item"]
+                    yield ToolCallPiece(at, item.get("call_id"), item.get("name"), item.get("arguments") or "")
+                    streamed.update([at] if item.get("arguments") else [])
+                elif kind == "response.function_call_arguments.delta":
+                    streamed.add(at)
+                    yield ToolCallPiece(at, arguments=data.get("delta") or "")
+                elif kind == "response.function_call_arguments.done" and at not in streamed:
+                    yield ToolCallPiece(at, arguments=data.get("arguments") or "")
+                elif kind == "response.failed":
+                    raise failed_midway((data.get("response") or {}).get("error"))
+                elif kind == "error":
+                    raise failed_midway(data)
+                elif kind in ("response.completed", "response.incomplete"):
+                    response = data.get("response") or {}
+                    calls = any(item.get("type") == "function_call" for item in response.get("output") or [])
+                    finish = "length" if kind == "response.incomplete" else "tool_calls" if calls else "stop"
+                    counted = response.get("usage") or {}
+                    usage = Usage(counted.get("input_tokens") or 0, counted.get("output_tokens") or 0)
+                    break
+            else:
+                raise ended_early()
         yield End(finish, usage)
 
     def with_prefix(self, whole: dict[str, Any], text: str) -> dict[str, Any]:
