@@ -21,12 +21,13 @@ LIBRECHAT_TITLE = ("Provide a concise, 5-word-or-less title for the conversation
 _HISTORY = re.compile(r"\{\{MESSAGES:END:\d+\}\}")
 
 
-def open_webui_task(template: str, chat: list[dict], model: str = "target") -> bytes:
-    """An Open WebUI background task's body (title, tags, follow-ups), as bytes on the wire."""
+def open_webui_task(template: str, chat: list[dict], model: str = "target", max_tokens: int = 1000) -> bytes:
+    """An Open WebUI background task's body (title, tags, follow-ups), as bytes on the wire; ``max_tokens`` is the
+    model's Max Tokens setting in Open WebUI (routers/tasks.py takes the task model's params; 1000 without one)."""
     history = "\n".join(f"{m['role'].upper()}: {m['content']}" for m in chat)
     prompt = _HISTORY.sub(lambda _: history, template)
     return json.dumps({"model": model, "messages": [{"role": "user", "content": prompt}], "stream": False,
-                       "max_tokens": 1000}).encode()
+                       "max_tokens": max_tokens}).encode()
 
 
 def open_webui_turn(chat: list[dict], model: str = "target") -> bytes:

@@ -90,11 +90,13 @@ class RecordingUpstream:
         self.target = target.rstrip("/")
         self.missing = missing
         self.delay = delay
+        self._stopping = threading.Event()
         self.exchanges: list[Exchange] = []
         self._client = httpx.AsyncClient(timeout=None)
         app = Starlette(routes=[Route("/{path:path}", self._relay, methods=["GET", "POST", "PUT", "DELETE"])])
         self.url = f"http://127.0.0.1:{free_port()}"
-        config = uvicorn.Config(app, host="127.0.0.1", port=int(self.url.rsplit(":", 1)[1]), log_level="warning")
+        config = uvicorn.Config(app, host="127.0.0.1", port=int(self.url.rsplit(":", 1)[1]), log_level="warning",
+                                lifespan="off")
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
 
@@ -120,8 +122,13 @@ class RecordingUpstream:
             exchange.done.set()
             return JSONResponse({"error": {"message": "File Not Found", "type": "not_found_error", "code": 404}},
                                 status_code=404)
-        if self.delay:
-            await asyncio.sleep(self.delay)
+        waited_until = time.monotonic() + self.delay
+        while time.monotonic() < waited_until:
+            if self._stopping.is_set():
+                exchange.status = 503
+                exchange.done.set()
+                return JSONResponse({"error": {"message": "the relay is stopping", "type": "server_error"}}, 503)
+            await asyncio.sleep(0.05)
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
         upstream = await self._client.send(
             self._client.build_request(request.method, f"{self.target}{request.url.path}", params=request.query_params,
@@ -145,6 +152,8 @@ class RecordingUpstream:
         return next(e for e in reversed(self.exchanges) if e.path == path)
 
     def stop(self) -> None:
+        """Stop; a request still waiting out ``delay`` is answered 503 at once."""
+        self._stopping.set()
         self._server.should_exit = True
         self._thread.join(10)
 

@@ -66,7 +66,7 @@ def test_open_webui_chat_rewrites_the_person_and_passes_its_tasks(proxy: BpoServ
     answer = streamed_text(turn) or "Vaccines train the immune system."
     chat = [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
     for template in (OPEN_WEBUI_TITLE, OPEN_WEBUI_TAGS, OPEN_WEBUI_FOLLOW_UP):
-        sent = open_webui_task(template, chat)
+        sent = open_webui_task(template, chat, max_tokens=64)  # the model's Max Tokens set: SmolLM2 may ramble
         reply = httpx.post(f"{proxy.base_url}/chat/completions", content=sent, headers=JSON, timeout=120)
         assert reply.status_code == 200 and reply.json()["bpo"]["turn"] == "app task", reply.text
         assert reply.json()["bpo"]["reason"].startswith("Open WebUI")
@@ -113,7 +113,7 @@ def test_open_webui_rag_and_code_interpreter_leave_the_apps_text_around_the_rewr
 def test_tasks_rewrite_restores_the_old_behaviour(smollm2_gguf: Path, relay: RecordingUpstream, tmp_path: Path) -> None:
     with BpoServer.start(smollm2_gguf, *BPO, "--upstream", f"{relay.url}/v1", "--tasks", "rewrite",
                          home=tmp_path) as proxy:
-        sent = open_webui_task(OPEN_WEBUI_TITLE, [{"role": "user", "content": "hello"}])
+        sent = open_webui_task(OPEN_WEBUI_TITLE, [{"role": "user", "content": "hello"}], max_tokens=64)
         reply = httpx.post(f"{proxy.base_url}/chat/completions", content=sent, headers=JSON, timeout=120).json()
         assert reply["bpo"]["turn"] in ("rewritten", "failed") and relay.last("/v1/chat/completions").body != sent
 

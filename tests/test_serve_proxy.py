@@ -29,7 +29,8 @@ def upstream(llama_server):
 @pytest.fixture(scope="module")
 def proxy(smollm2_gguf: Path, upstream: RecordingUpstream, tmp_path_factory: pytest.TempPathFactory):
     """BPO (SmolLM2 stands in) in front of llama-server (SmolLM2 as the target); seed 1 rewrites PROMPT."""
-    with BpoServer.start(smollm2_gguf, "--ctx", "1024", "--seed", "1", "--upstream", f"{upstream.url}/v1",
+    with BpoServer.start(smollm2_gguf, "--ctx", "1024", "--seed", "1", "--max-tokens", "64",
+                         "--upstream", f"{upstream.url}/v1",
                          home=tmp_path_factory.mktemp("proxy-home")) as server:
         yield server
 
