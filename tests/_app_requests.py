@@ -4,7 +4,9 @@ default templates, copied from its backend/open_webui/config.py, filled as its u
 (@librechat/agents 3.9.2, src/utils/title.ts). A turn with files or web results gets Open WebUI's RAG template
 before the person's message, and one with its code interpreter on (legacy function calling) the interpreter's
 prompt after it (its defaults, with the pyodide engine's addition, put there as utils/middleware.py and
-utils/misc.py put them)."""
+utils/misc.py put them). Claude Code's first turn, title and quota check as its 2.1.112 cli.js builds them
+(reminders merged as text blocks of one user message), and Codex's turns as codex-rs 0.171 builds them (its
+AGENTS.md and environment context in a user message of their own before the person's)."""
 
 from __future__ import annotations
 
@@ -57,3 +59,54 @@ def open_webui_rag(message: str, documents: dict[str, str]) -> str:
 def with_code_interpreter(message: str) -> str:
     """A person's message as Open WebUI sends it with the code interpreter on: the message, a newline, its prompt."""
     return message + "\n" + OPEN_WEBUI_CODE_INTERPRETER
+
+
+CLAUDE_CODE_SYSTEM = [
+    {"type": "text", "text": "x-anthropic-billing-header: cc_version=2.1.112; cc_entrypoint=cli;"},
+    {"type": "text", "text": "You are Claude Code, Anthropic's official CLI for Claude."},
+    {"type": "text", "text": "You are an interactive CLI tool that helps users with software engineering tasks.",
+     "cache_control": {"type": "ephemeral"}},
+]
+CLAUDE_CODE_CONTEXT = ("<system-reminder>\nAs you answer the user's questions, you can use the following context:\n"
+                       "# claudeMd\nCodebase and user instructions are shown below.\n\nRun tests with pytest.\n"
+                       "# currentDate\nToday's date is 2026-12-07.\n\n      IMPORTANT: this context may or may not be "
+                       "relevant to your tasks. You should not respond to this context unless it is highly relevant "
+                       "to your task.\n</system-reminder>\n")
+CLAUDE_CODE_OPENED = ("<system-reminder>\nThe user opened the file app.py in the IDE. This may or may not be related "
+                      "to the current task.\n</system-reminder>")
+CLAUDE_CODE_TITLE = ("Generate a concise, sentence-case title (3-7 words) that captures the main topic or goal of this "
+                     "coding session.")
+
+
+def claude_code_turn(prompt: str) -> list[dict]:
+    """Claude Code's first user message: its context reminder, the person's text, a reminder of the file open in
+    the IDE (the cache mark on the last block); adjacent text blocks get a newline when merged."""
+    return [{"role": "user", "content": [
+        {"type": "text", "text": CLAUDE_CODE_CONTEXT + "\n"}, {"type": "text", "text": prompt + "\n"},
+        {"type": "text", "text": CLAUDE_CODE_OPENED, "cache_control": {"type": "ephemeral"}}]}]
+
+
+CODEX_AGENTS_MD = "# AGENTS.md instructions for /repo\n\n<INSTRUCTIONS>\nRun `pytest -q` before you finish.\n</INSTRUCTIONS>"
+CODEX_ENVIRONMENT = ("<environment_context>\n  <cwd>/repo</cwd>\n  <shell>bash</shell>\n  <current_date>2026-12-07"
+                     "</current_date>\n</environment_context>")
+
+
+def codex_input(*prompts_and_answers: str) -> list[dict]:
+    """Codex's ``input``: a developer message, its AGENTS.md and environment context as one user message of their
+    own, then the person's prompts and the answers between them (a new environment context before each later
+    prompt)."""
+    items = [{"type": "message", "role": "developer",
+              "content": [{"type": "input_text", "text": "<permissions instructions>\nsandbox: workspace-write\n"
+                                                         "</permissions instructions>"}]},
+             {"type": "message", "role": "user",
+              "content": [{"type": "input_text", "text": CODEX_AGENTS_MD},
+                          {"type": "input_text", "text": CODEX_ENVIRONMENT}]}]
+    for i, text in enumerate(prompts_and_answers):
+        if i % 2:
+            items.append({"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": text}]})
+            continue
+        if i:
+            items.append({"type": "message", "role": "user",
+                          "content": [{"type": "input_text", "text": CODEX_ENVIRONMENT}]})
+        items.append({"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]})
+    return items

@@ -21,9 +21,13 @@ import ollama
 import openai
 import pytest
 from _app_requests import (
+    CLAUDE_CODE_SYSTEM,
+    CLAUDE_CODE_TITLE,
     OPEN_WEBUI_FOLLOW_UP,
     OPEN_WEBUI_TAGS,
     OPEN_WEBUI_TITLE,
+    claude_code_turn,
+    codex_input,
     librechat_title,
     open_webui_rag,
     open_webui_task,
@@ -108,6 +112,48 @@ def test_open_webui_rag_and_code_interpreter_leave_the_apps_text_around_the_rewr
         [{"role": "user", "content": open_webui_rag("!raw " + question + " today", documents)}]))
     assert skip.status_code == 200 and skip.headers["x-bpo-turn"] == "skipped"
     assert relay.last("/v1/chat/completions").request["messages"][0]["content"] == before + question + " today"
+
+
+def test_claude_code_keeps_its_reminders_around_the_rewrite_and_its_own_requests_pass(
+        proxy: BpoServer, relay: RecordingUpstream) -> None:
+    """Claude Code's first turn: its context reminder and the IDE's reminder stay the blocks they came as (the
+    cache mark kept) around the rewrite of the person's text alone; its title request and quota check go upstream
+    untouched, with no generation."""
+    prompt = "fix the failing test in test_parse.py"
+    client = anthropic.Anthropic(base_url=proxy.url, api_key="x", max_retries=0)
+    raw = client.messages.with_raw_response.create(model="target", max_tokens=8, system=CLAUDE_CODE_SYSTEM,
+                                                   messages=claude_code_turn(prompt))
+    assert raw.headers["x-bpo-turn"] == "rewritten", raw.headers
+    rewrite = unquote(raw.headers["x-bpo-optimized-prompt"])
+    assert relay.last("/v1/messages").request["messages"] == claude_code_turn(rewrite)
+    title = {"model": "target", "max_tokens": 8, "messages": [{"role": "user", "content": prompt}],
+             "system": [*CLAUDE_CODE_SYSTEM[:2], {"type": "text", "text": CLAUDE_CODE_TITLE}]}
+    quota = {"model": "target", "max_tokens": 1, "messages": [{"role": "user", "content": "quota"}]}
+    for body, task in ((title, "Claude Code: session title"), (quota, "Claude Code: quota check")):
+        sent = json.dumps(body).encode()
+        reply = httpx.post(f"{proxy.url}/v1/messages", content=sent, headers=JSON, timeout=120)
+        assert reply.status_code == 200 and reply.json()["bpo"]["reason"] == task, reply.text
+        assert relay.last("/v1/messages").body == sent  # byte for byte
+    assert [entry["prompt"] for entry in proxy.logged(prompt, timeout=5)] == [prompt]  # the person's text alone
+    assert generations(proxy, "quota") == 0
+
+
+def test_codex_context_messages_are_not_the_persons_first_turn(proxy: BpoServer, relay: RecordingUpstream) -> None:
+    """Codex sends its AGENTS.md and environment context as a user message of their own before the person's
+    prompt, and a new environment context before each later one: the person's prompt is the conversation's first
+    turn and is rewritten, the next is a follow-up carrying the first's rewrite, and Codex's own go as they came."""
+    client = openai.OpenAI(base_url=proxy.base_url, api_key="x", max_retries=0)
+    first = "add a test for the parse function"
+    raw = client.responses.with_raw_response.create(model="target", instructions="You are Codex.",
+                                                    input=codex_input(first), max_output_tokens=8)
+    assert raw.headers["x-bpo-turn"] == "rewritten", raw.headers
+    rewrite = unquote(raw.headers["x-bpo-optimized-prompt"])
+    assert relay.last("/v1/responses").request["input"] == codex_input(rewrite)
+    raw = client.responses.with_raw_response.create(model="target", instructions="You are Codex.",
+                                                    input=codex_input(first, "Added.", "now run it"),
+                                                    max_output_tokens=8)
+    assert raw.headers["x-bpo-turn"] == "follow-up", raw.headers
+    assert relay.last("/v1/responses").request["input"] == codex_input(rewrite, "Added.", "now run it")
 
 
 def test_tasks_rewrite_restores_the_old_behaviour(smollm2_gguf: Path, relay: RecordingUpstream, tmp_path: Path) -> None:

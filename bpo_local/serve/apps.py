@@ -14,10 +14,12 @@ part alone and the app's text goes as it came.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Literal
 
-from .turns import Turn
+from .turns import APP_ROLE, Turn
 
 TASK_HEADER = "x-bpo-task"
 """Our own header: any app (or script) that sets it to a non-empty value marks its request as its own task."""
@@ -25,8 +27,9 @@ TASK_HEADER = "x-bpo-task"
 
 @dataclass(frozen=True)
 class AppTask:
-    """What marks one app's task: a header, or the opening of a message's text (``role`` system, or user for
-    the last user message), with ``cues`` of which the text must hold one, where given."""
+    """What marks one app's task: a header, or the ``opening`` of a message's text (``role`` system, or user for
+    the last user message; found ``where`` it opens the text, anywhere in it, or as the whole text), with
+    ``cues`` of which the text must hold one, where given."""
 
     app: str
     task: str
@@ -35,13 +38,16 @@ class AppTask:
     opening: str | None = None
     role: str = "user"
     cues: tuple[str, ...] = ()
+    where: Literal["start", "anywhere", "whole"] = "start"
 
     def matches(self, headers: Mapping[str, str], texts: Mapping[str, str]) -> bool:
         if self.header is not None:
             return bool(headers.get(self.header, "").strip())
         text = texts.get(self.role, "")
-        return self.opening is not None and text.startswith(self.opening) and (
-            not self.cues or any(cue in text for cue in self.cues))
+        if self.opening is None:
+            return False
+        found = {"start": text.startswith, "anywhere": text.__contains__, "whole": text.__eq__}[self.where]
+        return found(self.opening) and (not self.cues or any(cue in text for cue in self.cues))
 
     def describe(self, headers: Mapping[str, str]) -> str:
         if self.header is not None:
@@ -56,6 +62,8 @@ _OWUI_CUES = ("<chat_history>", "#### Output:")
 before a person's own message, but that one quotes no chat history."""
 _LCA = "@librechat/agents 3.9.2"
 _LOBE = "lobehub/lobe-chat packages/prompts/src/chains"
+_CC = "@anthropic-ai/claude-code"
+_CODEX = "openai/codex codex-rs 0.171"
 
 APP_TASKS: tuple[AppTask, ...] = (
     AppTask("any app", "a task marked by the app", "bpo-local", header=TASK_HEADER),
@@ -108,6 +116,31 @@ APP_TASKS: tuple[AppTask, ...] = (
             opening="You are an emoji expert who selects the most appropriate emoji", role="system"),
     AppTask("LobeChat", "language", _LOBE + "/langDetect.ts", opening="你是一名精通全世界语言的语言专家",
             role="system"),
+    AppTask("Claude Code", "session title", _CC + " 2.1.112",
+            opening="Generate a concise, sentence-case title (3-7 words) that captures the main topic or goal of "
+                    "this coding session.", role="system", where="anywhere"),
+    AppTask("Claude Code", "session title", _CC + " 2.1.337",
+            opening="You are naming a coding session so the user can pick it out of a long list of sessions.",
+            role="system", where="anywhere"),
+    AppTask("Claude Code", "topic detection", _CC + " 2.0.54",
+            opening="Analyze if this message indicates a new conversation topic.", role="system", where="anywhere"),
+    AppTask("Claude Code", "bash command prefix", _CC + " 2.1.112",
+            opening="Your task is to process Bash commands that an AI coding agent wants to run.", role="system",
+            where="anywhere"),
+    AppTask("Claude Code", "bash command prefix", _CC + " 2.1.112",
+            opening="<policy_spec>\n# Claude Code Code Bash command prefix detection"),
+    AppTask("Claude Code", "tool-use label", _CC + " 2.1.112",
+            opening="Write a short summary label describing what these tool calls accomplished.", role="system",
+            where="anywhere"),
+    AppTask("Claude Code", "quota check", _CC + " 2.1.112 (max_tokens 1)", opening="quota", where="whole"),
+    AppTask("Claude Code", "compaction", _CC + " 2.1.112", opening="CRITICAL: Respond with TEXT ONLY. Do NOT call "
+                                                                    "any tools."),
+    AppTask("Claude Code", "away recap", _CC + " 2.1.112",
+            opening="The user stepped away and is coming back. Recap in under 40 words"),
+    AppTask("Claude Code, Codex", "next-prompt suggestion", _CC + " 2.1.112; " + _CODEX,
+            opening="[SUGGESTION MODE: Suggest what the user might naturally type next into "),
+    AppTask("Codex", "compaction", _CODEX + " templates/compact/prompt.md SUMMARIZATION_PROMPT",
+            opening="You are performing a CONTEXT CHECKPOINT COMPACTION."),
 )
 
 
@@ -126,40 +159,54 @@ def recognise(headers: Mapping[str, str], turns: Sequence[Turn]) -> str | None:
 
 @dataclass(frozen=True)
 class AppText:
-    """An app's own text in the same user message as a person's: before it (from the start, opening with
-    ``opening``, to the last ``closing``), or, without a ``closing``, after it (from the last ``opening`` on)."""
+    """An app's own text in a user message beside the person's, found by ``pattern``: anchored at the start
+    (``\A``) for text before the person's, at the end (``\Z``) for text after it."""
 
     app: str
     what: str
     source: str
-    opening: str
-    closing: str | None = None
+    pattern: re.Pattern[str]
 
     def split(self, text: str) -> tuple[str, str, str] | None:
         """``(the app's text before, the person's, the app's text after)``, or None where ``text`` has none of it."""
-        if self.closing is None:
-            person, opening, app = text.rpartition(self.opening)
-            return ("", person, opening + app) if opening else None
-        if not text.startswith(self.opening):
+        found = self.pattern.search(text)
+        if found is None:
             return None
-        app, closing, person = text.rpartition(self.closing)
-        return (app + closing, person, "") if closing else None
+        if found.start() == 0:
+            return found.group(), text[found.end():], ""
+        return "", text[:found.start()], found.group()
 
+
+_AGENT_BLOCK = (r"(?:<(system-reminder|environment_context|user_instructions|recommended_plugins|skill|"
+                r"user_shell_command|turn_aborted|subagent_notification|local-command-caveat|local-command-stdout|"
+                r"local-command-stderr|bash-input|bash-stdout|bash-stderr|command-name|command-message|command-args)"
+                r"(?:\s[^>]*)?>.*?</\1>|# AGENTS\.md instructions.*?</INSTRUCTIONS>)")
+"""One block of a coding agent's own text in a user message: Claude Code's reminders (its context, files opened,
+todo lists) and local-command echoes; Codex's AGENTS.md instructions, environment and other context fragments
+(codex-rs ContextualUserFragment: a start and an end marker, matched as Codex matches them, ignoring case)."""
 
 APP_TEXTS: tuple[AppText, ...] = (
+    AppText("Claude Code, Codex", "context blocks before the person's message",
+            _CC + " 2.1.112 (its context reminder, then the person's text, then attachments' reminders, merged as "
+            "text blocks of one user message); " + _CODEX + " core/src/context/contextual_user_message.rs",
+            re.compile(rf"\A(?:\s*{_AGENT_BLOCK})+\s*", re.S | re.I)),
+    AppText("Claude Code", "reminders after the person's message", _CC + " 2.1.112",
+            re.compile(rf"(?:\s*{_AGENT_BLOCK})+\s*\Z", re.S | re.I)),
     AppText("Open WebUI", "RAG template with the retrieved sources",
             _OWUI + " DEFAULT_RAG_TEMPLATE; utils/middleware.py apply_source_context_to_messages, "
             "utils/misc.py update_message_content (template, newline, message)",
-            opening="### Task:\nRespond to the user query using the provided context", closing="\n</context>\n\n"),
+            re.compile(r"\A### Task:\nRespond to the user query using the provided context.*\n</context>\n\n", re.S)),
     AppText("Open WebUI", "code interpreter prompt (legacy function calling)",
             _OWUI + " DEFAULT_CODE_INTERPRETER_PROMPT; utils/middleware.py process_chat_payload (message, newline, "
-            "prompt)", opening="\n\n#### Code Interpreter\n\nYou have access to a Python code interpreter"),
+            "prompt)", re.compile(r"\n\n#### Code Interpreter\n\nYou have access to a Python code interpreter.*\Z",
+                                  re.S)),
 )
-
+"""Searched in this order, each on what the ones before left of the message."""
 
 def persons_turns(turns: Sequence[Turn]) -> tuple[tuple[Turn, ...], dict[int, tuple[str, str]]]:
-    """``turns`` with each user turn holding the person's message alone (no text where an app's is all there is),
-    and the apps' texts before and after it by the turn's index, to put around whatever goes upstream in its place."""
+    """``turns`` with each user turn holding the person's message alone (an ``APP_ROLE`` turn where an app's text
+    is all there is), and the apps' texts before and after it by the turn's index, to put around whatever goes
+    upstream in its place."""
     around: dict[int, tuple[str, str]] = {}
     persons = list(turns)
     for index, turn in enumerate(turns):
@@ -171,5 +218,5 @@ def persons_turns(turns: Sequence[Turn]) -> tuple[tuple[Turn, ...], dict[int, tu
                 before, person, after = before + split[0], split[1], split[2] + after
         if before or after:
             around[index] = (before, after)
-            persons[index] = replace(turn, text=person if person.strip() else None)
+            persons[index] = replace(turn, text=person) if person.strip() else Turn(APP_ROLE)
     return tuple(persons), around

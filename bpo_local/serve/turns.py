@@ -26,11 +26,16 @@ from .store import RewriteStore, turn_key
 
 _logger = logging.getLogger(__name__)
 
+APP_ROLE = "app"
+"""The role of a user message that holds an app's own text alone (``apps.persons_turns``): no person's turn, so
+never rewritten and never a conversation's first."""
+
 
 @dataclass(frozen=True)
 class Turn:
-    """A message as the turn rules see it, in any API: its role (system, user, assistant, tool) and, for a
-    user message, the text BPO may rewrite (None where it holds none: an image alone, a tool result)."""
+    """A message as the turn rules see it, in any API: its role (system, user, assistant, tool, or app: a user
+    message holding an app's own text alone) and, for a user message, the text BPO may rewrite (None where it
+    holds none: an image alone, a tool result)."""
 
     role: str
     text: str | None = None
@@ -101,9 +106,9 @@ class Rewriter:
                         watch: asyncio.Queue[str] | None, priority: int) -> Rewrite:
         if new is None:
             role = turns[-1].role if turns else None
+            what = "an app's own" if role == APP_ROLE else f"a {role}" if role else "not a user"
             return Rewrite(mode, None, turn=NOT_A_USER_TURN,
-                           reason=f"the last message is {'a ' + role if role else 'not a user'} "
-                                  "message: nothing new to rewrite")
+                           reason=f"the last message is {what} message: nothing new to rewrite")
         index, text = new
         if index not in keys:
             return Rewrite(mode, text, turn=SKIPPED, reason=f"the message began with {SKIP_PREFIX}: it went as "

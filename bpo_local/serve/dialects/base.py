@@ -3,6 +3,7 @@ translate it to OpenAI chat completions, render answers, streams and errors in i
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -119,20 +120,37 @@ def content_text(content: Any, is_text: Callable[[Any], bool]) -> str | None:
 
 
 def with_text(message: dict[str, Any], text: str, is_text: Callable[[Any], bool], part_type: str) -> dict[str, Any]:
-    """``message`` holding ``text``: string content replaced; in a list of parts, the text parts replaced by one
-    of ``part_type`` where the first stood, other parts (images, files) kept in their places."""
+    """``message`` holding ``text``: string content replaced. In a list of parts (read as ``content_text`` joins
+    them), only the text parts the change touches are edited, into one of ``part_type`` where the first stood:
+    parts it leaves as they were (an app's own blocks around the person's, with their fields) and other parts
+    (images, files) keep their places."""
     content = message.get("content")
     if not isinstance(content, list):
         return {**message, "content": text}
-    parts: list[Any] = []
-    for part in content:
-        if not is_text(part):
-            parts.append(part)
-        elif not any(is_text(p) for p in parts):
-            parts.append({**part, "type": part_type, "text": text})
-    if not any(is_text(p) for p in parts):
-        parts.insert(0, {"type": part_type, "text": text})
-    return {**message, "content": parts}
+    at = [i for i, part in enumerate(content) if is_text(part)]
+    if not at:
+        return {**message, "content": [{"type": part_type, "text": text}, *content]}
+    olds = [content[i].get("text") or "" for i in at]
+    old = "\n".join(olds)
+    same_start = len(os.path.commonprefix([old, text]))
+    same_end = min(len(os.path.commonprefix([old[::-1], text[::-1]])), len(old) - same_start, len(text) - same_start)
+    change_end = len(old) - same_end
+    starts = [sum(len(t) + 1 for t in olds[:k]) for k in range(len(olds))]
+    if old == text:
+        return message
+    inserted = change_end == same_start
+    touched = [k for k, start in enumerate(starts)  # the parts the change overlaps (the first that holds an insertion)
+               if (start <= same_start <= start + len(olds[k]) if inserted
+                   else start < change_end and start + len(olds[k]) > same_start)][:1 if inserted else None]
+    if not touched:  # the change is in the newlines between parts alone: it goes with the part after it
+        touched = [next(k for k, start in enumerate(starts) if start >= same_start)]
+    first, last = touched[0], touched[-1]
+    edited = (olds[first][:max(0, same_start - starts[first])] + text[same_start:len(text) - same_end]
+              + olds[last][max(0, change_end - starts[last]):])
+    parts = list(content)
+    parts[at[first]] = {**content[at[first]], "type": part_type, "text": edited}
+    dropped = {at[k] for k in touched[1:]} | ({at[first]} if not edited else set())
+    return {**message, "content": [part for i, part in enumerate(parts) if i not in dropped]}
 
 
 def edit_texts(messages: list[Any], edit: Callable[[str], str], is_text: Callable[[Any], bool],
