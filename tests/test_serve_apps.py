@@ -21,6 +21,7 @@ import ollama
 import openai
 import pytest
 from _app_requests import (
+    CLAUDE_CODE_OPENED,
     CLAUDE_CODE_SYSTEM,
     CLAUDE_CODE_TITLE,
     OPEN_WEBUI_FOLLOW_UP,
@@ -136,6 +137,13 @@ def test_claude_code_keeps_its_reminders_around_the_rewrite_and_its_own_requests
         assert relay.last("/v1/messages").body == sent  # byte for byte
     assert [entry["prompt"] for entry in proxy.logged(prompt, timeout=5)] == [prompt]  # the person's text alone
     assert generations(proxy, "quota") == 0
+    later = "rename the parse function to parse_line"  # 2.1.337 may send reminders after it as a system message
+    httpx.post(f"{proxy.url}/v1/messages", headers=JSON, timeout=120, json={
+        "model": "target", "max_tokens": 8, "messages": [
+            {"role": "user", "content": later},
+            {"role": "system", "content": [{"type": "text", "text": CLAUDE_CODE_OPENED}]}]})
+    rewrite = proxy.logged(later, timeout=5)[0]["output"]
+    assert relay.last("/v1/messages").request["messages"][0] == {"role": "user", "content": rewrite}
 
 
 def test_codex_context_messages_are_not_the_persons_first_turn(proxy: BpoServer, relay: RecordingUpstream) -> None:

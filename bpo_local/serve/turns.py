@@ -41,13 +41,20 @@ class Turn:
     text: str | None = None
 
 
+def last_turn(turns: Sequence[Turn]) -> int | None:
+    """The index of the conversation's last turn: the last message but an app's own that follow it (an agent's
+    reminders after the person's message); None for none."""
+    return next((i for i in reversed(range(len(turns))) if turns[i].role != APP_ROLE), None)
+
+
 def may_rewrite(turns: Sequence[Turn], mode: str, rule: str, continues: bool = False) -> bool:
     """Whether the turn rules may rewrite (or recall a rewrite of) the conversation's last turn: a new user turn
     with text, not sent past BPO, and under rule ``first`` the conversation's first."""
-    last = turns[-1] if turns else None
+    index = last_turn(turns)
+    last = turns[index] if index is not None else None
     if mode == OFF or last is None or last.role != "user" or last.text is None or skipped(last.text) is not None:
         return False
-    return rule == "all" or not (continues or any(t.role == "user" for t in turns[:-1]))
+    return rule == "all" or not (continues or any(t.role == "user" for t in turns[:index]))
 
 
 @dataclass
@@ -85,7 +92,7 @@ class Rewriter:
         gets the new turn's rewrite as it settles, where one is generated; ``priority`` is its place in BPO's
         queue."""
         users = [(i, t.text) for i, t in enumerate(turns) if t.role == "user" and t.text is not None]
-        new = users[-1] if users and users[-1][0] == len(turns) - 1 else None
+        new = users[-1] if users and users[-1][0] == last_turn(turns) else None
         # the turns a person sent past BPO with the skip prefix go as typed, without it
         typed = {i: rest for i, text in users if (rest := skipped(text)) is not None}
         if mode == OFF:
@@ -105,8 +112,9 @@ class Rewriter:
                         rule: str, upstream_model: Any, turns: Sequence[Turn], continues: bool,
                         watch: asyncio.Queue[str] | None, priority: int) -> Rewrite:
         if new is None:
-            role = turns[-1].role if turns else None
-            what = "an app's own" if role == APP_ROLE else f"a {role}" if role else "not a user"
+            index = last_turn(turns)
+            role = turns[index].role if index is not None else None
+            what = f"a {role}" if role else "not a user"
             return Rewrite(mode, None, turn=NOT_A_USER_TURN,
                            reason=f"the last message is {what} message: nothing new to rewrite")
         index, text = new

@@ -16,7 +16,7 @@ from typing import Any
 from ... import sse
 from ..answer import Answer, End, Failed, Finish, Piece, TextPiece, ToolCallPiece, Usage
 from ..errors import ApiError, ended_early, failed_midway
-from ..turns import Turn
+from ..turns import APP_ROLE, Turn
 from .base import Conversation, Dialect, Rendering, content_text, edit_texts, object_list, wants_stream, with_text
 
 _STOP_REASONS: dict[str, str] = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
@@ -37,6 +37,8 @@ def _is_text(block: Any) -> bool:
 def _turn(message: dict[str, Any]) -> Turn:
     role = str(message.get("role"))
     content = message.get("content")
+    if role == "system":  # no role of the Messages API: Claude Code's reminders mid-conversation (2.1.337)
+        return Turn(APP_ROLE)
     if role != "user":
         return Turn(role)
     if isinstance(content, list) and any(isinstance(b, dict) and b.get("type") == "tool_result" for b in content):
