@@ -127,6 +127,13 @@ def test_claude_code_keeps_its_reminders_around_the_rewrite_and_its_own_requests
     assert raw.headers["x-bpo-turn"] == "rewritten", raw.headers
     rewrite = unquote(raw.headers["x-bpo-optimized-prompt"])
     assert relay.last("/v1/messages").request["messages"] == claude_code_turn(rewrite)
+    asked = "write a docstring for parse_line"  # PAS appends to the prompt: the change starts at its block's end
+    raw = client.messages.with_raw_response.create(model="target", max_tokens=8, system=CLAUDE_CODE_SYSTEM,
+                                                   messages=claude_code_turn(asked),
+                                                   extra_headers={"X-BPO-Mode": "pas"})
+    appended = unquote(raw.headers.get("x-bpo-optimized-prompt", asked))
+    assert appended == asked or appended.startswith(asked + "\n"), appended
+    assert relay.last("/v1/messages").request["messages"] == claude_code_turn(appended)  # its supplement in its block
     title = {"model": "target", "max_tokens": 8, "messages": [{"role": "user", "content": prompt}],
              "system": [*CLAUDE_CODE_SYSTEM[:2], {"type": "text", "text": CLAUDE_CODE_TITLE}]}
     quota = {"model": "target", "max_tokens": 1, "messages": [{"role": "user", "content": "quota"}]}

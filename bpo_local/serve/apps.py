@@ -159,47 +159,62 @@ def recognise(headers: Mapping[str, str], turns: Sequence[Turn]) -> str | None:
 
 @dataclass(frozen=True)
 class AppText:
-    """An app's own text in a user message beside the person's, found by ``pattern``: anchored at the start
-    (``\A``) for text before the person's, at the end (``\Z``) for text after it."""
+    """An app's own text in a user message beside the person's: ``block``s of it, with only whitespace between,
+    at the message's start (``place`` before) or at its end (after). Found in time linear in the message: blocks
+    are matched where they stand, never searched for from the end."""
 
     app: str
     what: str
     source: str
-    pattern: re.Pattern[str]
+    block: re.Pattern[str]
+    place: Literal["before", "after"]
 
     def split(self, text: str) -> tuple[str, str, str] | None:
         """``(the app's text before, the person's, the app's text after)``, or None where ``text`` has none of it."""
-        found = self.pattern.search(text)
-        if found is None:
+        if self.place == "before":
+            end = 0
+            while found := self.block.match(text, len(text) - len(text[end:].lstrip())):
+                end = found.end()
+            if not end:
+                return None
+            cut = len(text) - len(text[end:].lstrip())
+            return text[:cut], text[cut:], ""
+        cut = len(text.rstrip())
+        for found in reversed(list(self.block.finditer(text))):
+            if text[found.end():cut].strip():
+                break
+            cut = found.start()
+        if cut == len(text.rstrip()):
             return None
-        if found.start() == 0:
-            return found.group(), text[found.end():], ""
-        return "", text[:found.start()], found.group()
+        cut = len(text[:cut].rstrip())
+        return "", text[:cut], text[cut:]
 
 
-_AGENT_BLOCK = (r"(?:<(system-reminder|environment_context|user_instructions|recommended_plugins|skill|"
-                r"user_shell_command|turn_aborted|subagent_notification|local-command-caveat|local-command-stdout|"
-                r"local-command-stderr|bash-input|bash-stdout|bash-stderr|command-name|command-message|command-args)"
-                r"(?:\s[^>]*)?>.*?</\1>|# AGENTS\.md instructions.*?</INSTRUCTIONS>)")
+_AGENT_BLOCK = re.compile(
+    r"<(system-reminder|environment_context|user_instructions|recommended_plugins|skill|user_shell_command|"
+    r"turn_aborted|subagent_notification|local-command-caveat|local-command-stdout|local-command-stderr|bash-input|"
+    r"bash-stdout|bash-stderr|command-name|command-message|command-args)(?:\s[^>]*)?>(?:(?!</?\1[\s>/]).)*</\1>"
+    r"|# AGENTS\.md instructions(?:(?!# AGENTS\.md instructions|</INSTRUCTIONS>).)*</INSTRUCTIONS>", re.S | re.I)
 """One block of a coding agent's own text in a user message: Claude Code's reminders (its context, files opened,
 todo lists) and local-command echoes; Codex's AGENTS.md instructions, environment and other context fragments
-(codex-rs ContextualUserFragment: a start and an end marker, matched as Codex matches them, ignoring case)."""
+(codex-rs ContextualUserFragment: a start and an end marker, matched as Codex matches them, ignoring case). A
+block never runs past a tag of its own name, so text between two blocks is never taken for one."""
 
 APP_TEXTS: tuple[AppText, ...] = (
     AppText("Claude Code, Codex", "context blocks before the person's message",
             _CC + " 2.1.112 (its context reminder, then the person's text, then attachments' reminders, merged as "
             "text blocks of one user message); " + _CODEX + " core/src/context/contextual_user_message.rs",
-            re.compile(rf"\A(?:\s*{_AGENT_BLOCK})+\s*", re.S | re.I)),
-    AppText("Claude Code", "reminders after the person's message", _CC + " 2.1.112",
-            re.compile(rf"(?:\s*{_AGENT_BLOCK})+\s*\Z", re.S | re.I)),
+            _AGENT_BLOCK, "before"),
+    AppText("Claude Code", "reminders after the person's message", _CC + " 2.1.112", _AGENT_BLOCK, "after"),
     AppText("Open WebUI", "RAG template with the retrieved sources",
             _OWUI + " DEFAULT_RAG_TEMPLATE; utils/middleware.py apply_source_context_to_messages, "
             "utils/misc.py update_message_content (template, newline, message)",
-            re.compile(r"\A### Task:\nRespond to the user query using the provided context.*\n</context>\n\n", re.S)),
+            re.compile(r"### Task:\nRespond to the user query using the provided context.*\n</context>\n\n", re.S),
+            "before"),
     AppText("Open WebUI", "code interpreter prompt (legacy function calling)",
             _OWUI + " DEFAULT_CODE_INTERPRETER_PROMPT; utils/middleware.py process_chat_payload (message, newline, "
-            "prompt)", re.compile(r"\n\n#### Code Interpreter\n\nYou have access to a Python code interpreter.*\Z",
-                                  re.S)),
+            "prompt)", re.compile(r"\n\n#### Code Interpreter\n\nYou have access to a Python code interpreter.*", re.S),
+            "after"),
 )
 """Searched in this order, each on what the ones before left of the message."""
 

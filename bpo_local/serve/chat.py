@@ -102,7 +102,8 @@ async def rewritten(state: State, call: ChatCall, watch: asyncio.Queue[str] | No
     texts, done = await state.rewriter.conversation(conversation.turns, call.mode, call.rule, conversation.model,
                                                     conversation.continues, watch, priority)
     texts = {i: _around(call, i, text) for i, text in texts.items()}
-    body = call.dialect.edit_assistant_texts(call.dialect.with_texts(call.body, texts), show.strip)
+    kept = {i: (len(before), len(after)) for i, (before, after) in call.app_texts.items()}
+    body = call.dialect.edit_assistant_texts(call.dialect.with_texts(call.body, texts, kept), show.strip)
     return body, done
 
 

@@ -57,12 +57,14 @@ class Anthropic(Dialect):
             turns = (Turn("system", content_text(body["system"], _is_text)), *turns)
         return Conversation(turns, body.get("model"), wants_stream(body))
 
-    def with_texts(self, body: dict[str, Any], texts: Mapping[int, str]) -> dict[str, Any]:
+    def with_texts(self, body: dict[str, Any], texts: Mapping[int, str],
+                   kept: Mapping[int, tuple[int, int]] | None = None) -> dict[str, Any]:
         if not texts:
             return body
         shift = 1 if body.get("system") else 0
-        messages = [with_text(m, texts[i + shift], _is_text, "text") if i + shift in texts else m
-                    for i, m in enumerate(body["messages"])]
+        kept = kept or {}
+        messages = [with_text(m, texts[i + shift], _is_text, "text", kept.get(i + shift, (0, 0)))
+                    if i + shift in texts else m for i, m in enumerate(body["messages"])]
         return {**body, "messages": messages}
 
     def to_chat(self, body: dict[str, Any]) -> dict[str, Any]:

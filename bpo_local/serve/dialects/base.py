@@ -63,8 +63,10 @@ class Dialect:
     def conversation(self, body: dict[str, Any]) -> Conversation:
         raise NotImplementedError
 
-    def with_texts(self, body: dict[str, Any], texts: Mapping[int, str]) -> dict[str, Any]:
-        """``body`` with the user turns at these indexes (of ``conversation(body).turns``) holding these texts."""
+    def with_texts(self, body: dict[str, Any], texts: Mapping[int, str],
+                   kept: Mapping[int, tuple[int, int]] | None = None) -> dict[str, Any]:
+        """``body`` with the user turns at these indexes (of ``conversation(body).turns``) holding these texts;
+        ``kept``: how many characters at the start and at the end of a text are an app's own, as they came."""
         raise NotImplementedError
 
     def to_chat(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -119,11 +121,13 @@ def content_text(content: Any, is_text: Callable[[Any], bool]) -> str | None:
     return "\n".join(texts) if texts and all(isinstance(t, str) for t in texts) else None
 
 
-def with_text(message: dict[str, Any], text: str, is_text: Callable[[Any], bool], part_type: str) -> dict[str, Any]:
+def with_text(message: dict[str, Any], text: str, is_text: Callable[[Any], bool], part_type: str,
+              kept: tuple[int, int] = (0, 0)) -> dict[str, Any]:
     """``message`` holding ``text``: string content replaced. In a list of parts (read as ``content_text`` joins
     them), only the text parts the change touches are edited, into one of ``part_type`` where the first stood:
-    parts it leaves as they were (an app's own blocks around the person's, with their fields) and other parts
-    (images, files) keep their places."""
+    parts it leaves as they were (an app's own blocks around the person's, with their fields: ``kept`` counts the
+    characters of those at the start and the end, which the change never enters) and other parts (images, files)
+    keep their places."""
     content = message.get("content")
     if not isinstance(content, list):
         return {**message, "content": text}
@@ -132,8 +136,9 @@ def with_text(message: dict[str, Any], text: str, is_text: Callable[[Any], bool]
         return {**message, "content": [{"type": part_type, "text": text}, *content]}
     olds = [content[i].get("text") or "" for i in at]
     old = "\n".join(olds)
-    same_start = len(os.path.commonprefix([old, text]))
-    same_end = min(len(os.path.commonprefix([old[::-1], text[::-1]])), len(old) - same_start, len(text) - same_start)
+    same_start = min(len(os.path.commonprefix([old, text])), len(old) - kept[1])
+    same_end = min(len(os.path.commonprefix([old[::-1], text[::-1]])), len(old) - same_start, len(text) - same_start,
+                   len(old) - kept[0])
     change_end = len(old) - same_end
     starts = [sum(len(t) + 1 for t in olds[:k]) for k in range(len(olds))]
     if old == text:

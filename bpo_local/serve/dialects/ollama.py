@@ -39,7 +39,8 @@ class Ollama(Dialect):
         chat = self.to_chat(body)
         return Conversation(tuple(message_turn(m) for m in chat["messages"]), body.get("model"), chat["stream"])
 
-    def with_texts(self, body: dict[str, Any], texts: Mapping[int, str]) -> dict[str, Any]:
+    def with_texts(self, body: dict[str, Any], texts: Mapping[int, str],
+                   kept: Mapping[int, tuple[int, int]] | None = None) -> dict[str, Any]:
         if not texts:
             return body
         if self.kind == "generate":

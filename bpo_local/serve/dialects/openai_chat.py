@@ -58,10 +58,12 @@ class OpenAIChat(Dialect):
             raise ApiError(400, "missing messages: give \"messages\" as a non-empty list", code="missing_messages")
         return Conversation(tuple(message_turn(m) for m in messages), body.get("model"), wants_stream(body))
 
-    def with_texts(self, body: dict[str, Any], texts: Mapping[int, str]) -> dict[str, Any]:
+    def with_texts(self, body: dict[str, Any], texts: Mapping[int, str],
+                   kept: Mapping[int, tuple[int, int]] | None = None) -> dict[str, Any]:
         if not texts:
             return body
-        messages = [with_text(m, texts[i], _is_text, "text") if i in texts else m
+        kept = kept or {}
+        messages = [with_text(m, texts[i], _is_text, "text", kept.get(i, (0, 0))) if i in texts else m
                     for i, m in enumerate(body["messages"])]
         return {**body, "messages": messages}
 

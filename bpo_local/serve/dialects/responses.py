@@ -70,14 +70,16 @@ class Responses(Dialect):
         return Conversation(turns, body.get("model"), wants_stream(body),
                             continues=body.get("previous_response_id") is not None)
 
-    def with_texts(self, body: dict[str, Any], texts: Mapping[int, str]) -> dict[str, Any]:
+    def with_texts(self, body: dict[str, Any], texts: Mapping[int, str],
+                   kept: Mapping[int, tuple[int, int]] | None = None) -> dict[str, Any]:
         if not texts:
             return body
         shift = 1 if isinstance(body.get("instructions"), str) else 0
         if isinstance(body.get("input"), str):
             return {**body, "input": texts[shift]}
-        items = [with_text(item, texts[i + shift], _is_text, "input_text") if i + shift in texts else item
-                 for i, item in enumerate(body["input"])]
+        kept = kept or {}
+        items = [with_text(item, texts[i + shift], _is_text, "input_text", kept.get(i + shift, (0, 0)))
+                 if i + shift in texts else item for i, item in enumerate(body["input"])]
         return {**body, "input": items}
 
     def to_chat(self, body: dict[str, Any]) -> dict[str, Any]:
