@@ -173,11 +173,11 @@ class AppText:
         """``(the app's text before, the person's, the app's text after)``, or None where ``text`` has none of it."""
         if self.place == "before":
             end = 0
-            while found := self.block.match(text, len(text) - len(text[end:].lstrip())):
+            while found := self.block.match(text, _after_space(text, end)):
                 end = found.end()
             if not end:
                 return None
-            cut = len(text) - len(text[end:].lstrip())
+            cut = _after_space(text, end)
             return text[:cut], text[cut:], ""
         cut = len(text.rstrip())
         for found in reversed(list(self.block.finditer(text))):
@@ -190,6 +190,12 @@ class AppText:
         return "", text[:cut], text[cut:]
 
 
+def _after_space(text: str, at: int) -> int:
+    """Where the whitespace at ``at`` in ``text`` ends."""
+    return _SPACE.match(text, at).end()  # type: ignore[union-attr]  # it matches the empty string too
+
+
+_SPACE = re.compile(r"\s*")
 _AGENT_BLOCK = re.compile(
     r"<(system-reminder|environment_context|user_instructions|recommended_plugins|skill|user_shell_command|"
     r"turn_aborted|subagent_notification|local-command-caveat|local-command-stdout|local-command-stderr|bash-input|"

@@ -3,6 +3,7 @@ translate it to OpenAI chat completions, render answers, streams and errors in i
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 import uuid
@@ -136,13 +137,10 @@ def with_text(message: dict[str, Any], text: str, is_text: Callable[[Any], bool]
         return {**message, "content": [{"type": part_type, "text": text}, *content]}
     olds = [content[i].get("text") or "" for i in at]
     old = "\n".join(olds)
-    same_start = min(len(os.path.commonprefix([old, text])), len(old) - kept[1])
-    same_end = min(len(os.path.commonprefix([old[::-1], text[::-1]])), len(old) - same_start, len(text) - same_start,
-                   len(old) - kept[0])
-    change_end = len(old) - same_end
-    starts = [sum(len(t) + 1 for t in olds[:k]) for k in range(len(olds))]
     if old == text:
         return message
+    same_start, change_end, same_end = _change(old, text, kept)
+    starts = [0, *itertools.accumulate(len(t) + 1 for t in olds[:-1])]
     inserted = change_end == same_start
     touched = [k for k, start in enumerate(starts)  # the parts the change overlaps (the first that holds an insertion)
                if (start <= same_start <= start + len(olds[k]) if inserted
@@ -156,6 +154,15 @@ def with_text(message: dict[str, Any], text: str, is_text: Callable[[Any], bool]
     parts[at[first]] = {**content[at[first]], "type": part_type, "text": edited}
     dropped = {at[k] for k in touched[1:]} | ({at[first]} if not edited else set())
     return {**message, "content": [part for i, part in enumerate(parts) if i not in dropped]}
+
+
+def _change(old: str, new: str, kept: tuple[int, int]) -> tuple[int, int, int]:
+    """Where ``new`` differs from ``old``: the length they share at the start, where the changed part of ``old``
+    ends, and the length they share at the end; the first ``kept[0]`` and last ``kept[1]`` characters never change."""
+    same_start = min(len(os.path.commonprefix([old, new])), len(old) - kept[1])
+    same_end = min(len(os.path.commonprefix([old[::-1], new[::-1]])), len(old) - same_start, len(new) - same_start,
+                   len(old) - kept[0])
+    return same_start, len(old) - same_end, same_end
 
 
 def edit_texts(messages: list[Any], edit: Callable[[str], str], is_text: Callable[[Any], bool],
