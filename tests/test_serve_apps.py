@@ -151,6 +151,13 @@ def test_claude_code_keeps_its_reminders_around_the_rewrite_and_its_own_requests
             {"role": "system", "content": [{"type": "text", "text": CLAUDE_CODE_OPENED}]}]})
     rewrite = proxy.logged(later, timeout=5)[0]["output"]
     assert relay.last("/v1/messages").request["messages"][0] == {"role": "user", "content": rewrite}
+    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}
+    pasted = [{"role": "user", "content": [{"type": "text", "text": CLAUDE_CODE_OPENED}, image]},
+              {"role": "assistant", "content": "A red pixel."}, {"role": "user", "content": "make it blue"}]
+    httpx.post(f"{proxy.url}/v1/messages", headers=JSON, timeout=120,  # an image pasted without words first
+               json={"model": "target", "max_tokens": 8, "messages": pasted})  # (the upstream refuses images)
+    assert relay.last("/v1/messages").request["messages"] == pasted  # a follow-up: the image was the first turn
+    assert generations(proxy, "make it blue") == 0
 
 
 def test_codex_context_messages_are_not_the_persons_first_turn(proxy: BpoServer, relay: RecordingUpstream) -> None:

@@ -83,6 +83,23 @@ def test_a_follow_up_carries_the_stored_rewrite_and_is_not_rewritten(client, pro
     assert generations(proxy, "describe a cat") == 1 and generations(proxy, "make it shorter") == 1
 
 
+def test_instructions_after_the_persons_message_leave_it_the_last_turn(client, proxy, relay) -> None:
+    """An app's instructions sent after the chat (SillyTavern's post-history instructions, a system or developer
+    message) are not the conversation's last turn: the person's message before them is rewritten, and they go
+    upstream as they came."""
+    after = {"role": "system", "content": "Stay in character and answer in two sentences."}
+    question = {"role": "user", "content": "tell me about the lighthouse keeper"}
+    _, bpo = chat(client, [{"role": "system", "content": "You are a storyteller."}, question, after])
+    assert bpo["turn"] == "rewritten", bpo["reason"]
+    forwarded = chats(relay)[-1]["messages"]
+    assert forwarded[1]["content"] == bpo["optimized_prompt"] and forwarded[2] == after
+    _, answered = chat(client, [question, {"role": "assistant", "content": "Once upon a time."},
+                                {"role": "developer", "content": "Continue."}])
+    assert answered["turn"] == "not a new user turn"
+    assert chats(relay)[-1]["messages"][0]["content"] == bpo["optimized_prompt"]
+    assert generations(proxy, question["content"]) == 1
+
+
 def test_a_tool_round_makes_no_new_rewrite(proxy: BpoServer, relay: RecordingUpstream) -> None:
     from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
     from langchain_core.tools import tool

@@ -226,8 +226,8 @@ APP_TEXTS: tuple[AppText, ...] = (
 
 def persons_turns(turns: Sequence[Turn]) -> tuple[tuple[Turn, ...], dict[int, tuple[str, str]]]:
     """``turns`` with each user turn holding the person's message alone (an ``APP_ROLE`` turn where an app's text
-    is all there is), and the apps' texts before and after it by the turn's index, to put around whatever goes
-    upstream in its place."""
+    is all there is, a turn without text where the rest is an image or a file), and the apps' texts before and
+    after it by the turn's index, to put around whatever goes upstream in its place."""
     around: dict[int, tuple[str, str]] = {}
     persons = list(turns)
     for index, turn in enumerate(turns):
@@ -239,5 +239,8 @@ def persons_turns(turns: Sequence[Turn]) -> tuple[tuple[Turn, ...], dict[int, tu
                 before, person, after = before + split[0], split[1], split[2] + after
         if before or after:
             around[index] = (before, after)
-            persons[index] = replace(turn, text=person) if person.strip() else Turn(APP_ROLE)
+            if person.strip():
+                persons[index] = replace(turn, text=person)
+            else:  # the app's text alone, or beside an image the person sent without words
+                persons[index] = replace(turn, text=None) if turn.media else Turn(APP_ROLE)
     return tuple(persons), around

@@ -29,22 +29,27 @@ _logger = logging.getLogger(__name__)
 APP_ROLE = "app"
 """The role of a user message that holds an app's own text alone (``apps.persons_turns``): no person's turn, so
 never rewritten and never a conversation's first."""
+_NOT_TURNS = (APP_ROLE, "system")
+"""Roles that never end a conversation's turn: an app's own text and instructions (system, developer) sent after
+the person's message."""
 
 
 @dataclass(frozen=True)
 class Turn:
     """A message as the turn rules see it, in any API: its role (system, user, assistant, tool, or app: a user
     message holding an app's own text alone) and, for a user message, the text BPO may rewrite (None where it
-    holds none: an image alone, a tool result)."""
+    holds none: an image alone, a tool result) and whether it holds more than text."""
 
     role: str
     text: str | None = None
+    media: bool = False
+    """The message holds more than text (an image, a file): the person's even where all its text is an app's."""
 
 
 def last_turn(turns: Sequence[Turn]) -> int | None:
-    """The index of the conversation's last turn: the last message but an app's own that follow it (an agent's
-    reminders after the person's message); None for none."""
-    return next((i for i in reversed(range(len(turns))) if turns[i].role != APP_ROLE), None)
+    """The index of the conversation's last turn: the last message but an app's own and instructions that follow
+    it (an agent's reminders, an app's system message after the person's message); None for none."""
+    return next((i for i in reversed(range(len(turns))) if turns[i].role not in _NOT_TURNS), None)
 
 
 def may_rewrite(turns: Sequence[Turn], mode: str, rule: str, continues: bool = False) -> bool:

@@ -17,7 +17,8 @@ from ... import sse
 from ..answer import Answer, End, Failed, Finish, Piece, TextPiece, ToolCallPiece, Usage
 from ..errors import ApiError, ended_early, failed_midway
 from ..turns import APP_ROLE, Turn
-from .base import Conversation, Dialect, Rendering, content_text, edit_texts, object_list, wants_stream, with_text
+from .base import (Conversation, Dialect, Rendering, content_text, edit_texts, has_media, object_list, wants_stream,
+                   with_text)
 
 _STOP_REASONS: dict[str, str] = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
 _FINISHES: dict[Any, Finish] = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length",
@@ -43,7 +44,7 @@ def _turn(message: dict[str, Any]) -> Turn:
         return Turn(role)
     if isinstance(content, list) and any(isinstance(b, dict) and b.get("type") == "tool_result" for b in content):
         return Turn("tool")
-    return Turn(role, content_text(content, _is_text))
+    return Turn(role, content_text(content, _is_text), has_media(content, _is_text))
 
 
 class Anthropic(Dialect):

@@ -122,6 +122,11 @@ def content_text(content: Any, is_text: Callable[[Any], bool]) -> str | None:
     return "\n".join(texts) if texts and all(isinstance(t, str) for t in texts) else None
 
 
+def has_media(content: Any, is_text: Callable[[Any], bool]) -> bool:
+    """Whether a message's content holds a part that is not text (an image, a file)."""
+    return isinstance(content, list) and any(not is_text(part) for part in content)
+
+
 def with_text(message: dict[str, Any], text: str, is_text: Callable[[Any], bool], part_type: str,
               kept: tuple[int, int] = (0, 0)) -> dict[str, Any]:
     """``message`` holding ``text``: string content replaced. In a list of parts (read as ``content_text`` joins

@@ -16,7 +16,7 @@ from ... import sse
 from ..answer import Answer, End, Failed, Piece, TextPiece, ToolCall, ToolCallPiece, Usage, finish_of
 from ..errors import ApiError, ended_early, failed_midway
 from ..turns import Turn
-from .base import Conversation, Dialect, Rendering, content_text, edit_texts, wants_stream, with_text
+from .base import Conversation, Dialect, Rendering, content_text, edit_texts, has_media, wants_stream, with_text
 
 
 def _is_text(part: Any) -> bool:
@@ -33,7 +33,8 @@ def message_turn(message: Any) -> Turn:
         return Turn("system", content_text(message.get("content"), _is_text))
     if role != "user":
         return Turn(role)
-    return Turn(role, content_text(message.get("content"), _is_text))
+    content = message.get("content")
+    return Turn(role, content_text(content, _is_text), has_media(content, _is_text))
 
 
 def usage_of(usage: Any) -> Usage | None:

@@ -19,7 +19,7 @@ from ... import sse
 from ..answer import Answer, End, Failed, Finish, Piece, TextPiece, ToolCall, ToolCallPiece, Usage
 from ..errors import ApiError, ended_early, failed_midway
 from ..turns import Turn
-from .base import Conversation, Dialect, Rendering, content_text, edit_texts, wants_stream, with_text
+from .base import Conversation, Dialect, Rendering, content_text, edit_texts, has_media, wants_stream, with_text
 
 _TEXT_PARTS = ("input_text", "output_text", "text")
 _ROLES = {"developer": "system"}
@@ -56,7 +56,8 @@ def _turn(item: Any) -> Turn:
         return Turn(role, content_text(item.get("content"), _is_text))
     if role != "user":
         return Turn(role)
-    return Turn(role, content_text(item.get("content"), _is_text))
+    content = item.get("content")
+    return Turn(role, content_text(content, _is_text), has_media(content, _is_text))
 
 
 class Responses(Dialect):
