@@ -175,7 +175,8 @@ class BatchGeneration(Protocol):
     def cancel(self) -> None: ...
 
     def cancel_request(self, index: int) -> None:
-        """Stop request ``index`` alone (it ends "cancelled", its RequestDone follows); the others go on."""
+        """Stop request ``index`` alone (it ends "cancelled", its RequestDone follows); the others go on. Safe
+        from any thread."""
         ...
 
 

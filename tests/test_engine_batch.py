@@ -10,6 +10,8 @@ logits are within ~0.1 (seen after 15-30 tokens). The SmolLM2 tests check what d
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -224,6 +226,67 @@ def test_cancel_request_stops_one_request_and_the_others_go_on(tiny: Engine, bpo
     expected = sequential(tiny, [requests[0], requests[2]])
     assert [outcome(done[0]), outcome(done[2])] == expected
     assert cancelled.tokens == expected_prefix(tiny, requests[1], len(cancelled.tokens))
+
+
+def long_prompt(engine: Engine, tokens: int) -> tuple[int, ...]:
+    """A BPO-templated prompt of about ``tokens`` tokens (a pasted text)."""
+    def prompt_of(items: int) -> tuple[int, ...]:
+        text = " ".join(["The report lists rainfall and river levels by region."] * items)
+        return tuple(engine.tokenize(build_prompt(text), add_bos=True))
+
+    per_item = len(prompt_of(11)) - len(prompt_of(1))
+    prompt = prompt_of(1 + (tokens - len(prompt_of(1))) * 10 // per_item)
+    assert abs(len(prompt) - tokens) < 32
+    return prompt
+
+
+def test_a_long_prompt_is_evaluated_in_pieces_while_the_others_go_on(tiny: Engine, bpo_prompts) -> None:
+    """A prompt longer than a micro-batch is evaluated a micro-batch at a time, and the live requests take a step
+    between its pieces (before, they waited for the whole prompt); every output is still what each request gets
+    alone. An interrupt that lands on a step runs it again, with the same result."""
+    requests = [Request(bpo_prompts[0], 40, GREEDY), Request(long_prompt(tiny, 900), 4, GREEDY)]
+    pulled_at = []
+    tokens = []
+
+    def feed():
+        yield requests[0]
+        while len(tokens) < 3:
+            yield None
+        pulled_at.append(len(tokens))
+        yield requests[1]
+
+    batch = tiny.generate_many(feed())
+    for event in batch:
+        if isinstance(event, tuple):
+            tokens.append(event[0])
+            if len(tokens) in (2, 9):
+                tiny._context.interrupt()  # as a cancel from another thread would, with nothing to cancel
+    first_of_long = tokens.index(1)
+    assert tokens[pulled_at[0]:first_of_long].count(0) >= 2
+    assert [outcome(batch.results[i]) for i in range(2)] == sequential(tiny, requests)
+
+
+def test_a_request_cancelled_from_another_thread_stops_within_its_prompt(smollm2: Engine) -> None:
+    """Cancelled while its long prompt is evaluated, a request stops within the micro-batch in flight (before, its
+    whole prompt was evaluated first), and the engine answers the next request."""
+    prompt = long_prompt(smollm2, 1100)
+    batch = smollm2.generate_many([Request(prompt, 4, GREEDY)])
+    context = smollm2._context
+
+    def cancel_during_the_first_piece() -> None:
+        while batch._prefilling is None:
+            time.sleep(0.001)
+        batch.cancel_request(0)
+
+    canceller = threading.Thread(target=cancel_during_the_first_piece)
+    canceller.start()
+    events = list(batch)
+    canceller.join()
+    assert [type(e) for e in events] == [RequestDone]
+    assert events[0].result.completions[0].finish_reason == "cancelled"
+    assert len(context.cached) < context.n_ubatch  # at most the prefix it shared with the prompt before
+    short = chat_prompt(smollm2, "Name a fruit.")
+    assert smollm2.generate(Request(short, 4, GREEDY)).run().completions[0].finish_reason == "length"
 
 
 def expected_prefix(engine: Engine, request: Request, n: int) -> tuple[int, ...]:

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import stat
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -125,11 +126,18 @@ def test_ctrl_c_stops_generation_keeps_partial_text_and_goes_on(start: Start) ->
     assert "╭─ optimized ─" in after and "interrupted" not in after
     repl.child.sendintr()  # at an empty prompt: a hint, not an exit
     assert "to leave, press Ctrl-D or type /exit" in repl.wait_prompt()
+    pasted = " ".join(["The report lists rainfall and river levels by region."] * 100)  # 3 micro-batches of tokens
+    repl.send(f"\x1b[200~{pasted}\x1b[201~\r")
+    repl.expect("╭─ optimized ─")  # its prompt is being evaluated
+    time.sleep(0.2)
+    repl.child.sendintr()
+    assert "interrupted" in repl.wait_prompt()
     assert repl.exit() == 0
-    _, cut, full = _logged()
+    _, cut, full, long = _logged()
     assert cut["interrupted"] and 0 < cut["timings"]["generated_tokens"] < 300
     assert cut["output"] and cut["output"].split()[0] in stopped  # the partial text stays on screen
     assert not full["interrupted"] and full["prompt"] == "hello there"
+    assert long["interrupted"] and long["timings"]["generated_tokens"] == 0  # stopped within its prompt
 
 
 def test_lines_typed_during_a_rewrite_wait_as_separate_inputs(start: Start) -> None:

@@ -137,6 +137,23 @@ def test_every_run_is_in_the_run_log(server: BpoServer, client: openai.OpenAI) -
     assert entries and entries[0]["prompt"] == "log me please" and entries[0]["params"]["seed"] == 1
 
 
+def test_a_client_that_leaves_during_its_long_prompt_stops_its_evaluation(server: BpoServer) -> None:
+    """A client that gives up while its long prompt is evaluated stops the evaluation within a micro-batch (before,
+    the engine evaluated the whole prompt first while everyone queued behind it waited); the part evaluated stays
+    cached, so the same prompt sent again continues from it."""
+    text = " ".join(["The report lists rainfall and river levels by region."] * 60)  # about 700 tokens
+    body = {"model": "bpo", "messages": [{"role": "user", "content": text}], "max_tokens": 2, "seed": 1}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{server.base_url}/chat/completions", json=body, timeout=httpx.Timeout(60, read=0.3))
+    again = httpx.post(f"{server.base_url}/chat/completions", json=body, timeout=120)
+    assert again.status_code == 200, again.text
+    entries = server.logged("river levels by region")
+    left, finished = sorted((e for e in entries if e["prompt"] == text), key=lambda e: e["id"])
+    assert left["finish_reasons"] == ["cancelled"] and finished["finish_reasons"] == ["length"]
+    timings = finished["timings"]  # the client left within its first micro-batch (512 tokens), or right after it
+    assert timings["prompt_tokens"] > 600 and timings["cached_prompt_tokens"] < timings["prompt_tokens"] - 64
+
+
 def error_of(response: httpx.Response) -> dict:
     body = response.json()
     assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "code"}, body

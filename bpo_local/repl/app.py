@@ -31,10 +31,18 @@ COMPARE_MAX_TOKENS = 512
 
 
 @contextmanager
-def interrupt_flag() -> Iterator[threading.Event]:
-    """While active, Ctrl-C sets the returned event instead of raising, so a generation stops cleanly."""
+def interrupt_flag(on_interrupt: Callable[[], None] | None = None) -> Iterator[threading.Event]:
+    """While active, Ctrl-C sets the returned event instead of raising, so a generation stops cleanly, and
+    calls ``on_interrupt`` (a generation's ``cancel``: it stops even before its first text, within the piece
+    of the prompt being evaluated)."""
     flag = threading.Event()
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: flag.set())
+
+    def interrupted(signum: int, frame: object) -> None:
+        flag.set()
+        if on_interrupt is not None:
+            on_interrupt()
+
+    previous = signal.signal(signal.SIGINT, interrupted)
     try:
         yield flag
     finally:
@@ -111,7 +119,7 @@ class Repl:
         n = self.optimizer.preset(s.mode, **changes).n
         texts = [Text() for _ in range(n)]
         stream = self.optimizer.stream(prompt, mode=s.mode, **changes)
-        with self._generating(view.candidates(texts)) as (live, stop):
+        with self._generating(view.candidates(texts), on_interrupt=stream.cancel) as (live, stop):
             for delta in stream:
                 texts[delta.index].append(delta.text)
                 if stop.is_set():
@@ -163,11 +171,12 @@ class Repl:
         return self._target
 
     @contextmanager
-    def _generating(self, renderable: object) -> Iterator[tuple[Live, threading.Event]]:
+    def _generating(self, renderable: object,
+                    on_interrupt: Callable[[], None] | None = None) -> Iterator[tuple[Live, threading.Event]]:
         """A live view of a generation, the Ctrl-C flag that stops it, and keys typed meanwhile held back."""
         live = Live(renderable, console=self.console, refresh_per_second=10,  # type: ignore[arg-type]
                     vertical_overflow="visible")
-        with typeahead_waits(), live, interrupt_flag() as stop:
+        with typeahead_waits(), live, interrupt_flag(on_interrupt) as stop:
             yield live, stop
 
     # model and display

@@ -49,6 +49,8 @@ class Ticket:
         self.seed = seed
         self.note = note
         self.cancelled = False
+        self.running_as: tuple[BatchGeneration, int] | None = None
+        """The batch it runs in and its index there, once the owner thread has started it."""
         self._owner = owner
         self._loop = loop
         self._events: asyncio.Queue[CandidateDelta | OptimizeResult | BpoLocalError] = asyncio.Queue()
@@ -91,9 +93,13 @@ class Ticket:
         return self._outcome  # type: ignore[return-value]
 
     def cancel(self) -> None:
+        """Stop it: at once where it runs (its prompt's evaluation too), else when the owner thread looks."""
         if not self.cancelled:
             self.cancelled = True
             self._owner._cancels.put(self)
+            if self.running_as is not None:
+                batch, index = self.running_as
+                batch.cancel_request(index)
 
     def _send(self, event: CandidateDelta | OptimizeResult | BpoLocalError) -> None:
         """From the owner thread: hand ``event`` to the event loop (dropped once the loop is closed)."""
@@ -162,8 +168,11 @@ class EngineOwner:
         return preset.with_overrides(Overrides(max_tokens=min(preset.max_new_tokens, self.max_tokens)))
 
     def stop(self, timeout: float | None = None) -> None:
-        """Take no more work, cancel what is queued or running, and wait for the thread to leave."""
+        """Take no more work, cancel what is queued or running (a prompt being evaluated stops at once),
+        and wait for the thread to leave."""
         self._stopping.set()
+        for ticket in list(self._running.values()):
+            ticket.cancel()
         if self._thread.is_alive():
             self._thread.join(timeout)
 
@@ -239,6 +248,7 @@ class EngineOwner:
                 ticket._send(err)
                 continue
             self._running[index] = ticket
+            ticket.running_as = (self._batch, index)  # type: ignore[assignment]
             index += 1
             yield request
 

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from ...errors import ContextFull, DecodeFailed
+from .interrupt import Interrupt
 from .native import llama
 from .threads import Tuner
 
@@ -28,6 +29,12 @@ LOGITS_CHUNK = 512
 
 Entry = tuple[int, int, tuple[int, ...], bool]
 """One batch entry: (token, position, the sequence ids it belongs to, whether its logits are wanted)."""
+_ABORTED = 2
+"""What llama_decode returns when the abort callback stopped it."""
+
+
+class Interrupted(Exception):
+    """``interrupt()`` stopped a decode: the context is as it was before that decode."""
 
 
 class Owner(Protocol):
@@ -50,6 +57,7 @@ class Context:
         self.n_vocab = n_vocab
         self.n_ctx: int = lib.llama_n_ctx(ctx)
         self.n_batch: int = lib.llama_n_batch(ctx)
+        self.n_ubatch: int = lib.llama_n_ubatch(ctx)
         self.n_seq_max: int = lib.llama_n_seq_max(ctx)
         self._batch = lib.llama_batch_init(max(self.n_batch, self.n_seq_max), 0, self.n_seq_max)
         self.cached: list[int] = []
@@ -61,6 +69,7 @@ class Context:
         self._lead_cells: list[int] = []
         """Cell ids of the lead's positions not decoded yet, in order."""
         self._owner: Owner | None = None
+        self._interrupt = Interrupt(lib, ctx)
 
     # ownership: one generation at a time drives the candidate sequences
 
@@ -74,12 +83,19 @@ class Context:
                 raise RuntimeError("another generation is still running on this engine")
             previous.cancel()
         self._owner = owner
+        self._interrupt.clear()  # an interrupt meant for the previous owner's last decode
+
+    def unstage(self) -> None:
+        """Give up the staged lead: the part of it already decoded stays cached."""
+        self._lead_cells.clear()
 
     def release(self, owner: Owner) -> None:
-        """``owner`` is done; a lead it staged and never decoded is forgotten (only what is cached is shared)."""
+        """``owner`` is done; a lead it staged and never decoded is forgotten (only what is cached is shared), and
+        so is an interrupt that came after its last decode."""
         if self._owner is owner:
             self._owner = None
             self._lead_cells.clear()
+            self._interrupt.clear()
 
     # sequences
 
@@ -124,12 +140,18 @@ class Context:
 
     # decoding
 
+    def interrupt(self) -> None:
+        """From any thread: stop the decode in flight, or the next one, within a graph node (it raises
+        ``Interrupted``)."""
+        self._interrupt.set()
+
     def decode(self, entries: Sequence[Entry], *, prompt: bool) -> None:
         """One llama_decode of ``entries``; the logits of entry i are then at output index i. ``prompt``:
         it evaluates prompt tokens (the "prompt" phase of the thread tuner), not only next tokens.
 
         Entries of the cache sequence must continue the cached prompt; they extend it once decoded
-        (a failed decode forgets the cache, as its cells are then uncertain).
+        (a failed decode forgets the cache, as its cells are then uncertain). An interrupted decode
+        raises ``Interrupted`` with every sequence as it was before it, so it can be run again.
         """
         batch = self._batch
         token, pos, n_seq_id, seq_id, logits = batch.token, batch.pos, batch.n_seq_id, batch.seq_id, batch.logits
@@ -148,6 +170,10 @@ class Context:
         if rc == 0:
             self._lib.llama_synchronize(self.ctx)  # a GPU backend returns before the work is done
             self.threads.stop(phase, started, len(entries))
+        if rc == _ABORTED:  # an interrupt that came between two decodes stops the next one: none is lost
+            self._interrupt.clear()
+            self._undo(entries)
+            raise Interrupted
         if rc != 0 and cached:
             self._forget_cache()
         if rc == 1:
@@ -155,6 +181,16 @@ class Context:
         if rc != 0:
             raise DecodeFailed(rc)
         self._extend_cache(cached)
+
+    def _undo(self, entries: Sequence[Entry]) -> None:
+        """Remove what an aborted decode of ``entries`` left in the cache (the micro-batches it finished):
+        each sequence loses the positions from its first in ``entries`` on."""
+        starts: dict[int, int] = {}
+        for _, pos, seqs, _ in entries:
+            for seq in seqs:
+                starts[seq] = min(pos, starts.get(seq, pos))
+        for seq, start in starts.items():
+            self._lib.llama_memory_seq_rm(self._mem, seq, start, -1)
 
     def stage(self, prompt: Sequence[int]) -> tuple[list[Entry], int]:
         """Make the cache sequence hold the longest prefix of ``prompt`` it can reuse.

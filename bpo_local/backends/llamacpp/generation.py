@@ -3,11 +3,16 @@
 ``BatchGeneration`` admits requests in order whenever enough sequence slots (and context) are free.
 Each step is one ``llama_decode`` of the newest token of every live sequence of every request, plus
 the prompts of the requests admitted for it. The first is evaluated into the cache sequence after
-the prefix it shares with the previous prompt (a prompt too long to join the batch has its head
-decoded alone first) and forked into the request's slots after the step; the others that fit the
-same batch, each starting all its sequences, are evaluated beside it straight into their own slots,
-sharing the cached prefix. So a burst of requests starts, and ends, together. After the step every
-live sequence samples its next token. ``Generation`` is the one-request case of the same loop.
+the prefix it shares with the previous prompt and forked into the request's slots after the step; the
+others that fit the same batch, each starting all its sequences, are evaluated beside it straight into
+their own slots, sharing the cached prefix. So a burst of requests starts, and ends, together. After
+the step every live sequence samples its next token. ``Generation`` is the one-request case of the
+same loop.
+
+A long prompt is evaluated a micro-batch (``n_ubatch`` tokens) at a time, alone, until its rest fits a
+micro-batch beside the live tokens, and the live sequences take a step between its pieces: no decode
+call takes longer than a micro-batch of prompt, the others' text keeps coming, and a request cancelled
+while its prompt is evaluated (or the whole batch, from another thread) stops within a graph node.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ...backend import GenerationResult, RequestDone, TokenEvent
-from .context import Context, Entry
+from .context import Context, Entry, Interrupted
 from .job import Job, Slot
 
 Event = tuple[int, TokenEvent] | RequestDone
@@ -87,6 +92,8 @@ class BatchGeneration:
         self._clock = _Clock()
         self._cancel_requested = False
         self._cancelling: set[int] = set()
+        self._prefilling: int | None = None
+        """The request whose prompt piece is being evaluated alone right now, if any."""
         self._exhausted = False
         self.results: dict[int, GenerationResult] = {}
         self.finished = False
@@ -105,16 +112,20 @@ class BatchGeneration:
     def cancel(self) -> None:
         """Stop now: finished sequences keep their reason, the others end "cancelled"."""
         self._cancel_requested = True
-        if self._events.gi_running:
-            return  # called from inside the loop (e.g. another thread): it stops at the next step
+        if self._events.gi_running:  # from another thread: the decode in flight stops too
+            self._context.interrupt()
+            return
         self._events.close()  # a suspended loop cleans up in its finally; an unstarted one never runs
         self.finished = True
 
     def cancel_request(self, index: int) -> None:
         """Stop request ``index`` alone at the next step: it ends "cancelled" (sequences already
-        finished keep their reason) and its RequestDone follows; the others go on. Call it from the
-        thread that iterates, between events. One not pulled yet never runs; a finished one is left as is."""
+        finished keep their reason) and its RequestDone follows; the others go on. From any thread:
+        a piece of its prompt being evaluated stops at once. One not pulled yet never runs; a finished
+        one is left as is."""
         self._cancelling.add(index)
+        if self._prefilling == index:
+            self._context.interrupt()
 
     def run(self) -> dict[int, GenerationResult]:
         """Drain the events and return ``results`` (also after an interrupt, which is re-raised)."""
@@ -162,8 +173,13 @@ class BatchGeneration:
             self._fit_context()
             yield from self._settle()
             if self._live or self._staged:
-                self._decode()
-                for slot in list(self._live):
+                try:
+                    stepped = self._decode()
+                except Interrupted:  # the context is as before the decode
+                    if self._cancel_requested:
+                        return
+                    continue  # its cancelled request is dropped, the step runs again
+                for slot in stepped:
                     yield from self._sample(slot)
                 yield from self._settle()
 
@@ -209,8 +225,9 @@ class BatchGeneration:
         """End the requests ``cancel_request`` named; report each one that has nothing left to run."""
         if not self._cancelling:
             return
+        self._unstage_cancelled()
         staged = {s.job.index for s in self._staged}
-        for index in sorted(self._cancelling - staged):  # a staged prompt is decoded first, then cancelled
+        for index in sorted(self._cancelling - staged):  # a prompt staged with others is decoded, then cancelled
             job = self._known.get(index)
             if job is None:
                 if index in self.results:
@@ -225,6 +242,13 @@ class BatchGeneration:
                 yield RequestDone(index, self._close(job))
         yield from self._settle()
 
+    def _unstage_cancelled(self) -> None:
+        """Give up a cancelled lead staged alone (its prompt part evaluated, which stays cached for reuse)."""
+        if len(self._staged) == 1 and self._staged[0].job.index in self._cancelling:
+            lead = self._staged.pop()
+            self._context.unstage()
+            self._free = sorted(self._free + lead.seqs)
+
     def _fits(self, job: Job, wave: int, reuse: int) -> bool:
         """Whether the context holds every prompt cell plus every live and staged sequence, and
         ``wave`` new ones of ``job`` (whose prompt reuses ``reuse`` tokens), at their longest."""
@@ -238,16 +262,18 @@ class BatchGeneration:
 
     def _joins(self, job: Job, wave: int, reuse: int) -> bool:
         """Whether ``job`` can start beside the staged requests: all its sequences at once (later waves
-        fork from the cache sequence), its prompt's rest within the batch."""
+        fork from the cache sequence), its prompt's rest within the batch, and the lead's within one step
+        (a lead evaluated in pieces is alone)."""
         entries = len(self._live) + sum(len(s.entries) for s in self._staged)
-        return wave == job.waiting and entries + len(job.request.prompt) - reuse <= self._context.n_batch
+        return (wave == job.waiting and not self._piece(self._staged[0])
+                and entries + len(job.request.prompt) - reuse <= self._context.n_batch)
 
     def _prompt_cells(self, cached: frozenset[int]) -> frozenset[int]:
         return cached.union(*(job.cells for job in self._known.values()))
 
     def _stage(self, job: Job, wave: int) -> None:
-        """Prepare job's prompt for the next step: in the cache sequence, decoding alone what would
-        overflow its batch, or (when others are staged) beside it in the wave's own slots."""
+        """Prepare job's prompt for the next steps: in the cache sequence, or (when others are staged)
+        beside it in the wave's own slots."""
         ctx, marks = self._context, job.marks
         if job.started == 0:
             marks.start = self._clock.elapsed()
@@ -257,10 +283,6 @@ class BatchGeneration:
             entries, reused, cells = ctx.stage_beside(job.request.prompt, seqs, self._staged[0].entries)
         else:
             entries, reused = ctx.stage(job.request.prompt)
-            alone = max(0, len(entries) - max(1, ctx.n_batch - len(self._live)))
-            for start in range(0, alone, ctx.n_batch):
-                ctx.decode(entries[start:min(start + ctx.n_batch, alone)], prompt=True)
-            entries = entries[alone:]
         if job.started == 0:
             marks.cached_prompt_tokens = reused
         self._staged.append(_Staged(job, seqs, entries, cells))
@@ -294,18 +316,26 @@ class BatchGeneration:
                 del self._known[job.index]
                 yield RequestDone(job.index, self._close(job))
 
-    def _decode(self) -> None:
-        """One step: the newest token of every live sequence, and the staged prompts; then start them."""
-        live, ctx = self._live, self._context
+    def _decode(self) -> list[Slot]:
+        """One step: the newest token of every live sequence, and the staged prompts; then start them.
+        While the lead's prompt is longer than a micro-batch beside the live tokens, its next piece is
+        evaluated alone first and the staged prompts wait. Returns the sequences that have logits."""
+        live, ctx = list(self._live), self._context
+        waiting = bool(self._staged) and self._prefill(self._staged[0])
+        starting = [] if waiting else self._staged
+        if not live and not starting:
+            return live
         entries: list[Entry] = [(s.tokens[-1], len(s.job.request.prompt) + len(s.tokens) - 1, (s.seq_id,), True)
                                 for s in live]  # type: ignore[misc]
         ends = []
-        for staged in self._staged:
+        for staged in starting:
             entries += staged.entries
             ends.append(len(entries) - 1)
-        ctx.decode(entries, prompt=bool(self._staged))
+        ctx.decode(entries, prompt=bool(starting))
         for i, slot in enumerate(live):
             slot.output = i
+        if not starting:
+            return live
         started, self._staged = self._staged, []
         for staged, output in zip(started, ends):
             job = staged.job
@@ -317,6 +347,29 @@ class BatchGeneration:
                     ctx.fork(seq)
                 cells = ctx.cells()
             self._live.extend(job.start_wave(staged.seqs, output, cells))
+        return list(self._live)
+
+    def _piece(self, lead: _Staged) -> int:
+        """How much of the lead's prompt to evaluate alone next: a micro-batch (never its last token, which
+        the step samples from) while its rest is longer than a micro-batch beside the live tokens; else 0."""
+        ctx = self._context
+        if len(lead.entries) <= max(1, ctx.n_ubatch - len(self._live)):
+            return 0
+        return min(ctx.n_ubatch, len(lead.entries) - 1)
+
+    def _prefill(self, lead: _Staged) -> bool:
+        """Evaluate the lead's next piece alone, if it has one; whether it did."""
+        piece = self._piece(lead)
+        if not piece:
+            return False
+        ctx = self._context
+        self._prefilling = lead.job.index
+        try:
+            ctx.decode(lead.entries[:piece], prompt=True)
+        finally:
+            self._prefilling = None
+        del lead.entries[:piece]
+        return True
 
     def _retire(self, slot: Slot) -> None:
         seq_id = slot.seq_id
