@@ -437,3 +437,45 @@ def test_directory_is_a_load_error(tmp_path):
     shutil.os.mkdir(tmp_path / "model.gguf")
     with pytest.raises(ModelLoadError, match="is a directory"):
         Engine(tmp_path / "model.gguf")
+
+
+SIGNALS_DURING_LOAD = """
+import signal, sys, threading, time
+from bpo_local.backends.llamacpp.native import llama, set_verbose
+
+lib = llama()
+set_verbose(False)
+state = {"loading": False, "sent": 0, "ran_while_loading": 0}
+
+def handler(signum, frame):  # where it runs: this script, threading, or (a Python log callback) elsewhere
+    state["ran_while_loading"] += state["loading"] and frame.f_code.co_filename not in ("<string>", threading.__file__)
+
+def send():
+    while state["loading"]:
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)
+        state["sent"] += 1
+        time.sleep(0.0005)
+
+signal.signal(signal.SIGUSR1, handler)
+state["loading"] = True
+sender = threading.Thread(target=send)
+sender.start()
+model = lib.llama_model_load_from_file(sys.argv[1].encode(), lib.llama_model_default_params())
+state["loading"] = False
+sender.join()
+print(state["sent"], state["ran_while_loading"], bool(model))
+"""
+
+
+def test_no_python_runs_while_llama_cpp_logs_so_ctrl_c_is_never_lost(smollm2_f16):
+    """llama.cpp logs hundreds of lines while a model loads; a Python log callback ran Python each time, so a
+    Ctrl-C pending then was raised inside the callback, where ctypes prints "Exception ignored" and drops it (the
+    command went on). Signals sent all through a load must find no Python of llama.cpp's running."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", SIGNALS_DURING_LOAD, str(smollm2_f16)], capture_output=True,
+                         text=True, check=True, timeout=120)
+    sent, ran_while_loading, loaded = out.stdout.split()
+    assert int(sent) > 10 and loaded == "True"
+    assert int(ran_while_loading) == 0 and "Exception ignored" not in out.stderr

@@ -11,22 +11,18 @@ flag is one byte written from any thread; the decode stops within a graph node a
 from __future__ import annotations
 
 import ctypes
-import os
 from types import ModuleType
 
-
-def _strlen() -> ctypes._CFuncPtr:  # type: ignore[name-defined]
-    libc = ctypes.cdll.msvcrt if os.name == "nt" else ctypes.CDLL(None)
-    return libc.strlen
+from .native import libc
 
 
 class Interrupt:
     """The abort flag of one llama.cpp context: ``set()`` from any thread stops its decode in flight
-    (or the next one); ``clear()`` once the decode has returned."""
+    (or the next one); ``clear()`` once the decode it stopped has returned."""
 
     def __init__(self, lib: ModuleType, ctx: object) -> None:
         self._flag = ctypes.create_string_buffer(2)
-        self._callback = ctypes.cast(_strlen(), lib.ggml_abort_callback)
+        self._callback = ctypes.cast(libc().strlen, lib.ggml_abort_callback)
         lib.llama_set_abort_callback(ctx, self._callback, ctypes.cast(self._flag, ctypes.c_void_p))
 
     def set(self) -> None:

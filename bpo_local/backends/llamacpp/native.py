@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
 import os
-import sys
 from collections.abc import Iterator
 from types import ModuleType
 
@@ -31,22 +31,26 @@ def _openmp_waits() -> Iterator[None]:
 
 
 @functools.cache
-def _bindings() -> tuple[ModuleType, object, object]:
-    """(bindings, silent log callback, stderr log callback); llama.cpp is silent from the start."""
+def libc() -> ctypes.CDLL:
+    """The C library: its functions serve as callbacks llama.cpp calls with no Python running."""
+    return ctypes.cdll.msvcrt if os.name == "nt" else ctypes.CDLL(None)
+
+
+@functools.cache
+def _bindings() -> tuple[ModuleType, object]:
+    """(bindings, a log callback that drops everything); llama.cpp is silent from the start.
+
+    Both loggers are C: llama.cpp's own (to stderr), and libc's ``abs``, which reads the first argument
+    (the level) and returns; C calling conventions leave the other two unread. A Python callback would run
+    Python wherever llama.cpp logs: on the main thread (a model loading) a pending Ctrl-C is raised inside
+    it, where ctypes prints "Exception ignored" and drops it."""
     with _openmp_waits():
         import llama_cpp.llama_cpp as lib
 
-    @lib.llama_log_callback
-    def silent(level: int, text: bytes, user_data: object) -> None:
-        return None
-
-    @lib.llama_log_callback
-    def to_stderr(level: int, text: bytes, user_data: object) -> None:
-        sys.stderr.write(text.decode("utf-8", "replace"))
-
+    silent = ctypes.cast(libc().abs, lib.llama_log_callback)
     lib.llama_log_set(silent, None)
     lib.llama_backend_init()
-    return lib, silent, to_stderr
+    return lib, silent
 
 
 def llama() -> ModuleType:
@@ -56,5 +60,5 @@ def llama() -> ModuleType:
 
 def set_verbose(verbose: bool) -> None:
     """Route llama.cpp's (process-wide) log to stderr, or drop it so stderr stays clean."""
-    lib, silent, to_stderr = _bindings()
-    lib.llama_log_set(to_stderr if verbose else silent, None)
+    lib, silent = _bindings()
+    lib.llama_log_set(ctypes.cast(None, lib.llama_log_callback) if verbose else silent, None)  # NULL: its own
