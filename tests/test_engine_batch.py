@@ -10,6 +10,7 @@ logits are within ~0.1 (seen after 15-30 tokens). The SmolLM2 tests check what d
 from __future__ import annotations
 
 import json
+import signal
 import threading
 import time
 from pathlib import Path
@@ -285,6 +286,33 @@ def test_a_request_cancelled_from_another_thread_stops_within_its_prompt(smollm2
     assert [type(e) for e in events] == [RequestDone]
     assert events[0].result.completions[0].finish_reason == "cancelled"
     assert len(context.cached) < context.n_ubatch  # at most the prefix it shared with the prompt before
+    short = chat_prompt(smollm2, "Name a fruit.")
+    assert smollm2.generate(Request(short, 4, GREEDY)).run().completions[0].finish_reason == "length"
+
+
+def test_ctrl_c_stops_a_prompt_within_the_piece_in_flight(smollm2: Engine) -> None:
+    """Ctrl-C while a long prompt is evaluated on the main thread raises at once: the piece in flight stops, the
+    context is as before it (before, Python saw the signal only when the piece's decode returned), and the
+    engine answers the next request."""
+    prompt = long_prompt(smollm2, 1100)
+    generation = smollm2.generate(Request(prompt, 4, GREEDY))
+    context = smollm2._context
+    sent = []
+
+    def ctrl_c_during_the_first_piece() -> None:
+        while generation._batch._prefilling is None:
+            time.sleep(0.001)
+        sent.append(time.perf_counter())
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+
+    interrupter = threading.Thread(target=ctrl_c_during_the_first_piece)
+    interrupter.start()
+    with pytest.raises(KeyboardInterrupt):
+        generation.run()
+    stopped_after = time.perf_counter() - sent[0]
+    interrupter.join()
+    # a piece of 512 tokens takes seconds on one thread (over 2 s here); stopping it takes a graph node
+    assert stopped_after < 0.5 and len(context.cached) < context.n_ubatch
     short = chat_prompt(smollm2, "Name a fruit.")
     assert smollm2.generate(Request(short, 4, GREEDY)).run().completions[0].finish_reason == "length"
 

@@ -151,7 +151,8 @@ class Context:
 
         Entries of the cache sequence must continue the cached prompt; they extend it once decoded
         (a failed decode forgets the cache, as its cells are then uncertain). An interrupted decode
-        raises ``Interrupted`` with every sequence as it was before it, so it can be run again.
+        raises ``Interrupted`` with every sequence as it was before it, so it can be run again; Ctrl-C
+        stops it too, and its KeyboardInterrupt leaves the context put back the same way.
         """
         batch = self._batch
         token, pos, n_seq_id, seq_id, logits = batch.token, batch.pos, batch.n_seq_id, batch.seq_id, batch.logits
@@ -166,7 +167,13 @@ class Context:
         batch.n_tokens = len(entries)
         cached = [tok for tok, _, seqs, _ in entries if CACHE_SEQ in seqs]
         phase, started = self.threads.start(prompt)
-        rc = self._lib.llama_decode(self.ctx, batch)
+        try:
+            with self._interrupt.on_ctrl_c():
+                rc = self._lib.llama_decode(self.ctx, batch)
+        except BaseException:  # Ctrl-C's KeyboardInterrupt, raised as the decode it stopped returned
+            self._interrupt.clear()
+            self._undo(entries)
+            raise
         if rc == 0:
             self._lib.llama_synchronize(self.ctx)  # a GPU backend returns before the work is done
             self.threads.stop(phase, started, len(entries))
