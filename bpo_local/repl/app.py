@@ -14,7 +14,7 @@ from rich.live import Live
 from rich.text import Text
 
 from ..errors import BpoLocalError, UsageError
-from ..targets import ChatSettings, user_message
+from ..targets import ChatSettings, ChatStream, user_message
 from . import view
 from .advice import describe
 from .commands import dispatch
@@ -147,11 +147,18 @@ class Repl:
         prompts = (turn.result.prompt, turn.chosen)
         answers = [Text(), Text()]
         max_tokens = self.settings.overrides.max_tokens or COMPARE_MAX_TOKENS
-        with self._generating(view.comparison(model.name, prompts, answers)) as (_, stop):
+        streams: list[ChatStream] = []
+
+        def cancel_current() -> None:
+            if streams:
+                streams[-1].cancel()
+
+        with self._generating(view.comparison(model.name, prompts, answers), on_interrupt=cancel_current) as (_, stop):
             for prompt, answer in zip(prompts, answers):
                 if stop.is_set():
                     break
                 stream = model.chat(user_message(prompt), ChatSettings(max_tokens=max_tokens))
+                streams.append(stream)
                 for piece in stream:
                     answer.append(piece)
                     if stop.is_set():

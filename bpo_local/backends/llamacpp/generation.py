@@ -10,9 +10,9 @@ the step every live sequence samples its next token. ``Generation`` is the one-r
 same loop.
 
 A long prompt is evaluated a micro-batch (``n_ubatch`` tokens) at a time, alone, until its rest fits a
-micro-batch beside the live tokens, and the live sequences take a step between its pieces: no decode
-call takes longer than a micro-batch of prompt, the others' text keeps coming, and a request cancelled
-while its prompt is evaluated (or the whole batch, from another thread) stops within a graph node.
+micro-batch beside the live tokens, and the live sequences take a step between its pieces: the others'
+text keeps coming, and a request cancelled while its prompt is evaluated alone so (or the whole batch)
+stops within a graph node on the CPU. Prompts that start together in one step are bounded by the batch.
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ class BatchGeneration:
     def cancel(self) -> None:
         """Stop now: finished sequences keep their reason, the others end "cancelled"."""
         self._cancel_requested = True
-        if self._events.gi_running:  # from another thread: the decode in flight stops too
+        if self._events.gi_running:  # from a signal handler or another thread: the decode in flight stops too
             self._context.interrupt()
             return
         self._events.close()  # a suspended loop cleans up in its finally; an unstarted one never runs
@@ -163,7 +163,7 @@ class BatchGeneration:
             self.finished = True
 
     def _phases(self) -> Iterator[Event]:
-        while True:
+        while not self._cancel_requested:  # (pieces of a prompt alone yield nothing between them)
             yield from self._drop_cancelled()
             yield from self._admit()
             if not self._live and not self._staged:
@@ -364,6 +364,8 @@ class BatchGeneration:
             return False
         ctx = self._context
         self._prefilling = lead.job.index
+        if lead.job.index in self._cancelling:  # cancelled since this step began: stop the piece at once
+            ctx.interrupt()
         try:
             ctx.decode(lead.entries[:piece], prompt=True)
         finally:

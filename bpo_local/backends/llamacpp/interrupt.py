@@ -57,7 +57,11 @@ class Interrupt:
             yield
         finally:
             watch.interrupt = None
-            signal.set_wakeup_fd(watch.forward)
+            try:
+                signal.set_wakeup_fd(watch.forward)
+            except (OSError, ValueError):  # its owner closed it meanwhile
+                signal.set_wakeup_fd(-1)
+                watch.forward = -1
 
 
 class _CtrlCWatch:

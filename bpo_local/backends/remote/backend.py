@@ -101,8 +101,8 @@ class RemoteGeneration:
             raise self._error
 
     def cancel(self) -> None:
+        """Stop at the server's next chunk (``result`` waits for it); never blocks, so a signal handler may call it."""
         self._cancelled.set()
-        self._thread.join()
 
     @property
     def result(self) -> GenerationResult:
