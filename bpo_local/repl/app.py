@@ -33,8 +33,7 @@ COMPARE_MAX_TOKENS = 512
 @contextmanager
 def interrupt_flag(on_interrupt: Callable[[], None] | None = None) -> Iterator[threading.Event]:
     """While active, Ctrl-C sets the returned event instead of raising, so a generation stops cleanly, and
-    calls ``on_interrupt`` (a generation's ``cancel``: it stops even before its first text, within the piece
-    of the prompt being evaluated)."""
+    calls ``on_interrupt`` (a generation's ``cancel``: it stops at once, even while its prompt is evaluated)."""
     flag = threading.Event()
 
     def interrupted(signum: int, frame: object) -> None:

@@ -120,7 +120,8 @@ class Rewriter:
             index = last_turn(turns)
             role = turns[index].role if index is not None else None
             what = "a user message without text" if role == "user" else f"a {role} message" if role else "none"
-            return Rewrite(mode, None, turn=NOT_A_USER_TURN, reason=f"the last message is {what}: nothing new to rewrite")
+            return Rewrite(mode, None, turn=NOT_A_USER_TURN,
+                           reason=f"the last message is {what}: nothing new to rewrite")
         index, text = new
         if index not in keys:
             return Rewrite(mode, text, turn=SKIPPED, reason=f"the message began with {SKIP_PREFIX}: it went as "

@@ -101,7 +101,7 @@ class RemoteGeneration:
             raise self._error
 
     def cancel(self) -> None:
-        """Stop at the server's next chunk (``result`` waits for it); never blocks, so a signal handler may call it."""
+        """Stop at the server's next chunk (``result`` waits for it); it never blocks: a signal handler may call it."""
         self._cancelled.set()
 
     @property
