@@ -171,14 +171,12 @@ class Context:
             with self._interrupt.on_ctrl_c():
                 rc = self._lib.llama_decode(self.ctx, batch)
         except BaseException:  # Ctrl-C's KeyboardInterrupt, raised as the decode it stopped returned
-            self._interrupt.clear()
             self._undo(entries)
             raise
         if rc == 0:
             self._lib.llama_synchronize(self.ctx)  # a GPU backend returns before the work is done
             self.threads.stop(phase, started, len(entries))
         if rc == _ABORTED:  # an interrupt that came between two decodes stops the next one: none is lost
-            self._interrupt.clear()
             self._undo(entries)
             raise Interrupted
         if rc != 0 and cached:
@@ -190,8 +188,10 @@ class Context:
         self._extend_cache(cached)
 
     def _undo(self, entries: Sequence[Entry]) -> None:
-        """Remove what an aborted decode of ``entries`` left in the cache (the micro-batches it finished):
-        each sequence loses the positions from its first in ``entries`` on."""
+        """Put the context back as before a stopped decode of ``entries``: its interrupt is spent, and each
+        sequence loses what the decode left in the cache (the micro-batches it finished), the positions from
+        its first in ``entries`` on."""
+        self._interrupt.clear()
         starts: dict[int, int] = {}
         for _, pos, seqs, _ in entries:
             for seq in seqs:
